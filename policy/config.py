@@ -1,0 +1,375 @@
+"""The configuration model: one YAML file that admins edit by hand.
+
+Validation happens here, once, with pydantic; every problem is reported with
+the YAML line it comes from, because an admin fixing a file at 3 a.m. needs
+``config.yaml:14``, not a pydantic traceback. Secrets are resolved from
+``${ENV}`` references or ``file:`` paths into :class:`pydantic.SecretStr`, so
+they cannot leak through ``repr``, logs or ``check-config``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from policy.errors import ConfigError, ConfigProblem
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def resolve_secret(value: Any) -> Any:
+    """Turn ``${NAME}`` into the environment's value and ``file:PATH`` into the file's.
+
+    The error messages name the variable or file, never a value.
+    """
+    if not isinstance(value, str):
+        return value
+    match = _ENV_REF.match(value.strip())
+    if match:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set")
+        return os.environ[name]
+    if value.startswith("file:"):
+        path = Path(value[len("file:") :]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Model):
+    """A TCP ``host:port`` or, when it contains a ``/``, a unix socket path."""
+
+    listen: str
+
+    @property
+    def is_unix(self) -> bool:
+        return "/" in self.listen
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @field_validator("listen")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        if "/" in value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is neither host:port nor a unix socket path")
+        return value
+
+
+class ServerConfig(_Model):
+    hostname: str = Field(default_factory=socket.getfqdn)
+    smtp: Listen | None = Listen(listen="127.0.0.1:2525")
+    lmtp: Listen | None = Listen(listen="127.0.0.1:2424")
+    max_message_size: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_recipients: int = Field(default=100, ge=1)
+    max_connections: int = Field(default=200, ge=1)
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    timeout: float = Field(default=300, gt=0, description="seconds a session may idle")
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", value):
+            raise ValueError(f"{value!r} is not a host name")
+        return value
+
+
+class StorageConfig(_Model):
+    url: str = "sqlite:///./data/firstline.db"
+
+
+class BatchConfig(_Model):
+    interval: float = Field(default=300, gt=0)
+    size: int = Field(default=100, ge=1)
+    lease_seconds: float = Field(default=300, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class DnsConfig(_Model):
+    nameservers: list[str] = Field(default_factory=list, description="host or host:port")
+    timeout: float = Field(default=5.0, gt=0)
+
+
+class PolicyConfig(_Model):
+    dmarc: Literal["enforce", "monitor"] = "enforce"
+    manual_forward: Literal["reject", "accept", "quarantine"] = "reject"
+    trusted_arc_sealers: list[str] = Field(default_factory=list)
+    trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list
+    )
+    min_dkim_key_bits: int = Field(default=1024, ge=512)
+
+
+class PolicyOverride(_Model):
+    """Per-mailbox policy: any field given here replaces the global one."""
+
+    dmarc: Literal["enforce", "monitor"] | None = None
+    manual_forward: Literal["reject", "accept", "quarantine"] | None = None
+    trusted_arc_sealers: list[str] | None = None
+    trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None
+    min_dkim_key_bits: int | None = Field(default=None, ge=512)
+
+
+class RetentionConfig(_Model):
+    days: int = Field(default=30, ge=1)
+
+
+class AntivirusConfig(_Model):
+    backend: Literal["builtin", "clamd"] = "builtin"
+    clamd: str | None = Field(default=None, description="host:port or unix socket path")
+    timeout: float = Field(default=30, gt=0)
+    on_unavailable: Literal["wait", "pass"] = "wait"
+    action: Literal["quarantine", "reject"] = "quarantine"
+
+
+class HttpConfig(_Model):
+    listen: str | None = None
+
+
+class LoggingConfig(_Model):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ChannelConfig(_Model):
+    name: str = Field(min_length=1)
+    type: Literal["local", "webhook"] = "local"
+    url: str | None = None
+    secret: Secret | None = None
+    token: Secret | None = None
+
+    @model_validator(mode="after")
+    def _webhook_needs_target(self) -> ChannelConfig:
+        if self.type == "webhook" and not (self.url and self.secret):
+            raise ValueError("a webhook channel needs both url and secret")
+        return self
+
+
+class SmtpConfig(_Model):
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    account: str | None = None
+    password: Secret | None = None
+    encryption: Literal["starttls", "ssl", "none"] = "starttls"
+    ca_file: Path | None = None
+    timeout: float = Field(default=30, gt=0)
+
+    @field_validator("port")
+    @classmethod
+    def _not_port_25(cls, value: int) -> int:
+        if value == 25:
+            raise ValueError(
+                "port 25 is not allowed for sending: it is the server-to-server port, "
+                "which providers block or do not authenticate on; use 587 (starttls) "
+                "or 465 (ssl), the submission ports"
+            )
+        return value
+
+
+class MailboxConfig(_Model):
+    channel: str
+    name: str = Field(min_length=1, description="display name on replies")
+    description: str = ""
+    address: str
+    smtp: SmtpConfig | None = None
+    policy: PolicyOverride | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        if not _ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not an email address")
+        local = value.rpartition("@")[0]
+        if "+" in local:
+            raise ValueError(
+                "email aliases are not supported: a sub-address tag ('+') "
+                "cannot be a service address"
+            )
+        return value
+
+    @property
+    def key(self) -> str:
+        """The address as matched against RCPT TO."""
+        return self.address.lower()
+
+
+class Config(_Model):
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    batch: BatchConfig = BatchConfig()
+    dns: DnsConfig = DnsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    retention: RetentionConfig = RetentionConfig()
+    antivirus: AntivirusConfig = AntivirusConfig()
+    metrics: HttpConfig = HttpConfig()
+    api: HttpConfig = HttpConfig()
+    logging: LoggingConfig = LoggingConfig()
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    mailboxes: list[MailboxConfig] = Field(default_factory=list)
+
+    # Where the file came from and a digest of its bytes (for reload logs).
+    source: str = Field(default="<memory>", exclude=True)
+    digest: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names = [c.name for c in self.channels]
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"channel {name!r} is defined twice")
+            seen.add(name)
+        addresses: dict[str, int] = {}
+        for index, mailbox in enumerate(self.mailboxes):
+            if mailbox.channel not in seen:
+                raise _LocatedError(
+                    ("mailboxes", index, "channel"),
+                    f"channel {mailbox.channel!r} is not defined under channels",
+                )
+            if mailbox.key in addresses:
+                raise _LocatedError(
+                    ("mailboxes", index, "address"),
+                    f"{mailbox.address} is already the address of mailboxes"
+                    f"[{addresses[mailbox.key]}]; aliases are not supported",
+                )
+            addresses[mailbox.key] = index
+        return self
+
+    def mailbox(self, address: str) -> MailboxConfig | None:
+        """The mailbox whose service address is exactly ``address`` (case-insensitive)."""
+        for mailbox in self.mailboxes:
+            if mailbox.key == address.lower():
+                return mailbox
+        return None
+
+    def effective_policy(self, mailbox: MailboxConfig | None) -> PolicyConfig:
+        if mailbox is None or mailbox.policy is None:
+            return self.policy
+        changes = mailbox.policy.model_dump(exclude_none=True)
+        return self.policy.model_copy(update=changes)
+
+
+class _LocatedError(ValueError):
+    """A cross-field error that knows which field it belongs to."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        self.loc = loc
+        super().__init__(message)
+
+
+# --- YAML with line numbers -------------------------------------------------
+
+
+def _line_index(
+    node: yaml.Node, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], int]]:
+    yield path, node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield (*path, key.value), key.start_mark.line + 1
+            for sub in _line_index(value, (*path, key.value)):
+                if sub[0] != (*path, key.value):
+                    yield sub
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _line_index(item, (*path, index))
+
+
+def _format_path(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _nearest_line(
+    lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]
+) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def parse_config(text: str, source: str = "<memory>") -> Config:
+    """Validate YAML text; raise :class:`ConfigError` listing every problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem(source, line, "", f"invalid YAML: {problem}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(source, 1, "", "the file must be a mapping of sections")])
+    lines = dict(_line_index(node)) if node is not None else {}
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        return Config.model_validate({**data, "source": source, "digest": digest})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            message = error["msg"]
+            ctx_error = (error.get("ctx") or {}).get("error")
+            if isinstance(ctx_error, _LocatedError):
+                loc = (*loc, *ctx_error.loc)
+                message = str(ctx_error)
+            elif message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            if error["type"] == "extra_forbidden":
+                message = "unknown setting"
+            problems.append(
+                ConfigProblem(source, _nearest_line(lines, loc), _format_path(loc), message)
+            )
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a configuration file."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem(source, None, "", f"cannot read: {exc.strerror}")]
+        ) from None
+    return parse_config(text, source)
