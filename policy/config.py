@@ -84,7 +84,7 @@ class Listen(_Model):
     def _check(cls, value: str) -> str:
         if "/" in value:
             return value
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{value!r} is neither host:port nor a unix socket path")
         return value
