@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any
 
 import pytest
-from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSLabel, DNSRecord
 from dnslib.server import DNSError, DNSHandler, DNSLogger, DNSServer
 
 RecordValue = str | bytes | tuple[int, str] | list[str | bytes]
@@ -65,8 +65,10 @@ def _rdata(rtype: str, value: RecordValue) -> Any:
     raise ValueError(f"unsupported record type {rtype}")
 
 
-def _key(name: str) -> str:
-    return name.lower().rstrip(".")
+def _key(name: str | DNSLabel) -> str:
+    """Labels joined by dots, unescaped, so names with odd bytes still match."""
+    labels = DNSLabel(name).label if isinstance(name, str) else name.label
+    return b".".join(labels).decode("utf-8", "replace").lower()
 
 
 class DnsServer:
@@ -75,7 +77,8 @@ class DnsServer:
     def __init__(self, ttl: int = 300) -> None:
         self.ttl = ttl
         self.records: dict[str, list[tuple[str, RecordValue, int]]] = {}
-        self.timeouts: set[str] = set()
+        # name → record types still answered (the others time out).
+        self.timeouts: dict[str, frozenset[str]] = {}
         self.servfails: set[str] = set()
         self.queries: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
@@ -100,9 +103,15 @@ class DnsServer:
         with self._lock:
             self.records.pop(_key(name), None)
 
-    def timeout(self, name: str) -> None:
-        """Never answer questions about ``name``."""
-        self.timeouts.add(_key(name))
+    def clear(self) -> None:
+        with self._lock:
+            self.records.clear()
+            self.timeouts.clear()
+            self.servfails.clear()
+
+    def timeout(self, name: str, except_types: frozenset[str] = frozenset()) -> None:
+        """Never answer questions about ``name``, except for ``except_types``."""
+        self.timeouts[_key(name)] = except_types
 
     def servfail(self, name: str) -> None:
         self.servfails.add(_key(name))
@@ -110,11 +119,11 @@ class DnsServer:
     def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
         """dnslib's resolver interface: build the reply for one question."""
         question = request.q
-        name = _key(str(question.qname))
+        name = _key(question.qname)
         qtype = QTYPE[question.qtype]
         with self._lock:
             self.queries[(name, qtype)] += 1
-            if name in self.timeouts:
+            if name in self.timeouts and qtype not in self.timeouts[name]:
                 raise _Silence(f"timeout for {name}")
             reply = request.reply()
             if name in self.servfails:
