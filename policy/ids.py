@@ -1,0 +1,24 @@
+"""Message-IDs as threading compares them.
+
+``Message-ID``, ``In-Reply-To`` and ``References`` are compared byte for byte
+across mail clients that fold, comment and occasionally forget the angle
+brackets, so every ID is reduced to one form: ``<left@right>`` with no
+whitespace. IDs longer than a header line can be are not IDs.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BRACKETED = re.compile(r"<([^<>]*)>")
+_BARE = re.compile(r"[^\s<>(),;\"]+@[^\s<>(),;\"]+")
+_MAX_ID = 998
+
+
+def message_ids(value: str) -> list[str]:
+    """Every Message-ID in a header value, in order, duplicates removed."""
+    found = ["".join(m.split()) for m in _BRACKETED.findall(value)]
+    if not found:
+        found = _BARE.findall(value)
+    ids = [f"<{m}>" for m in found if m and len(m) <= _MAX_ID]
+    return list(dict.fromkeys(ids))
