@@ -1,0 +1,249 @@
+"""Forwarding evidence on real-looking messages from common mail clients."""
+
+from __future__ import annotations
+
+import email
+from email.message import EmailMessage, Message
+
+import pytest
+from signing import message
+
+from policy.forwarding import body_text, forward_prefix, inspect
+from policy.verdict import ForwardingKind
+
+USER = "Bob Forwarder <bob@customer.example>"
+
+
+def parse(raw: bytes) -> Message:
+    return email.message_from_bytes(raw)
+
+
+def plain(subject: str, body: str, sender: str = USER) -> Message:
+    return parse(message(sender=sender, subject=subject, body=body.replace("\n", "\r\n")))
+
+
+def html_mail(subject: str, markup: str) -> Message:
+    msg = EmailMessage()
+    msg["From"] = USER
+    msg["To"] = "support@help.example"
+    msg["Subject"] = subject
+    msg.set_content("see the HTML part")
+    msg.add_alternative(markup, subtype="html")
+    return parse(msg.as_bytes())
+
+
+GMAIL = """FYI, see below.
+
+---------- Forwarded message ---------
+From: Alice Original <alice@example.com>
+Date: Tue, 24 Nov 2026 at 10:00
+Subject: Printer on fire
+To: <bob@customer.example>
+
+The printer is on fire again.
+"""
+
+GMAIL_FR = """---------- Message transféré ---------
+De : Alice Original <alice@example.com>
+Date: mar. 24 nov. 2026 à 10:00
+Subject: Imprimante
+
+Bonjour
+"""
+
+OUTLOOK = """Please help this customer.
+
+________________________________
+From: Alice Original <alice@example.com>
+Sent: Tuesday, November 24, 2026 10:00 AM
+To: Bob Forwarder <bob@customer.example>
+Subject: Printer on fire
+
+The printer is on fire again.
+"""
+
+OUTLOOK_DE = """Bitte bearbeiten.
+
+Von: Alice Original <alice@example.com>
+Gesendet: Dienstag, 24. November 2026 10:00
+An: Bob Forwarder <bob@customer.example>
+Betreff: Drucker brennt
+
+Der Drucker brennt schon wieder.
+"""
+
+OUTLOOK_CLASSIC = """-----Original Message-----
+From: alice@example.com
+Sent: 24 November 2026 10:00
+Subject: Printer
+"""
+
+APPLE = """Look at this.
+
+Begin forwarded message:
+
+> From: Alice Original <alice@example.com>
+> Subject: Printer on fire
+> Date: 24 November 2026 at 10:00:00 CET
+> To: bob@customer.example
+>
+> The printer is on fire again.
+"""
+
+APPLE_DE = """Anfang der weitergeleiteten Nachricht:
+
+Von: Alice Original <alice@example.com>
+Betreff: Drucker
+"""
+
+THUNDERBIRD = """
+
+-------- Forwarded Message --------
+Subject: 	Printer on fire
+Date: 	Tue, 24 Nov 2026 10:00:00 +0100
+From: 	Alice Original <alice@example.com>
+To: 	bob@customer.example
+
+The printer is on fire again.
+"""
+
+YAHOO = """Sent from Yahoo Mail
+
+----- Forwarded Message -----
+From: Alice Original <alice@example.com>
+To: bob@customer.example
+Sent: Tuesday, November 24, 2026, 10:00:00 AM GMT+1
+Subject: Printer on fire
+"""
+
+OUTLOOK_HTML = """<html><body><p>Please help.</p>
+<div id="divRplyFwdMsg"><hr><b>From:</b> Alice Original &lt;alice@example.com&gt;<br>
+<b>Sent:</b> Tuesday, November 24, 2026 10:00 AM<br><b>To:</b> Bob<br>
+<b>Subject:</b> Printer on fire</div><div>The printer is on fire.</div></body></html>"""
+
+
+@pytest.mark.parametrize(
+    ("client", "subject", "body"),
+    [
+        ("gmail", "Fwd: Printer on fire", GMAIL),
+        ("gmail, prefix removed", "Printer on fire", GMAIL),
+        ("gmail french", "TR: Imprimante", GMAIL_FR),
+        ("outlook", "FW: Printer on fire", OUTLOOK),
+        ("outlook german", "WG: Drucker brennt", OUTLOOK_DE),
+        ("outlook classic", "Fw: Printer", OUTLOOK_CLASSIC),
+        ("apple mail", "Fwd: Printer on fire", APPLE),
+        ("apple mail german", "WG: Drucker", APPLE_DE),
+        ("thunderbird", "Fwd: Printer on fire", THUNDERBIRD),
+        ("yahoo", "Fw: Printer on fire", YAHOO),
+        ("outlook spanish prefix", "RV: Printer on fire", OUTLOOK),
+        ("dutch prefix", "Doorst: Printer on fire", OUTLOOK),
+        ("tagged subject", "[EXTERNAL] FW: Printer on fire", OUTLOOK),
+    ],
+)
+def test_manual_forwards_are_detected(client: str, subject: str, body: str) -> None:
+    evidence = inspect(plain(subject, body), "bob@customer.example")
+    assert evidence.kind is ForwardingKind.MANUAL, client
+    assert "From is the forwarding user, not the quoted original sender" in evidence.manual
+
+
+def test_outlook_html_forward_is_detected() -> None:
+    evidence = inspect(html_mail("FW: Printer on fire", OUTLOOK_HTML), "bob@customer.example")
+    assert evidence.kind is ForwardingKind.MANUAL
+    assert "quoted header block" in evidence.manual
+
+
+def test_forward_as_attachment_is_detected() -> None:
+    outer = EmailMessage()
+    outer["From"] = USER
+    outer["To"] = "support@help.example"
+    outer["Subject"] = "FW: Printer on fire"
+    outer.set_content("See attached.")
+    outer.add_attachment(parse(message()), filename="original.eml")
+    evidence = inspect(parse(outer.as_bytes()), "bob@customer.example")
+    assert evidence.kind is ForwardingKind.MANUAL
+    assert "attached message/rfc822" in evidence.manual
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        # Outlook quotes the same header block when replying.
+        ("RE: Printer on fire", OUTLOOK),
+        ("AW: Drucker brennt", OUTLOOK_DE),
+        # A forwarding prefix alone proves nothing.
+        ("Fwd: ideas for the printer", "Hello, what about a new printer?\n"),
+        ("Printer on fire", "The printer is on fire again.\n"),
+    ],
+)
+def test_replies_and_ordinary_mail_are_not_manual_forwards(subject: str, body: str) -> None:
+    assert inspect(plain(subject, body), "alice@example.com").kind is ForwardingKind.DIRECT
+
+
+def test_a_bounce_report_is_not_a_forward() -> None:
+    report = EmailMessage()
+    report["From"] = "MAILER-DAEMON@mx.example"
+    report["Subject"] = "Fwd: Undelivered Mail"
+    report.set_content("Delivery failed.")
+    report.add_attachment(parse(message()), filename="original.eml")
+    report.replace_header("Content-Type", 'multipart/report; report-type="delivery-status"')
+    assert inspect(parse(report.as_bytes()), "").kind is ForwardingKind.DIRECT
+
+
+@pytest.mark.parametrize(
+    ("headers", "mail_from", "sign"),
+    [
+        ((("X-Forwarded-To", "support@help.example"),), "alice@example.com", "x-forwarded-to"),
+        ((("X-MS-Exchange-ForwardingLoop", "a@b"),), "alice@example.com", "forwardingloop"),
+        ((("Resent-From", "bob@customer.example"),), "bob@customer.example", "resent-from"),
+        (
+            (("Delivered-To", "bob@customer.example"), ("Delivered-To", "support@help.example")),
+            "alice@example.com",
+            "2 Delivered-To",
+        ),
+        ((), "SRS0=HHH=TT=example.com=alice@customer.example", "SRS"),
+    ],
+)
+def test_native_forwarding_signs(
+    headers: tuple[tuple[str, str], ...], mail_from: str, sign: str
+) -> None:
+    evidence = inspect(parse(message(extra=headers)), mail_from)
+    assert evidence.kind is ForwardingKind.NATIVE
+    assert any(sign.lower() in s.lower() for s in evidence.native)
+
+
+def test_manual_wins_over_native_signs() -> None:
+    raw = message(
+        sender=USER, subject="Fwd: x", body=GMAIL, extra=(("X-Forwarded-To", "support@h"),)
+    )
+    assert inspect(parse(raw), "bob@customer.example").kind is ForwardingKind.MANUAL
+
+
+@pytest.mark.parametrize(
+    ("subject", "prefix"),
+    [
+        ("Fwd: x", "Fwd"),
+        ("FW: x", "FW"),
+        ("WG: x", "WG"),
+        ("TR : x", "TR"),
+        ("Ti: x", "Ti"),
+        ("ENC: x", "ENC"),
+        ("VS: x", "VS"),
+        ("Fwd[2]: x", "Fwd"),
+        ("Re: x", None),
+        ("Fwdx: x", None),
+        ("Forward planning", None),
+    ],
+)
+def test_forward_prefix(subject: str, prefix: str | None) -> None:
+    assert forward_prefix(subject) == prefix
+
+
+def test_hostile_messages_do_not_crash() -> None:
+    garbage = (
+        b"From: \xff\xfe\r\nSubject: Fwd: \xe9\r\nContent-Type: text/plain; charset=x-unknown\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64\r\n"
+    )
+    assert inspect(parse(garbage), "").kind is ForwardingKind.DIRECT
+    huge = plain("Fwd: big", "x" * 500_000 + "\n" + GMAIL)
+    text, attached = body_text(huge)
+    assert len(text) <= 200_000 and attached is False
