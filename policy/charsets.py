@@ -55,6 +55,31 @@ _SUPERSETS: dict[str, str] = {
 
 # Codecs that are single-byte: any byte string "decodes", so a UTF-8 body
 # mislabelled as one of them would otherwise turn into mojibake unnoticed.
+# What detection may choose from: the charsets mail is actually written in.
+# Left to consider every codec, detection picks exotic ones (CP1006, CP1125)
+# for short Western or Cyrillic text.
+_MAIL_CHARSETS = (
+    "utf_8",
+    "utf_16",
+    "cp1252",
+    "cp1250",
+    "cp1251",
+    "cp1253",
+    "cp1254",
+    "cp1255",
+    "cp1256",
+    "cp1257",
+    "cp1258",
+    "cp874",
+    "koi8_r",
+    "koi8_u",
+    "gb18030",
+    "big5",
+    "cp932",
+    "euc_jp",
+    "cp949",
+)
+
 _C1_FROM_ESCAPES = {0xDC00 + b: b for b in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
 
 _SINGLE_BYTE_PREFIXES = ("cp12", "cp87", "iso8859", "latin", "koi8", "mac")
@@ -143,7 +168,7 @@ def decode_bytes(data: bytes, declared: str | None) -> Decoded:
 
 def _detect(data: bytes, declared: str | None, codec: str | None) -> Decoded:
     why = f"declared {declared}" if declared else "no charset declared"
-    best = charset_normalizer.from_bytes(data).best()
+    best = charset_normalizer.from_bytes(data, cp_isolation=list(_MAIL_CHARSETS)).best()
     if best is not None:
         return Decoded(str(best), best.encoding, True, f"{why}, detected {best.encoding}")
     # Nothing fits: keep every byte visible rather than guessing further.

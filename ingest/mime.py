@@ -1,0 +1,498 @@
+"""From the raw bytes of one mail to the fields a ticket message is made of.
+
+The standard library's ``email`` package (policy ``default``) does the MIME
+parsing; this module decides what a helpdesk keeps from it. Two rules shape
+every function here:
+
+* Hostile input is normal input. :func:`parse_message` never raises: a field
+  that cannot be parsed falls back to its raw value (decoded safely), a part
+  that cannot be processed is kept as an attachment or noted in ``defects``.
+  The raw bytes stay in the store, so a message can be reprocessed after a
+  parser fix.
+* Never invent content. A blank part stays blank; text is decoded with the
+  declared charset and repaired only when it does not decode, and repairs are
+  reported (``charset_repairs``) rather than hidden.
+
+In a message with CRLF line endings a lone CR or LF inside the top-level
+header block is not a line break (RFC 5322), but the ``email`` parser would
+split on it, letting a client smuggle a header (``Subject: hi\\nBcc: …``) into
+the parse. Such characters are turned into spaces before parsing; the stored
+raw bytes are untouched.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import io
+import mimetypes
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.generator import BytesGenerator
+from email.header import decode_header
+from email.headerregistry import AddressHeader
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import TypeVar
+
+from policy.autoreply import (
+    NOT_A_BOUNCE,
+    AutoReply,
+    Bounce,
+    classify_auto_reply,
+    classify_bounce,
+)
+from policy.charsets import decode_bytes
+from policy.html import html_to_text, normalise_content_id, sanitise_html
+from policy.ids import message_ids
+
+T = TypeVar("T")
+
+DERIVED_ID_DOMAIN = "firstline.invalid"
+_MAX_DEPTH = 30
+_MAX_FILENAME = 200
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_LONE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_LINE_BREAKS = re.compile(r"[\r\n\x00]+")
+_UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+# Fields whose values make two deliveries of one message the same message;
+# trace fields (Received, Delivered-To, Authentication-Results …) differ per
+# delivery and are left out.
+_DIGEST_FIELDS = (
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "content-type",
+)
+_PARSE_POLICY = email.policy.default
+_EML_POLICY = email.policy.default.clone(linesep="\r\n", refold_source="none")
+
+
+@dataclass(frozen=True)
+class Address:
+    """One mailbox of an address header; ``name`` is the decoded display name."""
+
+    name: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>" if self.name else self.address
+
+
+@dataclass(frozen=True)
+class ParsedAttachment:
+    """One stored part: attached file, inline image or attached message."""
+
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    inline: bool
+    content_id: str | None
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """Everything a ticket message needs from one mail.
+
+    ``message_id`` is always set: when the mail has none, it is derived from
+    ``content_digest`` (``<digest@firstline.invalid>``, ``message_id_derived``
+    true), so that a second delivery of the same mail gets the same one.
+    ``content_digest`` covers the body and the fields that identify a message,
+    not the trace fields a delivery adds. ``html`` is sanitised (see
+    :mod:`policy.html` for its ``cid:`` and remote-image conventions) and None
+    when the mail has no HTML part.
+    """
+
+    message_id: str
+    message_id_derived: bool
+    content_digest: str
+    from_: Address | None
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    date: datetime | None
+    subject: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    reply_ids: tuple[str, ...]
+    text: str
+    html: str | None
+    remote_images: tuple[str, ...]
+    attachments: tuple[ParsedAttachment, ...]
+    charset_repairs: tuple[str, ...]
+    auto_reply: AutoReply
+    bounce: Bounce
+    headers: tuple[tuple[str, str], ...]
+    defects: tuple[str, ...]
+
+    @property
+    def charset_repaired(self) -> bool:
+        return bool(self.charset_repairs)
+
+    @property
+    def is_auto_reply(self) -> bool:
+        return self.auto_reply.is_auto
+
+    def header(self, name: str) -> str | None:
+        """The first decoded value of header ``name``, for evidence and rules."""
+        wanted = name.lower()
+        return next((v for n, v in self.headers if n.lower() == wanted), None)
+
+
+def parse_message(raw: bytes, *, mail_from: str | None = None) -> ParsedMessage:
+    """Parse one mail; never raises.
+
+    ``mail_from`` is the envelope sender (``""`` for the null sender), which
+    only the bounce classification uses; None means it is unknown.
+    """
+    try:
+        return _Parser(raw, mail_from).parse()
+    except Exception as exc:  # the contract: malformed mail is data, not a crash
+        return _unparseable(raw, exc)
+
+
+def _unparseable(raw: bytes, exc: BaseException) -> ParsedMessage:
+    digest = hashlib.sha256(raw).hexdigest()
+    return ParsedMessage(
+        message_id=f"<{digest[:32]}@{DERIVED_ID_DOMAIN}>",
+        message_id_derived=True,
+        content_digest=digest,
+        from_=None,
+        to=(),
+        cc=(),
+        reply_to=(),
+        date=None,
+        subject="",
+        in_reply_to=None,
+        references=(),
+        reply_ids=(),
+        text="",
+        html=None,
+        remote_images=(),
+        attachments=(),
+        charset_repairs=(),
+        auto_reply=AutoReply(False, (), False, None),
+        bounce=NOT_A_BOUNCE,
+        headers=(),
+        defects=(f"unparseable: {type(exc).__name__}",),
+    )
+
+
+def _neutralise_lone_breaks(raw: bytes) -> tuple[bytes, int]:
+    """The bytes to parse, and where the body starts in them."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        first_lf = raw.find(b"\n")
+        if b"\n\n" in raw or first_lf <= 0 or raw[first_lf - 1] != ord("\r"):
+            # LF line endings (or a mix ending in them): every LF is a line break.
+            end = raw.find(b"\n\n")
+            return raw, len(raw) if end < 0 else end + 2
+        end = len(raw)
+    fixed = _LONE_BREAK.sub(b" ", raw[:end]) + raw[end:]
+    return fixed, min(end + 4, len(fixed))
+
+
+def clean_text(value: str) -> str:
+    """Text safe to store anywhere: no lone surrogates, no NUL."""
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        value = decode_bytes(value.encode("utf-8", "surrogateescape"), "utf-8").text
+    return value.replace("\x00", "\ufffd")
+
+
+def decode_header_value(raw: str) -> tuple[str, bool]:
+    """A header value unfolded, RFC 2047-decoded and on one line.
+
+    Returns the text and whether a charset had to be repaired. Raw 8-bit
+    bytes (RFC 6532 UTF-8, or a legacy charset a client did not declare)
+    arrive as surrogate escapes and are decoded like a body part.
+    """
+    repaired = False
+    value = _FOLD.sub("", raw)
+    if any("\udc80" <= c <= "\udcff" for c in value):
+        decoded = decode_bytes(value.encode("ascii", "surrogateescape"), "utf-8")
+        value, repaired = decoded.text, decoded.repaired
+    pieces: list[str] = []
+    position = 0
+    previous_was_word = False
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[position : match.start()]
+        if not (previous_was_word and not between.strip()):
+            pieces.append(between)
+        word, word_repaired = _decode_word(match.group())
+        pieces.append(word)
+        repaired = repaired or word_repaired
+        position = match.end()
+        previous_was_word = True
+    pieces.append(value[position:])
+    text = _LINE_BREAKS.sub(" ", "".join(pieces))
+    return clean_text(text).strip(), repaired
+
+
+def _decode_word(word: str) -> tuple[str, bool]:
+    try:
+        [(data, charset)] = decode_header(word)
+    except Exception:  # a broken encoded word is shown as written
+        return word, False
+    if isinstance(data, str):
+        return data, False
+    decoded = decode_bytes(data, charset)
+    return decoded.text, decoded.repaired
+
+
+def _filename(value: str) -> str:
+    if "=?" in value:
+        value = decode_header_value(value)[0]
+    value = _UNSAFE_FILENAME.sub("_", clean_text(value)).strip().strip(".")
+    return value[:_MAX_FILENAME]
+
+
+class _Parser:
+    """The state of one parse: what was found and what had to be repaired."""
+
+    def __init__(self, raw: bytes, mail_from: str | None) -> None:
+        self.raw = raw
+        self.mail_from = mail_from
+        self.repairs: list[str] = []
+        self.defects: list[str] = []
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.attachments: list[ParsedAttachment] = []
+
+    def parse(self) -> ParsedMessage:
+        fixed, body_start = _neutralise_lone_breaks(self.raw)
+        msg = email.message_from_bytes(fixed, policy=_PARSE_POLICY)
+        headers = self._headers(msg)
+        digest = self._digest(headers, fixed[body_start:])
+        ids = message_ids(self._first(headers, "message-id") or "")
+        in_reply_to = message_ids(self._first(headers, "in-reply-to") or "")
+        references = message_ids(" ".join(v for n, v in headers if n.lower() == "references"))
+        from_ = self._addresses(msg, "from", headers)
+        self._walk(msg, "1", 0, in_related=False)
+        html, remote = self._html()
+        text = (
+            "\n".join(self.texts)
+            if self.texts
+            else self._guard("html text", "", lambda: html_to_text(html or ""))
+        )
+        bounce = self._guard(
+            "bounce",
+            NOT_A_BOUNCE,
+            lambda: classify_bounce(
+                msg, headers, from_[0].address if from_ else "", self.mail_from
+            ),
+        )
+        return ParsedMessage(
+            message_id=ids[0] if ids else f"<{digest[:32]}@{DERIVED_ID_DOMAIN}>",
+            message_id_derived=not ids,
+            content_digest=digest,
+            from_=from_[0] if from_ else None,
+            to=self._addresses(msg, "to", headers),
+            cc=self._addresses(msg, "cc", headers),
+            reply_to=self._addresses(msg, "reply-to", headers),
+            date=self._date(headers),
+            subject=self._first(headers, "subject") or "",
+            in_reply_to=in_reply_to[0] if in_reply_to else None,
+            references=tuple(references),
+            reply_ids=tuple(dict.fromkeys([*in_reply_to, *reversed(references)])),
+            text=text,
+            html=html,
+            remote_images=remote,
+            attachments=tuple(self.attachments),
+            charset_repairs=tuple(self.repairs),
+            auto_reply=classify_auto_reply(headers),
+            bounce=bounce,
+            headers=tuple(headers),
+            defects=tuple(self.defects),
+        )
+
+    def _guard(self, what: str, default: T, compute: Callable[[], T]) -> T:
+        """``compute()``, or ``default`` with a defect noted if it fails."""
+        try:
+            return compute()
+        except Exception as exc:  # one bad field must not cost the whole message
+            self.defects.append(f"{what}: {type(exc).__name__}")
+            return default
+
+    # -- headers -------------------------------------------------------------
+
+    def _headers(self, msg: Message) -> list[tuple[str, str]]:
+        pairs: list[tuple[str, str]] = []
+        for name, value in msg.raw_items():
+            clean_name = clean_text(str(name))
+            text, repaired = decode_header_value(str(value))
+            if repaired:
+                self.repairs.append(f"header {clean_name}")
+            pairs.append((clean_name, text))
+        return pairs
+
+    @staticmethod
+    def _first(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+        return next((v for n, v in headers if n.lower() == name), None)
+
+    @staticmethod
+    def _digest(headers: Sequence[tuple[str, str]], body: bytes) -> str:
+        sha = hashlib.sha256()
+        for name, value in headers:
+            if name.lower() in _DIGEST_FIELDS:
+                sha.update(f"{name.lower()}:{value}\n".encode("utf-8", "replace"))
+        sha.update(b"\n")
+        sha.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
+        return sha.hexdigest()
+
+    def _addresses(
+        self, msg: Message, name: str, headers: Sequence[tuple[str, str]]
+    ) -> tuple[Address, ...]:
+        found: list[Address] = []
+        for index, value in enumerate(v for n, v in headers if n.lower() == name):
+            try:
+                header = msg.get_all(name, [])[index]
+                if not isinstance(header, AddressHeader):
+                    raise TypeError(type(header).__name__)
+                pairs = [(a.display_name, a.addr_spec) for a in header.addresses]
+            except Exception:
+                # The strict parser gave up; the lenient one still finds addresses.
+                self.defects.append(f"{name}: unparseable address list")
+                pairs = getaddresses([value])
+            for display, addr in pairs:
+                address = _LINE_BREAKS.sub("", clean_text(addr)).strip()
+                if "@" in address:
+                    found.append(Address(decode_header_value(display)[0], address))
+        return tuple(found)
+
+    def _date(self, headers: Sequence[tuple[str, str]]) -> datetime | None:
+        value = self._first(headers, "date")
+        if not value:
+            return None
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (ValueError, TypeError, OverflowError, IndexError):
+            self.defects.append("date: unparseable")
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    # -- body ----------------------------------------------------------------
+
+    def _walk(self, part: Message, path: str, depth: int, in_related: bool) -> None:
+        if depth > _MAX_DEPTH:
+            self.defects.append(f"part {path}: nested deeper than {_MAX_DEPTH}, not read")
+            return
+        try:
+            self._part(part, path, depth, in_related)
+        except Exception as exc:  # keep what we can of a part we cannot read
+            self.defects.append(f"part {path}: {type(exc).__name__}")
+            self._guard(f"part {path} fallback", None, lambda: self._attach(part, path, False))
+
+    def _part(self, part: Message, path: str, depth: int, in_related: bool) -> None:
+        ctype = part.get_content_type()
+        payload = part.get_payload()
+        if part.get_content_maintype() == "multipart":
+            if not isinstance(payload, list):
+                # A multipart without a usable boundary: its body is all we have.
+                self._body(part, path, "text/plain", self.texts)
+                return
+            related = ctype == "multipart/related"
+            for index, child in enumerate(payload, 1):
+                if isinstance(child, Message):
+                    self._walk(child, f"{path}.{index}", depth + 1, related)
+            return
+        disposition = part.get_content_disposition()
+        named = part.get_filename() is not None
+        if ctype in ("text/plain", "text/html") and disposition != "attachment" and not named:
+            self._body(part, path, ctype, self.texts if ctype == "text/plain" else self.htmls)
+        else:
+            self._attach(part, path, in_related)
+
+    def _body(self, part: Message, path: str, ctype: str, into: list[str]) -> None:
+        data = _payload_bytes(part)
+        decoded = decode_bytes(data, part.get_content_charset())
+        if decoded.repaired:
+            self.repairs.append(f"part {path} {ctype}: {decoded.note}")
+        into.append(clean_text(decoded.text).replace("\r\n", "\n"))
+
+    def _attach(self, part: Message, path: str, in_related: bool) -> None:
+        ctype = part.get_content_type()
+        payload = part.get_payload()
+        if part.get_content_maintype() == "message" and isinstance(payload, list):
+            data = b"".join(_serialise(m) for m in payload if isinstance(m, EmailMessage))
+        else:
+            data = _payload_bytes(part)
+        raw_cid = part.get("content-id")
+        content_id = normalise_content_id(clean_text(str(raw_cid))) if raw_cid else None
+        disposition = part.get_content_disposition()
+        inline = disposition == "inline" or (
+            disposition is None and in_related and content_id is not None
+        )
+        sha = hashlib.sha256(data).hexdigest()
+        if content_id and any(
+            a.content_id == content_id and a.sha256 == sha for a in self.attachments
+        ):
+            return
+        self.attachments.append(
+            ParsedAttachment(
+                filename=self._attachment_name(part, path, ctype, payload),
+                content_type=ctype,
+                size=len(data),
+                sha256=sha,
+                inline=inline,
+                content_id=content_id or None,
+                data=data,
+            )
+        )
+
+    def _attachment_name(self, part: Message, path: str, ctype: str, payload: object) -> str:
+        given = self._guard(f"part {path} filename", None, part.get_filename)
+        name = _filename(given) if given else ""
+        if name:
+            return name
+        if ctype in ("message/rfc822", "message/global") and isinstance(payload, list):
+            inner = payload[0] if payload and isinstance(payload[0], Message) else None
+            subject = _raw_header(inner, "subject") if inner is not None else None
+            title = _filename(decode_header_value(subject)[0]) if subject else ""
+            return f"{title or 'message'}.eml"
+        extension = mimetypes.guess_extension(ctype) or (
+            ".txt" if ctype.startswith(("message/", "text/")) else ".bin"
+        )
+        return f"part-{path}{extension}"
+
+    def _html(self) -> tuple[str | None, tuple[str, ...]]:
+        if not self.htmls:
+            return None, ()
+        cids = [a.content_id for a in self.attachments if a.content_id]
+        result = self._guard("html", None, lambda: sanitise_html("\n".join(self.htmls), cids))
+        if result is None:
+            return "", ()
+        self.attachments = [
+            replace(a, inline=True) if a.content_id in result.content_ids else a
+            for a in self.attachments
+        ]
+        return result.html, result.remote_images
+
+
+def _payload_bytes(part: Message) -> bytes:
+    data = part.get_payload(decode=True)
+    if isinstance(data, bytes):
+        return data
+    payload = part.get_payload()
+    return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+
+
+def _serialise(msg: EmailMessage) -> bytes:
+    """An attached message as a standalone .eml, headers kept as they came."""
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, mangle_from_=False, policy=_EML_POLICY).flatten(msg)
+    return buffer.getvalue()
+
+
+def _raw_header(msg: Message, name: str) -> str | None:
+    return next((str(v) for n, v in msg.raw_items() if n.lower() == name), None)

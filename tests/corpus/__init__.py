@@ -1,0 +1,1 @@
+"""A corpus of hand-written mail with the result each one must give."""

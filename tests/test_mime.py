@@ -1,0 +1,131 @@
+"""parse_message: identity, digests, headers and structure beyond the corpus."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime, timedelta, timezone
+
+from ingest.mime import DERIVED_ID_DOMAIN, decode_header_value, parse_message
+from tests.corpus.cases import DATE, PNG, b64, multipart, part
+
+BASE = (
+    b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"
+    b"Cc: Carol <carol@customer.example>, dave@customer.example\r\n"
+    b"Reply-To: replies@customer.example\r\nSubject: Hello\r\n"
+    b"Date: " + DATE.encode() + b"\r\n"
+)
+
+
+def test_addresses_date_and_ids() -> None:
+    raw = BASE + (
+        b"Message-ID: <m1@customer.example>\r\nIn-Reply-To: <p2@x> <p3@x>\r\n"
+        b"References: <r1@x>\r\n <r2@x> <p2@x>\r\n\r\nbody\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.from_ is not None and str(parsed.from_) == "Alice <alice@customer.example>"
+    cc = ["Carol <carol@customer.example>", "dave@customer.example"]
+    assert [str(a) for a in parsed.cc] == cc
+    assert [a.address for a in parsed.reply_to] == ["replies@customer.example"]
+    assert parsed.date == datetime(2026, 11, 3, 10, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert parsed.message_id == "<m1@customer.example>"
+    assert parsed.in_reply_to == "<p2@x>"
+    assert parsed.references == ("<r1@x>", "<r2@x>", "<p2@x>")
+    # Most specific first: the In-Reply-To IDs, then References newest first.
+    assert parsed.reply_ids == ("<p2@x>", "<p3@x>", "<r2@x>", "<r1@x>")
+    assert parsed.header("subject") == "Hello"
+
+
+def test_date_without_zone_is_utc_and_nonsense_is_none() -> None:
+    raw = b"Date: Tue, 03 Nov 2026 10:00:00 -0000\r\n\r\nx"
+    assert parse_message(raw).date == datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
+    assert parse_message(b"Date: the day after tomorrow\r\n\r\nx").date is None
+
+
+def test_derived_message_id_ignores_trace_headers() -> None:
+    body = BASE + b"\r\nno id here\r\n"
+    first = parse_message(b"Received: from a by b; " + DATE.encode() + b"\r\n" + body)
+    again = parse_message(
+        b"Received: from c by d; Wed, 04 Nov 2026 10:00:00 +0000\r\n"
+        b"Delivered-To: support@example.com\r\n" + body.replace(b"\r\n", b"\n")
+    )
+    assert first.message_id_derived and again.message_id_derived
+    assert first.message_id == again.message_id
+    assert first.message_id.endswith(f"@{DERIVED_ID_DOMAIN}>")
+    assert first.content_digest == again.content_digest
+    other = parse_message(BASE + b"\r\na different text\r\n")
+    assert other.message_id != first.message_id
+
+
+def test_same_message_id_with_different_content_has_a_different_digest() -> None:
+    one = parse_message(BASE + b"Message-ID: <same@x>\r\n\r\nfirst\r\n")
+    two = parse_message(BASE + b"Message-ID: <same@x>\r\n\r\nsecond\r\n")
+    assert one.message_id == two.message_id
+    assert one.content_digest != two.content_digest
+
+
+def test_lone_cr_in_header_block_cannot_add_a_header() -> None:
+    raw = b"To: support@example.com\rBcc: victim@x.example\r\nSubject: x\r\n\r\nbody"
+    parsed = parse_message(raw)
+    assert [a.address for a in parsed.to] == ["support@example.com"]
+    assert parsed.header("bcc") is None
+
+
+def test_lf_only_messages_still_parse() -> None:
+    parsed = parse_message(b"From: a@b.example\nSubject: unix\n\nline one\nline two\n")
+    assert (parsed.subject, parsed.text) == ("unix", "line one\nline two\n")
+
+
+def test_header_decoding() -> None:
+    assert decode_header_value("=?utf-8?q?a?=  \r\n =?utf-8?q?b?=") == ("ab", False)
+    assert decode_header_value("=?utf-8?q?a?= x =?utf-8?q?b?=") == ("a x b", False)
+    assert decode_header_value("=?x-unknown?q?caf=C3=A9?=") == ("café", True)
+    assert decode_header_value("caf\udcc3\udca9") == ("café", False)
+    latin1 = "Grüße aus München, schönes Wetter heute".encode("cp1252")
+    assert decode_header_value(latin1.decode("ascii", "surrogateescape")) == (
+        "Grüße aus München, schönes Wetter heute",
+        True,
+    )
+    assert decode_header_value("nul\x00byte") == ("nul byte", False)
+
+
+def test_attached_message_is_kept_whole_and_parses_back() -> None:
+    ctype, body = multipart(
+        "mixed",
+        "B",
+        part("text/plain", b"see below\r\n"),
+        part("message/rfc822", b"Subject: Inner\r\nMessage-ID: <inner@x>\r\n\r\ninner text\r\n"),
+    )
+    parsed = parse_message(BASE + f"Content-Type: {ctype}\r\n\r\n".encode() + body)
+    assert "inner text" not in parsed.text
+    [eml] = parsed.attachments
+    assert (eml.filename, eml.content_type, eml.inline) == ("Inner.eml", "message/rfc822", False)
+    inner = email.message_from_bytes(eml.data, policy=email.policy.default)
+    assert inner["message-id"] == "<inner@x>"
+    assert inner.get_content().strip() == "inner text"
+
+
+def test_cid_reference_makes_an_image_inline_and_stores_its_bytes() -> None:
+    ctype, body = multipart(
+        "mixed",
+        "M",
+        part("text/html", b'<img src="cid:pic@x">'),
+        part("image/png", b64(PNG), "Content-ID: <pic@x>", cte="base64"),
+    )
+    parsed = parse_message(BASE + f"Content-Type: {ctype}\r\n\r\n".encode() + body)
+    [image] = parsed.attachments
+    assert (image.inline, image.content_id, image.data) == (True, "pic@x", PNG)
+    assert parsed.html == '<img src="cid:pic@x">'
+
+
+def test_bounce_uses_the_envelope_sender() -> None:
+    raw = b"From: robot@relay.example\r\nSubject: failure\r\n\r\nundeliverable\r\n"
+    assert parse_message(raw, mail_from="").bounce.is_bounce
+    assert not parse_message(raw, mail_from="robot@relay.example").bounce.is_bounce
+    assert not parse_message(raw).bounce.is_bounce
+
+
+def test_nothing_at_all() -> None:
+    parsed = parse_message(b"")
+    assert parsed.message_id_derived
+    assert (parsed.subject, parsed.text, parsed.html, parsed.from_) == ("", "", None, None)
