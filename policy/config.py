@@ -90,6 +90,13 @@ class Listen(_Model):
         return value
 
 
+class TlsConfig(_Model):
+    """Certificate for STARTTLS on the SMTP listener (forwarding MTAs use it opportunistically)."""
+
+    cert_file: Path
+    key_file: Path
+
+
 class ServerConfig(_Model):
     hostname: str = Field(default_factory=socket.getfqdn)
     smtp: Listen | None = Listen(listen="127.0.0.1:2525")
@@ -99,6 +106,7 @@ class ServerConfig(_Model):
     max_connections: int = Field(default=200, ge=1)
     max_connections_per_ip: int = Field(default=20, ge=1)
     timeout: float = Field(default=300, gt=0, description="seconds a session may idle")
+    tls: TlsConfig | None = None
 
     @field_validator("hostname")
     @classmethod

@@ -1,0 +1,130 @@
+"""The batch: turn queued mail into tickets, one message's failure at a time.
+
+Each claimed entry is processed in its own transaction that also finishes the
+queue entry with its lease token, so a ticket message exists if and only if
+its queue entry is done — even when two workers race or one dies half-way.
+An exception in one message marks that entry and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from policy.config import Config
+from policy.errors import TempFail
+from storage import queue
+from storage.models import QueueState, StoredMessage
+
+log = logging.getLogger("mail.batch")
+
+# (session, claim, stored message, config) -> id of the ticket message created
+FileMessage = Callable[[Session, queue.Claim, StoredMessage, Config], int | None]
+
+
+@dataclass
+class BatchResult:
+    taken: int = 0
+    tickets: int = 0
+    failed: int = 0
+    deferred: int = 0
+    quarantined: int = 0
+
+    def add(self, other: BatchResult) -> None:
+        self.taken += other.taken
+        self.tickets += other.tickets
+        self.failed += other.failed
+        self.deferred += other.deferred
+        self.quarantined += other.quarantined
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Batch:
+    def __init__(
+        self, engine: Engine, file_message: FileMessage, *, owner: str | None = None
+    ) -> None:
+        self.engine = engine
+        self.file_message = file_message
+        self.owner = owner or worker_id()
+
+    async def run(self, config: Config) -> BatchResult:
+        """Take what is due, up to ``batch.size``, and process it."""
+        claims = await asyncio.to_thread(self._claim, config)
+        result = BatchResult(taken=len(claims))
+        for claim in claims:
+            outcome = await asyncio.to_thread(self._process, claim, config)
+            if outcome == QueueState.DONE:
+                result.tickets += 1
+            elif outcome == QueueState.FAILED:
+                result.failed += 1
+            elif outcome == QueueState.QUARANTINED:
+                result.quarantined += 1
+            elif outcome == QueueState.QUEUED:
+                result.deferred += 1
+        return result
+
+    async def drain(self, config: Config) -> BatchResult:
+        """Run batches until nothing is due (``firstline process``)."""
+        total = BatchResult()
+        while True:
+            result = await self.run(config)
+            total.add(result)
+            if result.taken < config.batch.size:
+                return total
+
+    def _claim(self, config: Config) -> list[queue.Claim]:
+        with Session(self.engine) as session, session.begin():
+            return queue.claim(
+                session,
+                owner=self.owner,
+                limit=config.batch.size,
+                lease_seconds=config.batch.lease_seconds,
+                max_attempts=config.batch.max_attempts,
+            )
+
+    def _process(self, claim: queue.Claim, config: Config) -> QueueState | None:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                stored = session.get(StoredMessage, claim.message_id)
+                if stored is None or stored.raw is None:
+                    raise LookupError("the raw message is gone (purged?)")
+                ticket_message_id = self.file_message(session, claim, stored, config)
+                queue.finish(session, claim, ticket_message_id=ticket_message_id)
+            return QueueState.DONE
+        except queue.LeaseLost:
+            log.warning("entry %d: lease lost; another worker owns it now", claim.entry_id)
+            return None
+        except TempFail as exc:
+            return self._fail(claim, config, f"temporary: {exc}", temporary=True)
+        except Exception as exc:
+            log.exception("entry %d failed", claim.entry_id)
+            return self._fail(claim, config, f"{exc.__class__.__name__}: {exc}"[:2000])
+
+    def _fail(
+        self, claim: queue.Claim, config: Config, error: str, *, temporary: bool = False
+    ) -> QueueState | None:
+        try:
+            with Session(self.engine) as session, session.begin():
+                state = queue.fail(
+                    session,
+                    claim,
+                    error=error,
+                    max_attempts=config.batch.max_attempts,
+                    temporary=temporary,
+                    retry_after=0 if not temporary else config.batch.interval,
+                )
+        except queue.LeaseLost:
+            return None
+        log.warning("entry %d: %s (%s)", claim.entry_id, error, state.value)
+        return state

@@ -1,0 +1,20 @@
+"""The ``firstline`` command: one module per command, registered here."""
+
+from __future__ import annotations
+
+import click
+
+from ingest.cli import check_config, process, queue, serve, tickets
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """firstline: mail ingestion for helpdesks."""
+
+
+main.add_command(serve.serve)
+main.add_command(serve.worker)
+main.add_command(check_config.check_config)
+main.add_command(process.process)
+main.add_command(tickets.tickets)
+main.add_command(queue.queue)

@@ -1,0 +1,70 @@
+"""What every command shares: the ``-c`` option, config loading, the store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+
+from policy.config import Config, load_config
+from policy.errors import ConfigError
+from storage.engine import make_engine
+from storage.schema import create_schema
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        envvar="FIRSTLINE_CONFIG",
+        default="config.yaml",
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help="the YAML configuration file (or $FIRSTLINE_CONFIG)",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="machine-readable output")(func)
+
+
+def load(config_path: str) -> Config:
+    """Load the configuration or exit 1 listing every problem with its line."""
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+
+
+def open_store(config: Config) -> Engine:
+    engine = make_engine(config.storage.url)
+    create_schema(engine)
+    return engine
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> None:
+    """A plain, aligned table for humans (the JSON output is for scripts)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,71 @@
+"""``firstline tickets list|show``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from sqlalchemy.orm import Session
+
+from ingest.cli.common import config_option, echo_json, json_option, load, open_store, table
+from storage import views
+
+
+@click.group()
+def tickets() -> None:
+    """Look at tickets."""
+
+
+@tickets.command("list")
+@config_option
+@json_option
+@click.option("--limit", default=100, show_default=True)
+def list_(config_path: str, as_json: bool, limit: int) -> None:
+    """The newest tickets first."""
+    engine = open_store(load(config_path))
+    with Session(engine) as session:
+        rows = views.list_tickets(session, limit=limit)
+    if as_json:
+        echo_json(rows)
+        return
+    table(
+        [[str(r["id"]), r["status"], r["mailbox"], r["requester"], str(r["messages"]),
+          (r["created_at"] or "")[:19], r["subject"][:60]] for r in rows],
+        ["ID", "STATUS", "MAILBOX", "REQUESTER", "MSGS", "CREATED", "SUBJECT"],
+    )  # fmt: skip
+
+
+@tickets.command("show")
+@config_option
+@json_option
+@click.argument("ticket_id", type=int)
+def show(config_path: str, as_json: bool, ticket_id: int) -> None:
+    """One ticket with its messages."""
+    engine = open_store(load(config_path))
+    with Session(engine) as session:
+        detail = views.ticket_detail(session, ticket_id)
+    if detail is None:
+        click.echo(f"no ticket {ticket_id}", err=True)
+        sys.exit(1)
+    if as_json:
+        echo_json(detail)
+        return
+    click.echo(f"Ticket #{detail['id']}  [{detail['status']}]  {detail['mailbox']}")
+    click.echo(f"Subject:   {detail['subject']}")
+    click.echo(f"Requester: {detail['requester']}")
+    click.echo(f"Created:   {detail['created_at']}")
+    for message in detail["messages"]:
+        click.echo("")
+        click.echo(f"--- message {message['id']}  <{message['message_id']}>")
+        click.echo(f"From: {message['from_name']} <{message['from']}>".replace(" <", " <", 1))
+        click.echo(f"Date: {message['date'] or ''}   forwarding: {message['forwarding']}")
+        if message["auto_reply"]:
+            click.echo("(automatic reply)")
+        for attachment in message["attachments"]:
+            click.echo(
+                f"Attachment: {attachment['filename']} ({attachment['content_type']}, "
+                f"{attachment['size']} bytes{', inline' if attachment['inline'] else ''})"
+            )
+        if message["text"]:
+            click.echo("")
+            click.echo(message["text"])

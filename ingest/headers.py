@@ -1,0 +1,58 @@
+"""Cheap, crash-proof reads of a raw message's header block.
+
+The listener and the rejection log need From, Subject and Message-ID of mail
+they may be about to refuse; hostile bytes must never turn that into an
+exception, so every read here degrades to ``None`` instead of raising.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email import policy
+from email.parser import BytesHeaderParser
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def one_line(value: object, limit: int = 998) -> str:
+    """Fold anything into one printable line: no CR, LF, NUL or other controls."""
+    return _CONTROL.sub(" ", str(value)).strip()[:limit]
+
+
+@dataclass(frozen=True)
+class HeaderSummary:
+    header_from: str | None
+    subject: str | None
+    message_id: str | None
+    block: str
+
+
+def header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
+    match = _HEADER_END.search(raw, 0, limit)
+    return raw[: match.start()] if match else raw[:limit]
+
+
+def summarize(raw: bytes) -> HeaderSummary:
+    block = header_block(raw)
+    try:
+        headers = BytesHeaderParser(policy=policy.default).parsebytes(block + b"\r\n\r\n")
+    except Exception:  # the stdlib parser is lenient, but hostile input is normal input
+        return HeaderSummary(None, None, None, block.decode("utf-8", "replace"))
+
+    def get(name: str) -> str | None:
+        try:
+            value = headers.get(name)
+        except Exception:  # a malformed field: fall back to its raw text
+            value = next((v for k, v in headers.raw_items() if k.lower() == name.lower()), None)
+        return one_line(value) if value is not None else None
+
+    # Message-IDs are kept without their angle brackets everywhere in firstline.
+    message_id = get("Message-ID")
+    return HeaderSummary(
+        header_from=get("From"),
+        subject=get("Subject"),
+        message_id=message_id.strip("<>") if message_id else None,
+        block=block.decode("utf-8", "replace"),
+    )

@@ -1,0 +1,71 @@
+"""Database engines that keep the promise behind ``250``.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: with NORMAL a committed
+transaction can vanish on power loss, and a ``250`` would be a lie. Every
+SQLite transaction starts with ``BEGIN IMMEDIATE`` so that two writers never
+deadlock upgrading read locks, which is also what makes the queue claim
+correct without ``SKIP LOCKED``. PostgreSQL (psycopg 3) needs nothing special:
+its commits are durable by default.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+# A bench-only stand-in for a slow disk: every commit takes this much longer.
+# It exists so `make bench` can show that group commit keeps durability cheap.
+BENCH_COMMIT_DELAY_ENV = "FIRSTLINE_BENCH_COMMIT_DELAY_MS"
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for ``url``; creates the SQLite file's directory if needed."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+        _configure_sqlite(engine)
+    else:
+        engine = create_engine(parsed, pool_size=pool_size, pool_pre_ping=True)
+    delay_ms = float(os.environ.get(BENCH_COMMIT_DELAY_ENV, "0") or 0)
+    if delay_ms > 0:
+        _slow_commits(engine, delay_ms / 1000)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how a transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _slow_commits(engine: Engine, seconds: float) -> None:
+    @event.listens_for(engine, "commit")
+    def _on_commit(_connection: Any) -> None:
+        time.sleep(seconds)

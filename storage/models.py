@@ -1,0 +1,184 @@
+"""The tables: what we must never lose, and what we made of it.
+
+Raw bytes live in ``stored_messages`` and are never rewritten: everything
+else (queue state, tickets, parsed text) can be rebuilt from them after a
+parser fix. The queue is a state column with explicit transitions (see
+``storage/queue.py``); tickets and their messages are the product's output.
+All times are UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _when(**kwargs: Any) -> Any:
+    """A timezone-aware timestamp column (SQLite hands back naive UTC; see ``aware``)."""
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite drops the zone; every stored time is UTC, so put it back."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class QueueState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DONE = "done"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+
+
+class StoredMessage(SQLModel, table=True):
+    """Exactly what was received (plus our trace headers), and the envelope."""
+
+    __tablename__ = "stored_messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = _when(default_factory=utcnow, index=True)
+    # The id in our Received header and in "250 … queued as ID", like Postfix's queue id.
+    trace_id: str = Field(max_length=16, index=True)
+    # sha256 of the bytes as the client sent them, before our headers: the
+    # same mail retried after a lost 250 has the same digest.
+    digest: str = Field(max_length=64, index=True)
+    size: int
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    purged_at: datetime | None = _when(default=None, nullable=True)
+    proto: str = Field(max_length=8)
+    client_ip: str = Field(max_length=64)
+    client_name: str | None = Field(default=None, max_length=255)
+    helo: str = Field(default="", max_length=255)
+    mail_from: str = Field(default="", max_length=512)
+    rcpt_tos: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    header_message_id: str | None = Field(default=None, max_length=998, index=True)
+    header_from: str | None = Field(default=None, max_length=998)
+    subject: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    forwarding: str = Field(default="direct", max_length=16)
+    authentication_results: str | None = Field(default=None, sa_column=Column(Text))
+    verdict: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class QueueEntry(SQLModel, table=True):
+    """One unit of batch work: one message for one mailbox."""
+
+    __tablename__ = "queue"
+    __table_args__ = (Index("ix_queue_state_available", "state", "available_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="stored_messages.id", index=True)
+    mailbox: str = Field(max_length=320, index=True)
+    digest: str = Field(max_length=64)
+    state: QueueState = Field(default=QueueState.QUEUED, max_length=16)
+    attempts: int = 0
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _when(default=None, nullable=True)
+    available_at: datetime = _when(default_factory=utcnow)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _when(default_factory=utcnow)
+    state_changed_at: datetime = _when(default_factory=utcnow)
+    ticket_message_id: int | None = Field(default=None)
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "tickets"
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(max_length=320, index=True)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    requester: str = Field(max_length=512)
+    status: str = Field(default="open", max_length=16, index=True)
+    created_at: datetime = _when(default_factory=utcnow)
+    updated_at: datetime = _when(default_factory=utcnow, index=True)
+
+
+class TicketMessage(SQLModel, table=True):
+    __tablename__ = "ticket_messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    stored_message_id: int = Field(foreign_key="stored_messages.id", index=True)
+    # The fence for exactly-once: one queue entry makes at most one ticket message.
+    queue_entry_id: int = Field(foreign_key="queue.id", unique=True)
+    message_id: str = Field(max_length=998, index=True)
+    digest: str = Field(max_length=64)
+    from_addr: str = Field(default="", max_length=998)
+    from_name: str = Field(default="", max_length=998)
+    to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    cc: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    date: datetime | None = _when(default=None, nullable=True)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    auto_reply: bool = False
+    charset_repaired: bool = False
+    forwarding: str = Field(default="direct", max_length=16)
+    authentication_results: str | None = Field(default=None, sa_column=Column(Text))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _when(default_factory=utcnow)
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_message_id: int = Field(foreign_key="ticket_messages.id", index=True)
+    filename: str = Field(default="", max_length=1024)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    size: int = 0
+    sha256: str = Field(max_length=64)
+    inline: bool = False
+    content_id: str | None = Field(default=None, max_length=998)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class KnownMessageId(SQLModel, table=True):
+    """Every Message-ID we stored on a ticket or sent from one, for threading."""
+
+    __tablename__ = "known_message_ids"
+    __table_args__ = (
+        UniqueConstraint("mailbox", "message_id", "ticket_id", name="uq_known_message_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(max_length=320)
+    message_id: str = Field(max_length=998, index=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    direction: str = Field(default="in", max_length=3)
+    created_at: datetime = _when(default_factory=utcnow)
+
+
+class Rejection(SQLModel, table=True):
+    """One refusal, with enough evidence to answer "where is my mail?" later."""
+
+    __tablename__ = "rejections"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = _when(default_factory=utcnow, index=True)
+    stage: str = Field(max_length=16)
+    reason: str = Field(max_length=64, index=True)
+    reply: str = Field(sa_column=Column(Text, nullable=False))
+    client_ip: str = Field(default="", max_length=64)
+    client_name: str | None = Field(default=None, max_length=255)
+    helo: str = Field(default="", max_length=255)
+    proto: str = Field(default="ESMTP", max_length=8)
+    mail_from: str = Field(default="", max_length=512, index=True)
+    rcpt_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    mailbox: str | None = Field(default=None, max_length=320, index=True)
+    header_from: str | None = Field(default=None, max_length=998)
+    subject: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    message_id: str | None = Field(default=None, max_length=998, index=True)
+    authentication: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    headers: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

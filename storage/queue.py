@@ -1,0 +1,211 @@
+"""The durable inbound queue.
+
+Every state change is one explicit, timestamped transition::
+
+    queued ──claim──▶ leased(owner, token, expires_at) ──finish──▶ done
+      ▲                 │  │
+      │   temporary /   │  └──fail (attempts ≥ max)──▶ failed ──retry (operator)──▶ queued
+      └── attempts<max ─┘
+    quarantined ──release (operator)──▶ queued
+
+A claim hands out a lease token; finishing and failing check it (fencing), so
+a worker that was presumed dead and comes back cannot overwrite a newer claim,
+and a message becomes exactly one ticket message. On PostgreSQL the claim uses
+``FOR UPDATE SKIP LOCKED``; on SQLite (no SKIP LOCKED, and SQLAlchemy silently
+drops it) the same ``UPDATE … RETURNING`` runs inside ``BEGIN IMMEDIATE``
+(see ``storage/engine.py``), which serialises claimers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from storage.models import QueueEntry, QueueState, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased queue entry; ``token`` must accompany every later transition."""
+
+    entry_id: int
+    message_id: int
+    mailbox: str
+    digest: str
+    attempts: int
+    token: str
+
+
+class LeaseLost(Exception):
+    """The lease expired and someone else took the entry; undo this work."""
+
+
+def claim(
+    session: Session,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime | None = None,
+) -> list[Claim]:
+    """Lease up to ``limit`` entries that are due, in arrival order."""
+    now = now or utcnow()
+    _fail_exhausted_leases(session, now, max_attempts)
+    token = secrets.token_hex(16)
+    due = or_(
+        and_(col(QueueEntry.state) == QueueState.QUEUED, col(QueueEntry.available_at) <= now),
+        and_(col(QueueEntry.state) == QueueState.LEASED, col(QueueEntry.lease_expires_at) < now),
+    )
+    candidates = (
+        select(col(QueueEntry.id))
+        .where(due)
+        .order_by(col(QueueEntry.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(QueueEntry)
+        .where(col(QueueEntry.id).in_(candidates))
+        .values(
+            state=QueueState.LEASED,
+            lease_owner=owner,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=col(QueueEntry.attempts) + 1,
+            state_changed_at=now,
+        )
+        .returning(
+            col(QueueEntry.id),
+            col(QueueEntry.message_id),
+            col(QueueEntry.mailbox),
+            col(QueueEntry.digest),
+            col(QueueEntry.attempts),
+        )
+    ).all()
+    claims = [Claim(r[0], r[1], r[2], r[3], r[4], token) for r in rows if r[0] is not None]
+    return sorted(claims, key=lambda c: c.entry_id)
+
+
+def _fail_exhausted_leases(session: Session, now: datetime, max_attempts: int) -> None:
+    """An entry whose worker died ``max_attempts`` times is poison: stop taking it."""
+    session.execute(
+        update(QueueEntry)
+        .where(
+            col(QueueEntry.state) == QueueState.LEASED,
+            col(QueueEntry.lease_expires_at) < now,
+            col(QueueEntry.attempts) >= max_attempts,
+        )
+        .values(
+            state=QueueState.FAILED,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            last_error="the worker processing this message stopped without finishing it "
+            f"{max_attempts} times",
+            state_changed_at=now,
+        )
+    )
+
+
+def _transition(session: Session, claim: Claim, **values: object) -> None:
+    result = session.execute(
+        update(QueueEntry)
+        .where(
+            col(QueueEntry.id) == claim.entry_id,
+            col(QueueEntry.lease_token) == claim.token,
+            col(QueueEntry.state) == QueueState.LEASED,
+        )
+        .values(
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            state_changed_at=utcnow(),
+            **values,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(f"queue entry {claim.entry_id} is no longer leased to this worker")
+
+
+def finish(session: Session, claim: Claim, *, ticket_message_id: int | None) -> None:
+    """Mark done in the caller's transaction, which also holds the ticket rows."""
+    _transition(
+        session,
+        claim,
+        state=QueueState.DONE,
+        ticket_message_id=ticket_message_id,
+        last_error=None,
+    )
+
+
+def quarantine(session: Session, claim: Claim, *, reason: str) -> None:
+    _transition(session, claim, state=QueueState.QUARANTINED, last_error=reason)
+
+
+def fail(
+    session: Session,
+    claim: Claim,
+    *,
+    error: str,
+    max_attempts: int,
+    temporary: bool = False,
+    retry_after: float = 0,
+) -> QueueState:
+    """Record a failure: back to the queue, or ``failed`` for good after ``max_attempts``.
+
+    A temporary failure (scanner away, database hiccup) does not count as an
+    attempt: the message itself is not at fault.
+    """
+    if temporary:
+        _transition(
+            session,
+            claim,
+            state=QueueState.QUEUED,
+            attempts=claim.attempts - 1,
+            last_error=error,
+            available_at=utcnow() + timedelta(seconds=retry_after),
+        )
+        return QueueState.QUEUED
+    state = QueueState.FAILED if claim.attempts >= max_attempts else QueueState.QUEUED
+    _transition(
+        session,
+        claim,
+        state=state,
+        last_error=error,
+        available_at=utcnow() + timedelta(seconds=retry_after),
+    )
+    return state
+
+
+def requeue(
+    session: Session, entry_ids: Sequence[int] | None, *, from_states: Sequence[QueueState]
+) -> list[int]:
+    """Operator action: put entries back in the queue with a fresh attempt count.
+
+    ``entry_ids=None`` means every entry in ``from_states``.
+    """
+    condition: ColumnElement[bool] = col(QueueEntry.state).in_(from_states)
+    if entry_ids is not None:
+        condition = and_(condition, col(QueueEntry.id).in_(entry_ids))
+    rows = session.execute(
+        update(QueueEntry)
+        .where(condition)
+        .values(
+            state=QueueState.QUEUED,
+            attempts=0,
+            available_at=utcnow(),
+            state_changed_at=utcnow(),
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        .returning(col(QueueEntry.id))
+    ).all()
+    return sorted(r[0] for r in rows if r[0] is not None)

@@ -1,0 +1,134 @@
+"""Tickets and queue entries as plain JSON-ready dicts.
+
+The CLI's ``--json`` output and the HTTP API show the same shapes, so the
+shapes are made once, here. Keys are a public contract: add, never rename.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from storage.models import Attachment, QueueEntry, StoredMessage, Ticket, TicketMessage, aware
+
+
+def _iso(value: datetime | None) -> str | None:
+    return aware(value).isoformat() if value else None
+
+
+def ticket_summary(ticket: Ticket, message_count: int) -> dict[str, Any]:
+    return {
+        "id": ticket.id,
+        "mailbox": ticket.mailbox,
+        "subject": ticket.subject,
+        "requester": ticket.requester,
+        "status": ticket.status,
+        "created_at": _iso(ticket.created_at),
+        "updated_at": _iso(ticket.updated_at),
+        "messages": message_count,
+    }
+
+
+def list_tickets(session: Session, *, limit: int = 100) -> list[dict[str, Any]]:
+    counts = (
+        select(col(TicketMessage.ticket_id), func.count().label("n"))
+        .group_by(col(TicketMessage.ticket_id))
+        .subquery()
+    )
+    rows = session.execute(
+        select(Ticket, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.ticket_id == col(Ticket.id))
+        .order_by(col(Ticket.id).desc())
+        .limit(limit)
+    ).all()
+    return [ticket_summary(ticket, count) for ticket, count in rows]
+
+
+def message_detail(message: TicketMessage, attachments: list[Attachment]) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "message_id": message.message_id,
+        "from": message.from_addr,
+        "from_name": message.from_name,
+        "to": message.to,
+        "cc": message.cc,
+        "date": _iso(message.date),
+        "subject": message.subject,
+        "text": message.text,
+        "html": message.html,
+        "attachments": [
+            {
+                "id": a.id,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+                "inline": a.inline,
+            }
+            for a in attachments
+        ],
+        "auto_reply": message.auto_reply,
+        "charset_repaired": message.charset_repaired,
+        "forwarding": message.forwarding,
+        "authentication_results": message.authentication_results,
+        "stored_message_id": message.stored_message_id,
+        "created_at": _iso(message.created_at),
+    }
+
+
+def ticket_detail(session: Session, ticket_id: int) -> dict[str, Any] | None:
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        return None
+    messages = session.scalars(
+        select(TicketMessage)
+        .where(col(TicketMessage.ticket_id) == ticket_id)
+        .order_by(col(TicketMessage.id))
+    ).all()
+    ids = [m.id for m in messages]
+    attachments = session.scalars(
+        select(Attachment)
+        .where(col(Attachment.ticket_message_id).in_(ids))
+        .order_by(col(Attachment.id))
+    ).all()
+    detail = ticket_summary(ticket, len(messages))
+    detail["messages"] = [
+        message_detail(m, [a for a in attachments if a.ticket_message_id == m.id]) for m in messages
+    ]
+    return detail
+
+
+def queue_entry(entry: QueueEntry, message: StoredMessage) -> dict[str, Any]:
+    """One queue entry, shaped like ``postqueue -j``'s objects."""
+    return {
+        "queue_id": entry.id,
+        "trace_id": message.trace_id,
+        "state": entry.state.value if hasattr(entry.state, "value") else entry.state,
+        "mailbox": entry.mailbox,
+        "arrival_time": _iso(message.received_at),
+        "message_size": message.size,
+        "sender": message.mail_from,
+        "message_id": message.header_message_id,
+        "subject": message.subject,
+        "attempts": entry.attempts,
+        "lease_owner": entry.lease_owner,
+        "lease_expires_at": _iso(entry.lease_expires_at),
+        "last_error": entry.last_error,
+        "state_changed_at": _iso(entry.state_changed_at),
+        "ticket_message_id": entry.ticket_message_id,
+    }
+
+
+def list_queue(session: Session, states: list[str], *, limit: int = 1000) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(QueueEntry, StoredMessage)
+        .join(StoredMessage, col(StoredMessage.id) == col(QueueEntry.message_id))
+        .where(col(QueueEntry.state).in_(states))
+        .order_by(col(QueueEntry.id))
+        .limit(limit)
+    ).all()
+    return [queue_entry(entry, message) for entry, message in rows]
