@@ -35,6 +35,10 @@ DkimResult = Literal["pass", "fail", "permerror"]
 
 SIGNATURE_HEADERS = (b"dkim-signature", b"arc-message-signature", b"arc-seal")
 
+# Hostile input is normal input: bound the work one message can cause.
+MAX_SIGNATURES = 10
+MAX_KEY_NAMES = 64
+
 # Keys fetched for one message: DNS name (with final dot) → the TXT record.
 Keys = dict[str, bytes | None]
 
@@ -84,7 +88,7 @@ def key_names(fields: Iterable[tuple[bytes, bytes]]) -> list[str]:
             key = _key_name(tags) if tags is not None else None
             if key is not None:
                 names[key] = None
-    return list(names)
+    return list(names)[:MAX_KEY_NAMES]
 
 
 def _pick_key(records: list[bytes]) -> bytes | None:
@@ -129,7 +133,10 @@ def verify_dkim(raw: bytes, keys: Keys, min_key_bits: int) -> list[DkimSignature
     results = []
     for index, value in enumerate(values):
         tags = _tags(value)
-        result, reason, bits = _verify_one(verifier, index, tags, keys, lookup)
+        if index < MAX_SIGNATURES:
+            result, reason, bits = _verify_one(verifier, index, tags, keys, lookup)
+        else:
+            result, reason, bits = "permerror", f"not verified: over {MAX_SIGNATURES}", None
         results.append(
             DkimSignature(
                 _tag(tags, b"d"),

@@ -1,0 +1,364 @@
+"""The whole verifier on plain bytes: SPF, DKIM, ARC, DMARC and forwarding together.
+
+Every test publishes its own zones in the loopback DNS server and signs with
+its own keys; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+from dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from signing import Signer, message
+
+from policy.authenticate import Authenticator, dmarc_reject_reply, process_pool
+from policy.config import Config, MailboxConfig, PolicyConfig, PolicyOverride
+from policy.dns import Resolver
+from policy.verdict import Action, Envelope, ForwardingKind
+
+SERVER = "mx.help.example"
+MAILBOX = MailboxConfig(channel="helpdesk", name="Support", address="support@help.example")
+SENDER_IP = "192.0.2.10"
+FORWARDER_IP = "198.51.100.7"
+
+
+@pytest.fixture
+def authenticator(dns_server: DnsServer) -> Authenticator:
+    return Authenticator(Resolver([dns_server.address], timeout=0.3), SERVER)
+
+
+def envelope(mail_from: str = "alice@example.com", ip: str = SENDER_IP) -> Envelope:
+    return Envelope(ip, None, "mx.example.com", mail_from, ("support@help.example",))
+
+
+def publish_sender(server: DnsServer, dmarc: str = "v=DMARC1; p=reject") -> Signer:
+    server.add("example.com", "TXT", f"v=spf1 ip4:{SENDER_IP} -all")
+    server.add("_dmarc.example.com", "TXT", dmarc)
+    server.add("forwarder.example", "TXT", f"v=spf1 ip4:{FORWARDER_IP} -all")
+    return Signer("example.com").publish(server)
+
+
+def srs_envelope() -> Envelope:
+    return envelope("SRS0=AbCd=TT=example.com=alice@forwarder.example", FORWARDER_IP)
+
+
+def footer(raw: bytes) -> bytes:
+    return raw + b"\r\n-- \r\nForwarded by the Forwarder mail service.\r\n"
+
+
+async def test_direct_signed_mail_is_accepted(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert (verdict.action, verdict.reason, verdict.forwarding) == (
+        Action.ACCEPT,
+        "accepted",
+        ForwardingKind.DIRECT,
+    )
+    results = verdict.authentication_results or ""
+    assert results.startswith(SERVER + ";")
+    for part in (
+        "spf=pass smtp.mailfrom=example.com",
+        "dkim=pass header.d=example.com",
+        "dmarc=pass header.from=example.com",
+        "arc=none",
+    ):
+        assert part in results
+    assert verdict.details["dmarc"]["dkim_aligned"] == ("example.com",)
+
+
+async def test_dmarc_reject_gives_the_exact_550(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    publish_sender(dns_server)
+    verdict = await authenticator.verify(
+        message(), envelope(ip="203.0.113.66"), MAILBOX, PolicyConfig()
+    )
+    assert (verdict.action, verdict.reason) == (Action.REJECT, "dmarc_reject")
+    assert verdict.reply == (
+        "550 5.7.1 Unauthenticated email from example.com is not accepted due to domain's "
+        "DMARC policy. Please contact the administrator of example.com domain."
+    )
+    assert verdict.details["dmarc"]["result"] == "fail"
+    assert "dmarc=fail (p=reject dis=reject)" in (verdict.authentication_results or "")
+
+
+@pytest.mark.parametrize(
+    ("record", "action", "reason"),
+    [
+        ("v=DMARC1; p=quarantine", Action.QUARANTINE, "dmarc_quarantine"),
+        ("v=DMARC1; p=none", Action.ACCEPT, "dmarc_none"),
+        ("v=DMARC1; p=reject; pct=0", Action.QUARANTINE, "dmarc_quarantine"),
+        ("v=DMARC1; p=quarantine; pct=0", Action.ACCEPT, "dmarc_none"),
+    ],
+)
+async def test_dmarc_policies(
+    dns_server: DnsServer,
+    authenticator: Authenticator,
+    record: str,
+    action: Action,
+    reason: str,
+) -> None:
+    publish_sender(dns_server, record)
+    verdict = await authenticator.verify(
+        message(), envelope(ip="203.0.113.66"), MAILBOX, PolicyConfig()
+    )
+    assert (verdict.action, verdict.reason, verdict.reply) == (action, reason, None)
+    assert "dmarc=fail" in (verdict.authentication_results or "")
+
+
+async def test_monitor_never_rejects_but_records(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    publish_sender(dns_server)
+    verdict = await authenticator.verify(
+        message(), envelope(ip="203.0.113.66"), MAILBOX, PolicyConfig(dmarc="monitor")
+    )
+    assert (verdict.action, verdict.reason) == (Action.ACCEPT, "dmarc_monitor")
+    assert verdict.details["dmarc"]["policy"] == "reject"
+
+
+async def test_subdomain_policy_sp(dns_server: DnsServer, authenticator: Authenticator) -> None:
+    publish_sender(dns_server, "v=DMARC1; p=none; sp=reject")
+    raw = message(sender="Alice <alice@news.example.com>")
+    verdict = await authenticator.verify(
+        raw, envelope("alice@news.example.com", "203.0.113.66"), MAILBOX, PolicyConfig()
+    )
+    assert verdict.reply == dmarc_reject_reply("news.example.com")
+    top = await authenticator.verify(
+        message(), envelope(ip="203.0.113.66"), MAILBOX, PolicyConfig()
+    )
+    assert (top.action, top.reason) == (Action.ACCEPT, "dmarc_none")
+
+
+async def test_org_domain_fallback(dns_server: DnsServer, authenticator: Authenticator) -> None:
+    dns_server.add("_dmarc.example.co.uk", "TXT", "v=DMARC1; p=reject")
+    raw = message(sender="Shop <orders@mail.example.co.uk>")
+    verdict = await authenticator.verify(
+        raw, envelope("orders@mail.example.co.uk"), MAILBOX, PolicyConfig()
+    )
+    assert verdict.action is Action.REJECT
+    assert verdict.reply == dmarc_reject_reply("mail.example.co.uk")
+    assert verdict.details["dmarc"]["record_domain"] == "example.co.uk"
+    signed = Signer("example.co.uk").publish(dns_server).sign(raw)
+    ok = await authenticator.verify(
+        signed, envelope("orders@mail.example.co.uk"), MAILBOX, PolicyConfig()
+    )
+    assert (ok.action, ok.reason) == (Action.ACCEPT, "accepted")
+
+
+async def test_only_the_second_signature_aligns(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    publish_sender(dns_server)
+    esp = Signer("esp.example").publish(dns_server)
+    raw = esp.sign(Signer("example.com").sign(message()))
+    verdict = await authenticator.verify(raw, srs_envelope(), MAILBOX, PolicyConfig())
+    assert (verdict.action, verdict.reason) == (Action.ACCEPT, "accepted")
+    assert [d["domain"] for d in verdict.details["dkim"]] == ["esp.example", "example.com"]
+
+
+async def test_native_forward_with_intact_dkim_is_accepted(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    raw = b"X-Forwarded-To: support@help.example\r\n" + raw
+    verdict = await authenticator.verify(raw, srs_envelope(), MAILBOX, PolicyConfig())
+    assert (verdict.action, verdict.forwarding) == (Action.ACCEPT, ForwardingKind.NATIVE)
+    spf_mailfrom = verdict.details["spf"][0]
+    assert (spf_mailfrom["domain"], spf_mailfrom["result"]) == ("forwarder.example", "pass")
+    assert verdict.details["dmarc"]["spf_aligned"] is False
+
+
+def sealed_by(server: DnsServer, domain: str, raw: bytes) -> bytes:
+    """What a forwarder does: record its own checks, add a footer, seal."""
+    results = (
+        f"Authentication-Results: mx.{domain}; dkim=pass header.d=example.com;"
+        " spf=pass smtp.mailfrom=example.com; dmarc=pass header.from=example.com\r\n"
+    )
+    sealer = Signer(domain, "arc").publish(server)
+    return sealer.seal(footer(results.encode() + raw), f"mx.{domain}")
+
+
+async def test_native_forward_with_footer_is_rejected_without_trusted_arc(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    broken = await authenticator.verify(footer(raw), srs_envelope(), MAILBOX, PolicyConfig())
+    assert (broken.action, broken.reason) == (Action.REJECT, "dmarc_reject")
+    assert broken.details["dkim"][0]["result"] == "fail"
+    sealed = sealed_by(dns_server, "forwarder.example", raw)
+    untrusted = await authenticator.verify(sealed, srs_envelope(), MAILBOX, PolicyConfig())
+    assert untrusted.action is Action.REJECT
+    assert untrusted.details["arc"]["cv"] == "pass"
+
+
+async def test_native_forward_with_footer_accepted_via_trusted_sealer(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    sealed = sealed_by(dns_server, "forwarder.example", raw)
+    policy = PolicyConfig(trusted_arc_sealers=["forwarder.example"])
+    verdict = await authenticator.verify(sealed, srs_envelope(), MAILBOX, policy)
+    assert (verdict.action, verdict.reason, verdict.forwarding) == (
+        Action.ACCEPT,
+        "arc_trusted_forwarder",
+        ForwardingKind.NATIVE_ARC,
+    )
+    assert "arc=pass (sealed by forwarder.example)" in (verdict.authentication_results or "")
+    # A sealer that recorded dmarc=fail on arrival vouches for nothing.
+    liar = sealed.replace(b"dmarc=pass", b"dmarc=fail")
+    refused = await authenticator.verify(liar, srs_envelope(), MAILBOX, policy)
+    assert refused.action is Action.REJECT
+
+
+async def test_per_mailbox_trusted_sealer(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    sealed = sealed_by(dns_server, "forwarder.example", raw)
+    special = MailboxConfig(
+        channel="helpdesk",
+        name="Special",
+        address="special@help.example",
+        policy=PolicyOverride(trusted_arc_sealers=["forwarder.example"]),
+    )
+    config = Config.model_validate(
+        {
+            "channels": [{"name": "helpdesk"}],
+            "mailboxes": [MAILBOX.model_dump(), special.model_dump()],
+        }
+    )
+    for mailbox, action in ((MAILBOX, Action.REJECT), (special, Action.ACCEPT)):
+        policy = config.effective_policy(mailbox)
+        verdict = await authenticator.verify(sealed, srs_envelope(), mailbox, policy)
+        assert verdict.action is action
+
+
+GMAIL_FORWARD = (
+    "FYI\r\n\r\n---------- Forwarded message ---------\r\n"
+    "From: Alice <alice@example.com>\r\nSubject: Printer\r\n\r\nIt is on fire.\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("setting", "action", "reason"),
+    [
+        ("reject", Action.REJECT, "manual_forward"),
+        ("quarantine", Action.QUARANTINE, "manual_forward_quarantine"),
+        ("accept", Action.ACCEPT, "manual_forward_accepted"),
+    ],
+)
+async def test_manual_forward_policy(
+    dns_server: DnsServer,
+    authenticator: Authenticator,
+    setting: str,
+    action: Action,
+    reason: str,
+) -> None:
+    dns_server.add("customer.example", "TXT", f"v=spf1 ip4:{SENDER_IP} -all")
+    dns_server.add("_dmarc.customer.example", "TXT", "v=DMARC1; p=reject")
+    raw = message(sender="Bob <bob@customer.example>", subject="Fwd: Printer", body=GMAIL_FORWARD)
+    verdict = await authenticator.verify(
+        raw, envelope("bob@customer.example"), MAILBOX, PolicyConfig(manual_forward=setting)
+    )
+    assert (verdict.action, verdict.reason, verdict.forwarding) == (
+        action,
+        reason,
+        ForwardingKind.MANUAL,
+    )
+    if action is Action.REJECT:
+        assert verdict.reply is not None
+        assert verdict.reply.startswith("550 5.7.1 Manually forwarded")
+        assert "native forwarding" in verdict.reply
+
+
+@pytest.mark.parametrize(
+    "broken", ["_dmarc.example.com", "sel._domainkey.example.com", "example.com", "mx.example.com"]
+)
+async def test_dns_timeout_anywhere_is_a_451(
+    dns_server: DnsServer, authenticator: Authenticator, broken: str
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    dns_server.timeout(broken)
+    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert (verdict.action, verdict.reason) == (Action.TEMPFAIL, "dns_tempfail")
+    assert verdict.reply is not None and verdict.reply.startswith("451 4.7.0 ")
+
+
+async def test_servfail_is_a_451(dns_server: DnsServer, authenticator: Authenticator) -> None:
+    publish_sender(dns_server)
+    dns_server.servfail("_dmarc.example.com")
+    verdict = await authenticator.verify(message(), envelope(), MAILBOX, PolicyConfig())
+    assert verdict.action is Action.TEMPFAIL
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"To: support@help.example\r\nSubject: no author\r\n\r\nhi\r\n",
+        b"From: a@example.com\r\nFrom: b@example.com\r\nSubject: two\r\n\r\nhi\r\n",
+        b"From: a@example.com, b@example.org\r\nSubject: two\r\n\r\nhi\r\n",
+    ],
+)
+async def test_malformed_from_is_refused(authenticator: Authenticator, raw: bytes) -> None:
+    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig(dmarc="monitor"))
+    assert (verdict.action, verdict.reason) == (Action.REJECT, "from_malformed")
+    assert verdict.reply is not None and verdict.reply.startswith("550 5.7.1 ")
+
+
+async def test_trusted_network_checks_spf_for_the_hop_before_it(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    publish_sender(dns_server)
+    raw = (
+        b"Received: from edge2.help.example (edge2.help.example [10.0.0.6])\r\n"
+        b"\tby edge1.help.example; Wed, 25 Nov 2026 08:00:00 +0000\r\n"
+        b"Received: from mx.example.com (mx.example.com [192.0.2.10])\r\n"
+        b"\tby edge2.help.example; Wed, 25 Nov 2026 08:00:00 +0000\r\n" + message()
+    )
+    relay = envelope(ip="10.0.0.5")
+    trusted = PolicyConfig(trusted_networks=[ipaddress.ip_network("10.0.0.0/24")])
+    verdict = await authenticator.verify(raw, relay, MAILBOX, trusted)
+    assert (verdict.action, verdict.details["spf_ip"]) == (Action.ACCEPT, SENDER_IP)
+    untrusted = await authenticator.verify(raw, relay, MAILBOX, PolicyConfig())
+    assert untrusted.action is Action.REJECT
+
+
+async def test_stamp_replaces_forged_results_and_keeps_others(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    raw = (
+        b"Authentication-Results: MX.HELP.EXAMPLE; dkim=pass header.d=example.com\r\n"
+        b"Authentication-Results: (forged) mx.help.example;\r\n\tdmarc=pass\r\n"
+        b"Authentication-Results: mx.forwarder.example; dmarc=pass\r\n"
+    ) + publish_sender(dns_server).sign(message())
+    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    stored = authenticator.stamp(raw, verdict)
+    head = stored.split(b"\r\n\r\n", 1)[0]
+    ours = [
+        line
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"authentication-results: mx.help")
+    ]
+    assert len(ours) == 1
+    assert b"mx.forwarder.example; dmarc=pass" in head
+    assert b"(forged)" not in head
+    assert stored.endswith(raw.split(b"\r\n\r\n", 1)[1])
+
+
+@pytest.fixture
+def pool_authenticator(dns_server: DnsServer) -> Iterator[Authenticator]:
+    with process_pool() as pool:
+        yield Authenticator(Resolver([dns_server.address], timeout=0.5), SERVER, pool)
+
+
+async def test_signature_checks_run_in_a_process_pool(
+    dns_server: DnsServer, pool_authenticator: Authenticator
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    verdict = await pool_authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert (verdict.action, verdict.details["dkim"][0]["result"]) == (Action.ACCEPT, "pass")
