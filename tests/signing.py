@@ -21,7 +21,8 @@ import nacl.encoding
 import nacl.signing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dnsserver import DnsServer
+
+from tests.dnsserver import DnsServer
 
 
 def _is_probable_prime(n: int, rounds: int = 32) -> bool:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from signing import Signer, message
-
 from policy.arc import ArcResult, verify_arc
 from policy.dkim import fetch_keys, headers, key_names
 from policy.dns import Resolver
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from tests.signing import Signer, message
 
 
 async def check(server: DnsServer, raw: bytes) -> ArcResult:

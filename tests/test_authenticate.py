@@ -10,13 +10,13 @@ import ipaddress
 from collections.abc import Iterator
 
 import pytest
-from dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from signing import Signer, message
 
 from policy.authenticate import Authenticator, dmarc_reject_reply, process_pool
 from policy.config import Config, MailboxConfig, PolicyConfig, PolicyOverride
 from policy.dns import Resolver
 from policy.verdict import Action, Envelope, ForwardingKind
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from tests.signing import Signer, message
 
 SERVER = "mx.help.example"
 MAILBOX = MailboxConfig(channel="helpdesk", name="Support", address="support@help.example")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from signing import Signer, message
 
 from policy.dkim import fetch_keys, headers, key_names, verify_dkim
 from policy.dns import Resolver
 from policy.errors import DnsTempError
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from tests.signing import Signer, message
 
 
 async def verify(server: DnsServer, raw: bytes, min_key_bits: int = 1024) -> list:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 
 from policy.dmarc import (
     DmarcRecord,
@@ -20,6 +19,7 @@ from policy.dmarc import (
 )
 from policy.dns import Resolver
 from policy.errors import DnsTempError
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize(

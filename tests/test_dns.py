@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 
 from policy.dns import Resolver, parse_nameserver
 from policy.errors import DnsTempError
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 
 
 def make_resolver(server: DnsServer, timeout: float = 2.0) -> Resolver:

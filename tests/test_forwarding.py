@@ -6,10 +6,10 @@ import email
 from email.message import EmailMessage, Message
 
 import pytest
-from signing import message
 
 from policy.forwarding import body_text, forward_prefix, inspect
 from policy.verdict import ForwardingKind
+from tests.signing import message
 
 USER = "Bob Forwarder <bob@customer.example>"
 

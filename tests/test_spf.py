@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 
 from policy.dns import Resolver
 from policy.spf import check_identity, check_spf
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 
 IP = "192.0.2.10"
 

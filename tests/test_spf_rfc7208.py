@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 import spf
 import yaml
-from dnsserver import DnsServer
 
 from policy.dns import Resolver
 from policy.spf import run_query
+from tests.dnsserver import DnsServer
 
 VERSION = importlib.metadata.version("pyspf")
 TARBALL = Path(sys.prefix) / "sdist" / f"pyspf-{VERSION}.tar.gz"
