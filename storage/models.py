@@ -88,6 +88,10 @@ class QueueEntry(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utcnow)
     state_changed_at: datetime = _when(default_factory=utcnow)
     ticket_message_id: int | None = Field(default=None)
+    # Set when an operator released the entry from quarantine: the batch must
+    # not quarantine it again for the reason the operator has already overruled.
+    released_at: datetime | None = _when(default=None, nullable=True)
+    released_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class Ticket(SQLModel, table=True):
@@ -182,3 +186,41 @@ class Rejection(SQLModel, table=True):
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
     headers: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Refusals in the batch (virus, unparseable) refer to the message we stored.
+    trace_id: str | None = Field(default=None, max_length=16, index=True)
+
+
+class QuarantineAction(SQLModel, table=True):
+    """Who did what to quarantined mail, and when; kept after the mail is gone.
+
+    Plain copies instead of foreign keys: a deleted entry's audit trail stays.
+    """
+
+    __tablename__ = "quarantine_actions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(default_factory=utcnow, index=True)
+    action: str = Field(max_length=16)  # quarantined | released | deleted | purged
+    by: str = Field(max_length=128)
+    queue_entry_id: int = Field(index=True)
+    trace_id: str = Field(default="", max_length=16)
+    message_id: str | None = Field(default=None, max_length=998)
+    mailbox: str = Field(default="", max_length=320)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class BatchRun(SQLModel, table=True):
+    """The last batch of each worker, for ``firstline status`` and the metrics."""
+
+    __tablename__ = "batch_runs"
+
+    owner: str = Field(primary_key=True, max_length=128)
+    started_at: datetime = _when(default_factory=utcnow)
+    finished_at: datetime = _when(default_factory=utcnow, index=True)
+    duration: float = 0.0
+    taken: int = 0
+    tickets: int = 0
+    failed: int = 0
+    deferred: int = 0
+    quarantined: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
