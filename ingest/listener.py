@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ingest.headers import HeaderSummary, one_line, summarize
 from ingest.rejections import Peer, RejectionLog
+from policy.authresults import strip_ours
 from policy.config import Config, MailboxConfig
 from policy.verdict import ACCEPT, Action, Envelope, Verdict, Verifier
 from storage.intake import GroupCommitWriter, Incoming
@@ -145,7 +146,9 @@ class IngestHandler:
             )  # fmt: skip
             return self._per_recipient(mailboxes, reply)
         trace_id = secrets.token_hex(6).upper()
-        raw = self._trace_headers(smtp_envelope, trace_id, verdict) + data
+        # RFC 8601 5: results claiming our authserv-id from outside are forged.
+        hostname = self.config.current.server.hostname
+        raw = self._trace_headers(smtp_envelope, trace_id, verdict) + strip_ours(data, hostname)
         stored = StoredMessage(
             trace_id=trace_id,
             digest=hashlib.sha256(data).hexdigest(),

@@ -96,6 +96,11 @@ def process_pool() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(mp_context=multiprocessing.get_context("forkserver"))
 
 
+def production_verifier(config: Config) -> Authenticator:
+    """What ``firstline serve`` runs: the configured resolver and a process pool."""
+    return Authenticator.from_config(config, process_pool())
+
+
 def _in(ip: str, networks: list[Network]) -> bool:
     try:
         address = ipaddress.ip_address(ip)
@@ -155,6 +160,11 @@ class Authenticator:
     @classmethod
     def from_config(cls, config: Config, executor: Executor | None = None) -> Authenticator:
         return cls(Resolver.from_config(config.dns), config.server.hostname, executor)
+
+    def close(self) -> None:
+        """Stop the executor's workers (a process pool outlives nothing else)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
     def stamp(self, raw: bytes, verdict: Verdict) -> bytes:
         """The message as stored: forged headers of ours removed, ours on top."""

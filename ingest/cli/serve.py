@@ -9,6 +9,7 @@ import click
 from ingest.app import App
 from ingest.cli.common import config_option, load
 from ingest.logs import setup_logging
+from policy.authenticate import production_verifier
 
 
 @click.command()
@@ -17,7 +18,7 @@ def serve(config_path: str) -> None:
     """Run the SMTP and LMTP listeners and the batch worker."""
     config = load(config_path)
     setup_logging(config.logging.format, config.logging.level)
-    asyncio.run(App(config).serve_forever())
+    asyncio.run(App(config, verifier_factory=production_verifier).serve_forever())
 
 
 @click.command()

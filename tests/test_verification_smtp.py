@@ -1,0 +1,170 @@
+"""Verification at SMTP time, end to end: real SMTP in, loopback DNS, stored rows out."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Callable, Iterator
+from email.parser import BytesHeaderParser
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from policy.authenticate import Authenticator, production_verifier
+from policy.config import Config
+from storage.models import QueueEntry, Rejection, StoredMessage
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from tests.server import ServerThread, running
+from tests.signing import Signer, message
+
+SENDER = "alice@customer.example"
+
+
+@pytest.fixture
+def verifying_server(
+    make_config: Callable[..., Config], dns_server: DnsServer
+) -> Iterator[ServerThread]:
+    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 0.5})
+    with running(config, verifier_factory=Authenticator.from_config) as server:
+        yield server
+
+
+def publish(server: DnsServer, dmarc: str, spf: str = "v=spf1 -all") -> Signer:
+    server.add("customer.example", "TXT", spf)
+    server.add("_dmarc.customer.example", "TXT", dmarc)
+    return Signer("customer.example").publish(server)
+
+
+def send(server: ServerThread, raw: bytes, mail_from: str = SENDER) -> tuple[int, str]:
+    with server.smtp() as client:
+        client.ehlo("mx.customer.example")
+        try:
+            code, reply = client.sendmail(mail_from, ["support@example.com"], raw), b""
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, exc.smtp_error.decode()
+        assert code == {}
+        return 250, reply.decode()
+
+
+def stored(server: ServerThread) -> list[tuple[StoredMessage, QueueEntry]]:
+    with Session(server.engine) as session:
+        rows = session.execute(
+            select(StoredMessage, QueueEntry).join(
+                QueueEntry,
+                QueueEntry.message_id == StoredMessage.id,  # type: ignore[arg-type]
+            )
+        )
+        return [(m, e) for m, e in rows]
+
+
+def rejections(server: ServerThread) -> list[Rejection]:
+    server.flush()
+    with Session(server.engine) as session:
+        return list(session.scalars(select(Rejection)))
+
+
+def our_results(raw: bytes) -> list[str]:
+    """Every Authentication-Results field claiming our authserv-id, unfolded."""
+    headers = BytesHeaderParser().parsebytes(raw)
+    values = [" ".join(str(v).split()) for v in headers.get_all("Authentication-Results") or []]
+    return [v for v in values if v.lower().startswith("mx.firstline.test;")]
+
+
+def customer_message(subject: str = "Printer on fire") -> bytes:
+    return message(sender=f"Alice <{SENDER}>", to="support@example.com", subject=subject)
+
+
+def test_dmarc_reject_is_refused_with_550(
+    verifying_server: ServerThread, dns_server: DnsServer
+) -> None:
+    publish(dns_server, "v=DMARC1; p=reject")
+    code, text = send(verifying_server, customer_message())
+    assert code == 550
+    assert text == (
+        "5.7.1 Unauthenticated email from customer.example is not accepted due to domain's "
+        "DMARC policy. Please contact the administrator of customer.example domain."
+    )
+    assert stored(verifying_server) == []
+    [rejection] = rejections(verifying_server)
+    assert (rejection.stage, rejection.reason) == ("DATA", "dmarc_reject")
+    assert rejection.reply == f"550 {text}"
+    assert rejection.authentication["dmarc"]["result"] == "fail"
+
+
+def test_dmarc_quarantine_is_stored_quarantined(
+    verifying_server: ServerThread, dns_server: DnsServer
+) -> None:
+    publish(dns_server, "v=DMARC1; p=quarantine")
+    assert send(verifying_server, customer_message())[0] == 250
+    [(stored_message, entry)] = stored(verifying_server)
+    assert entry.state == "quarantined"
+    assert stored_message.verdict["reason"] == "dmarc_quarantine"
+
+
+def test_dmarc_none_is_accepted_and_recorded(
+    verifying_server: ServerThread, dns_server: DnsServer
+) -> None:
+    publish(dns_server, "v=DMARC1; p=none")
+    forged = (
+        b"Authentication-Results: mx.firstline.test; dmarc=pass header.from=customer.example\r\n"
+        + customer_message()
+    )
+    assert send(verifying_server, forged)[0] == 250
+    [(stored_message, entry)] = stored(verifying_server)
+    assert entry.state == "queued"
+    assert stored_message.raw is not None
+    [ours] = our_results(stored_message.raw)
+    assert "dmarc=fail (p=none dis=none) header.from=customer.example" in ours
+    assert b"dmarc=pass header.from" not in stored_message.raw
+    assert stored_message.authentication_results is not None
+    assert "spf=fail smtp.mailfrom=customer.example" in stored_message.authentication_results
+    assert stored_message.verdict["dmarc"]["result"] == "fail"
+    assert stored_message.forwarding == "direct"
+
+
+def test_signed_native_forward_is_accepted_with_its_kind(
+    verifying_server: ServerThread, dns_server: DnsServer
+) -> None:
+    signer = publish(dns_server, "v=DMARC1; p=reject")
+    dns_server.add("forwarder.example", "TXT", "v=spf1 ip4:127.0.0.1 -all")
+    raw = b"X-Forwarded-To: support@example.com\r\n" + signer.sign(customer_message())
+    srs = "SRS0=Ab12=TT=customer.example=alice@forwarder.example"
+    assert send(verifying_server, raw, mail_from=srs)[0] == 250
+    [(stored_message, entry)] = stored(verifying_server)
+    assert (entry.state, stored_message.forwarding) == ("queued", "native")
+    assert stored_message.raw is not None
+    [ours] = our_results(stored_message.raw)
+    assert "dkim=pass header.d=customer.example" in ours
+    assert "dmarc=pass header.from=customer.example" in ours
+
+
+def test_dns_timeout_is_a_451(verifying_server: ServerThread, dns_server: DnsServer) -> None:
+    publish(dns_server, "v=DMARC1; p=reject")
+    dns_server.timeout("_dmarc.customer.example")
+    code, text = send(verifying_server, customer_message())
+    assert code == 451
+    assert text.startswith("4.7.0 ")
+    assert stored(verifying_server) == []
+    assert [r.reason for r in rejections(verifying_server)] == ["dns_tempfail"]
+
+
+def test_serve_builds_the_process_pool_verifier(
+    make_config: Callable[..., Config], dns_server: DnsServer
+) -> None:
+    signer = publish(dns_server, "v=DMARC1; p=reject", "v=spf1 ip4:127.0.0.1 -all")
+    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 0.5})
+    built: list[Authenticator] = []
+
+    def factory(config: Config) -> Authenticator:
+        built.append(production_verifier(config))
+        return built[-1]
+
+    try:
+        with running(config, verifier_factory=factory) as server:
+            assert send(server, signer.sign(customer_message()))[0] == 250
+            [(stored_message, _entry)] = stored(server)
+    finally:
+        for verifier in built:
+            verifier.close()
+    assert stored_message.verdict["reason"] == "accepted"
+    assert stored_message.verdict["dkim"][0]["result"] == "pass"
