@@ -82,11 +82,22 @@ class DnsServer:
         self.servfails: set[str] = set()
         self.queries: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
-        self._udp = DNSServer(self, address="127.0.0.1", port=0, logger=_QuietLogger())
+        self._udp, self._tcp = self._bind()
         self.port: int = self._udp.server.server_address[1]
-        self._tcp = DNSServer(
-            self, address="127.0.0.1", port=self.port, tcp=True, logger=_QuietLogger()
-        )
+
+    def _bind(self, attempts: int = 20) -> tuple[DNSServer, DNSServer]:
+        """UDP on an ephemeral port and TCP on the same number (which may be taken)."""
+        for _ in range(attempts):
+            udp = DNSServer(self, address="127.0.0.1", port=0, logger=_QuietLogger())
+            port = udp.server.server_address[1]
+            try:
+                tcp = DNSServer(self, address="127.0.0.1", port=port, tcp=True,
+                                logger=_QuietLogger())  # fmt: skip
+            except OSError:
+                udp.server.server_close()
+                continue
+            return udp, tcp
+        raise OSError("no port free for both UDP and TCP")
 
     @property
     def address(self) -> str:
