@@ -58,6 +58,7 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _LONE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 _UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 # Fields whose values make two deliveries of one message the same message;
 # trace fields (Received, Delivered-To, Authentication-Results …) differ per
@@ -422,6 +423,9 @@ class _Parser:
 
     def _attach(self, part: Message, path: str, in_related: bool) -> None:
         ctype = part.get_content_type()
+        if not _MIME_TYPE.fullmatch(ctype):
+            self.defects.append(f"part {path}: invalid content type")
+            ctype = "application/octet-stream"
         payload = part.get_payload()
         if part.get_content_maintype() == "message" and isinstance(payload, list):
             data = b"".join(_serialise(m) for m in payload if isinstance(m, EmailMessage))

@@ -1,68 +1,87 @@
 """File one queued message onto a ticket.
 
 Runs inside the batch's transaction (see ``ingest/batch.py``): whatever it
-writes commits together with the queue entry's ``done``, or not at all.
+writes commits together with the queue entry's ``done``, or not at all. The
+path is parse (:mod:`ingest.mime`) → recognise what must not become a ticket
+→ thread (:mod:`ingest.threading`) → store the ticket message, its
+attachments and its Message-ID.
+
+Not every message becomes a new ticket message:
+
+* the same mail delivered again (same mailbox, Message-ID and content
+  digest) resolves to the ticket message it already made; the same
+  Message-ID with other content is a different message and is kept;
+* our own mail coming back (a Message-ID we sent, our ``X-Loop`` marker, a
+  Message-ID in our server's domain) is dropped from ticketing — its raw
+  bytes stay in the store;
+* a bounce joins the ticket of the message it reports on, flagged, with the
+  delivery status in ``details["bounce"]``; a bounce of mail we do not know
+  opens nothing.
+
+Auto-replies are filed like any message, flagged ``auto_reply`` so that
+nothing ever answers them automatically.
 """
 
 from __future__ import annotations
 
-from email.utils import getaddresses, parseaddr
+import logging
+from datetime import UTC
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from ingest.headers import summarize
+from ingest.mime import ParsedMessage, parse_message
+from ingest.threading import ThreadMatch, find_ticket, known_message
+from policy.autoreply import is_own_mail
 from policy.config import Config
-from storage.models import KnownMessageId, StoredMessage, Ticket, TicketMessage, utcnow
+from storage.models import (
+    Attachment,
+    KnownMessageId,
+    StoredMessage,
+    Ticket,
+    TicketMessage,
+    utcnow,
+)
 from storage.queue import Claim
 
+log = logging.getLogger("mail.tickets")
 
-def file_message(session: Session, claim: Claim, stored: StoredMessage, config: Config) -> int:
-    """Open a ticket for the message and return the new ticket message's id."""
+
+def file_message(
+    session: Session, claim: Claim, stored: StoredMessage, config: Config
+) -> int | None:
+    """File the message; the ticket message's id, or None when it makes none."""
     assert stored.raw is not None and stored.id is not None
-    summary = summarize(stored.raw)
-    name, address = parseaddr(summary.header_from or "")
-    requester = address or stored.mail_from or "unknown"
-    message_id = summary.message_id or f"{claim.digest[:32]}@firstline.invalid"
-    duplicate = find_duplicate(session, claim.mailbox, message_id, claim.digest)
+    parsed = parse_message(stored.raw, mail_from=stored.mail_from)
+    mailbox = claim.mailbox
+    duplicate = find_duplicate(session, mailbox, parsed.message_id, parsed.content_digest)
     if duplicate is not None:
+        log.info("entry %d: duplicate of ticket message %d", claim.entry_id, duplicate)
         return duplicate
-    now = utcnow()
-    ticket = Ticket(
-        mailbox=claim.mailbox,
-        subject=summary.subject or "",
-        requester=requester,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(ticket)
-    session.flush()
-    assert ticket.id is not None
-    message = TicketMessage(
-        ticket_id=ticket.id,
-        stored_message_id=stored.id,
-        queue_entry_id=claim.entry_id,
-        message_id=message_id,
-        digest=claim.digest,
-        from_addr=requester,
-        from_name=name,
-        to=[a for _, a in getaddresses(stored.rcpt_tos)],
-        subject=summary.subject or "",
-        forwarding=stored.forwarding,
-        authentication_results=stored.authentication_results,
-    )
-    session.add(message)
-    session.add(KnownMessageId(mailbox=claim.mailbox, message_id=message_id, ticket_id=ticket.id))
-    session.flush()
-    assert message.id is not None
-    return message.id
+    if _is_own(session, mailbox, parsed, config):
+        log.info(
+            "entry %d: our own mail %s came back; no ticket", claim.entry_id, parsed.message_id
+        )
+        return None
+    sender = parsed.from_.address if parsed.from_ else None
+    if parsed.bounce.is_bounce:
+        original = known_message(session, mailbox, parsed.bounce.original_message_ids)
+        if original is None:
+            log.info("entry %d: bounce of mail we do not know; no ticket", claim.entry_id)
+            return None
+        match: ThreadMatch | None = ThreadMatch(original.ticket_id, "bounce", original.message_id)
+    else:
+        match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
+    ticket = _ticket(session, mailbox, match, parsed, sender or stored.mail_from or "unknown")
+    return _store(session, claim, stored, ticket, parsed, match)
 
 
 def find_duplicate(session: Session, mailbox: str, message_id: str, digest: str) -> int | None:
-    """The ticket message that already holds these exact bytes for this mailbox.
+    """The ticket message that already holds this very mail for this mailbox.
 
-    A forwarder that lost our ``250`` sends the same bytes again; that must not
+    A forwarder that lost our ``250`` sends the same mail again; that must not
     make a second ticket message. The same Message-ID with other content is a
     different message and is never dropped.
     """
@@ -76,3 +95,117 @@ def find_duplicate(session: Session, mailbox: str, message_id: str, digest: str)
         )
         .limit(1)
     ).scalar_one_or_none()
+
+
+def _is_own(session: Session, mailbox: str, parsed: ParsedMessage, config: Config) -> bool:
+    if known_message(session, mailbox, [parsed.message_id], direction="out") is not None:
+        return True
+    return is_own_mail(parsed.headers, parsed.message_id, [mailbox], [config.server.hostname])
+
+
+def _ticket(
+    session: Session,
+    mailbox: str,
+    match: ThreadMatch | None,
+    parsed: ParsedMessage,
+    requester: str,
+) -> Ticket:
+    now = utcnow()
+    ticket = session.get(Ticket, match.ticket_id) if match is not None else None
+    if ticket is None:
+        ticket = Ticket(
+            mailbox=mailbox, subject=parsed.subject, requester=requester[:512], created_at=now
+        )
+    ticket.updated_at = now
+    session.add(ticket)
+    session.flush()
+    return ticket
+
+
+def _details(parsed: ParsedMessage, match: ThreadMatch | None) -> dict[str, Any]:
+    """The evidence behind the flags, for agents and for reprocessing decisions."""
+    details: dict[str, Any] = {
+        "content_digest": parsed.content_digest,
+        "message_id_derived": parsed.message_id_derived,
+        "in_reply_to": parsed.in_reply_to,
+        "references": list(parsed.references),
+        "reply_to": [a.address for a in parsed.reply_to],
+        "charset_repairs": list(parsed.charset_repairs),
+        "auto_reply_reasons": list(parsed.auto_reply.reasons),
+        "bulk": parsed.auto_reply.is_bulk,
+        "list_id": parsed.auto_reply.list_id,
+        "remote_images": list(parsed.remote_images),
+        "defects": list(parsed.defects),
+        "thread": {"rule": match.rule, "evidence": match.evidence} if match else None,
+    }
+    bounce = parsed.bounce
+    if bounce.is_bounce:
+        details["bounce"] = {
+            "reasons": list(bounce.reasons),
+            "original_message_ids": list(bounce.original_message_ids),
+            "status": bounce.status,
+            "diagnostic": bounce.diagnostic,
+            "recipients": [r.final_recipient for r in bounce.recipients],
+        }
+    return details
+
+
+def _store(
+    session: Session,
+    claim: Claim,
+    stored: StoredMessage,
+    ticket: Ticket,
+    parsed: ParsedMessage,
+    match: ThreadMatch | None,
+) -> int:
+    assert ticket.id is not None and stored.id is not None
+    message = TicketMessage(
+        ticket_id=ticket.id,
+        stored_message_id=stored.id,
+        queue_entry_id=claim.entry_id,
+        message_id=parsed.message_id,
+        digest=parsed.content_digest,
+        from_addr=(parsed.from_.address if parsed.from_ else stored.mail_from)[:998],
+        from_name=(parsed.from_.name if parsed.from_ else "")[:998],
+        to=[a.address for a in parsed.to],
+        cc=[a.address for a in parsed.cc],
+        # In UTC: SQLite keeps no zone, and every stored time is UTC.
+        date=parsed.date.astimezone(UTC) if parsed.date else None,
+        subject=parsed.subject,
+        text=parsed.text,
+        html=parsed.html,
+        auto_reply=parsed.is_auto_reply or parsed.bounce.is_bounce,
+        charset_repaired=parsed.charset_repaired,
+        forwarding=stored.forwarding,
+        authentication_results=stored.authentication_results,
+        details=_details(parsed, match),
+    )
+    session.add(message)
+    session.flush()
+    assert message.id is not None
+    for part in parsed.attachments:
+        session.add(
+            Attachment(
+                ticket_message_id=message.id,
+                filename=part.filename,
+                content_type=part.content_type[:255],
+                size=part.size,
+                sha256=part.sha256,
+                inline=part.inline,
+                content_id=part.content_id[:998] if part.content_id else None,
+                data=part.data,
+            )
+        )
+    recorded = session.scalar(
+        select(col(KnownMessageId.id)).where(
+            col(KnownMessageId.mailbox) == claim.mailbox,
+            col(KnownMessageId.message_id) == parsed.message_id,
+            col(KnownMessageId.ticket_id) == ticket.id,
+        )
+    )
+    if recorded is None:
+        session.add(
+            KnownMessageId(mailbox=claim.mailbox, message_id=parsed.message_id, ticket_id=ticket.id)
+        )
+    session.flush()
+    return message.id

@@ -151,7 +151,7 @@ def decode_bytes(data: bytes, declared: str | None) -> Decoded:
         if utf8 is not None and codec != "utf-8" and _is_single_byte(codec):
             # Non-ASCII text in a legacy single-byte charset is practically never
             # valid UTF-8 by accident, so valid UTF-8 here is UTF-8 mislabelled.
-            return Decoded(utf8, "utf-8", True, f"declared {declared}, decoded as utf-8")
+            return Decoded(utf8, "utf-8", True, f"{_declared(declared)}, decoded as utf-8")
         text = _strict(data, codec)
         if text is not None:
             return Decoded(text, codec, False)
@@ -161,13 +161,20 @@ def decode_bytes(data: bytes, declared: str | None) -> Decoded:
             text = data.decode("cp1252", errors="surrogateescape").translate(_C1_FROM_ESCAPES)
             return Decoded(text, "cp1252", False)
     if utf8 is not None:
-        why = f"declared {declared}" if declared else "no charset declared"
+        why = _declared(declared)
         return Decoded(utf8, "utf-8", True, f"{why}, decoded as utf-8")
     return _detect(data, declared, codec)
 
 
+def _declared(label: str | None) -> str:
+    """The declared label for a repair note, printable whatever the sender put there."""
+    if not label:
+        return "no charset declared"
+    return "declared " + "".join(c if c.isascii() and c.isprintable() else "?" for c in label[:40])
+
+
 def _detect(data: bytes, declared: str | None, codec: str | None) -> Decoded:
-    why = f"declared {declared}" if declared else "no charset declared"
+    why = _declared(declared)
     best = charset_normalizer.from_bytes(data, cp_isolation=list(_MAIL_CHARSETS)).best()
     if best is not None:
         return Decoded(str(best), best.encoding, True, f"{why}, detected {best.encoding}")

@@ -12,7 +12,7 @@ import re
 
 _BRACKETED = re.compile(r"<([^<>]*)>")
 _BARE = re.compile(r"[^\s<>(),;\"]+@[^\s<>(),;\"]+")
-_MAX_ID = 998
+_MAX_ID = 996  # with the angle brackets, the 998 of a header line
 
 
 def message_ids(value: str) -> list[str]:

@@ -1,0 +1,48 @@
+"""Mail in over SMTP, one batch, tickets out: the loop the ticket tests share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from storage import views
+from storage.models import QueueEntry, StoredMessage
+from tests.server import ServerThread
+
+
+def deliver(
+    server: ServerThread,
+    raw: bytes,
+    *,
+    rcpt: str = "support@example.com",
+    mail_from: str = "alice@customer.example",
+) -> None:
+    with server.smtp() as client:
+        assert client.sendmail(mail_from, [rcpt], raw) == {}
+
+
+def tickets(server: ServerThread) -> list[dict[str, Any]]:
+    """Every ticket with its messages, oldest first, as ``tickets show --json`` has them."""
+    with Session(server.engine) as session:
+        rows = views.list_tickets(session, limit=10_000)
+        details = [views.ticket_detail(session, row["id"]) for row in reversed(rows)]
+    return [d for d in details if d is not None]
+
+
+def queue_outcomes(server: ServerThread) -> list[tuple[QueueEntry, StoredMessage]]:
+    with Session(server.engine) as session:
+        rows = session.execute(
+            select(QueueEntry, StoredMessage)
+            .join(StoredMessage, col(StoredMessage.id) == col(QueueEntry.message_id))
+            .order_by(col(QueueEntry.id))
+        ).all()
+        return [(entry, stored) for entry, stored in rows]
+
+
+def ticket_of(all_tickets: list[dict[str, Any]], message_id: str) -> dict[str, Any]:
+    """The one ticket holding a message with ``message_id``."""
+    [ticket] = [t for t in all_tickets if any(m["message_id"] == message_id for m in t["messages"])]
+    return ticket

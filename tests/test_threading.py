@@ -1,0 +1,276 @@
+"""Threading, duplicates, loops and bounces, through SMTP and a real batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from storage.models import KnownMessageId
+from tests.corpus.cases import ALICE, BILLING, BOB, mail, multipart, part
+from tests.mailflow import deliver, queue_outcomes, ticket_of, tickets
+from tests.server import ServerThread
+
+BOB_ADDR = "bob@other.example"
+
+
+def _first(server: ServerThread) -> dict[str, Any]:
+    deliver(server, mail("first", "Printer broken", b"The printer jams.\r\n"))
+    server.process()
+    [ticket] = tickets(server)
+    return ticket
+
+
+def test_replies_thread_by_message_id_whatever_the_subject(server: ServerThread) -> None:
+    first = _first(server)
+    deliver(
+        server,
+        mail(
+            "r1",
+            "Re: Printer broken",
+            b"still\r\n",
+            headers=["In-Reply-To: <first@customer.example>"],
+        ),
+    )
+    deliver(
+        server,
+        mail(
+            "r2",
+            "Something else now",
+            b"new topic\r\n",
+            headers=["In-Reply-To: <r1@customer.example>"],
+        ),
+    )
+    deliver(
+        server,
+        mail(
+            "r3",
+            "AW: x",
+            b"outlook\r\n",
+            headers=["References: <gone@x.example> <r2@customer.example>"],
+        ),
+    )
+    server.process()
+    [ticket] = tickets(server)
+    assert ticket["id"] == first["id"]
+    assert [m["message_id"] for m in ticket["messages"]] == [
+        "<first@customer.example>",
+        "<r1@customer.example>",
+        "<r2@customer.example>",
+        "<r3@customer.example>",
+    ]
+
+
+def test_two_customers_answering_one_newsletter_get_two_tickets(server: ServerThread) -> None:
+    newsletter = ["In-Reply-To: <news-1@news.example.com>", "References: <news-1@news.example.com>"]
+    deliver(server, mail("a", "Re: News", b"from alice\r\n", headers=newsletter))
+    deliver(
+        server,
+        mail("b", "Re: News", b"from bob\r\n", sender=BOB, headers=newsletter),
+        mail_from=BOB_ADDR,
+    )
+    server.process()
+    all_tickets = tickets(server)
+    assert len(all_tickets) == 2
+    assert {t["requester"] for t in all_tickets} == {"alice@customer.example", BOB_ADDR}
+
+
+def test_subject_token_needs_a_participant(server: ServerThread) -> None:
+    first = _first(server)
+    token = f"[#{first['id']}]"
+    deliver(server, mail("own", f"Re: {token} Printer", b"update?\r\n"))
+    deliver(
+        server,
+        mail("stranger", f"Re: {token} Printer", b"let me in\r\n", sender=BOB),
+        mail_from=BOB_ADDR,
+    )
+    deliver(
+        server,
+        mail(
+            "cc-added",
+            "Re: Printer",
+            b"adding bob\r\n",
+            headers=["In-Reply-To: <first@customer.example>", f"Cc: {BOB}"],
+        ),
+    )
+    server.process()
+    all_tickets = tickets(server)
+    assert ticket_of(all_tickets, "<own@customer.example>")["id"] == first["id"]
+    assert ticket_of(all_tickets, "<stranger@customer.example>")["id"] != first["id"]
+    # Once Bob is in Cc of the conversation, his token reply joins it.
+    deliver(
+        server, mail("bob-now", f"Re: {token}", b"now I am in\r\n", sender=BOB), mail_from=BOB_ADDR
+    )
+    server.process()
+    assert ticket_of(tickets(server), "<bob-now@customer.example>")["id"] == first["id"]
+
+
+def test_tickets_belong_to_one_mailbox(server: ServerThread) -> None:
+    first = _first(server)
+    reply = mail(
+        "other-box",
+        "Re: Printer broken",
+        b"billing q\r\n",
+        to=BILLING,
+        headers=["In-Reply-To: <first@customer.example>"],
+    )
+    deliver(server, reply, rcpt=BILLING)
+    deliver(server, mail("token-box", f"[#{first['id']}] x", b"t\r\n", to=BILLING), rcpt=BILLING)
+    server.process()
+    all_tickets = tickets(server)
+    assert len(all_tickets) == 3
+    assert ticket_of(all_tickets, "<other-box@customer.example>")["mailbox"] == BILLING
+
+
+def test_same_mail_twice_is_one_ticket_message(server: ServerThread) -> None:
+    raw = mail("twice", "Twice", b"delivered twice\r\n")
+    deliver(server, raw)
+    deliver(
+        server, b"Received: from relay2.example by mx; Tue, 3 Nov 2026 10:01:00 +0000\r\n" + raw
+    )
+    no_id = mail("x", "No id", b"no message id\r\n", message_id=None)
+    deliver(server, no_id)
+    deliver(server, no_id)
+    server.process()
+    all_tickets = tickets(server)
+    assert [len(t["messages"]) for t in all_tickets] == [1, 1]
+    outcomes = queue_outcomes(server)
+    assert [e.state.value for e, _ in outcomes] == ["done"] * 4
+    assert outcomes[0][0].ticket_message_id == outcomes[1][0].ticket_message_id
+    assert outcomes[2][0].ticket_message_id == outcomes[3][0].ticket_message_id
+
+
+def test_same_message_id_with_other_content_is_kept(server: ServerThread) -> None:
+    deliver(server, mail("reused", "One", b"first text\r\n"))
+    deliver(server, mail("reused", "Two", b"another text\r\n"))
+    server.process()
+    texts = sorted(m["text"] for t in tickets(server) for m in t["messages"])
+    assert texts == ["another text\r\n".replace("\r\n", "\n"), "first text\n"]
+
+
+def _sent(server: ServerThread, ticket_id: int, message_id: str) -> None:
+    """Record an outbound reply the way the outbox does."""
+    with Session(server.engine) as session, session.begin():
+        session.add(
+            KnownMessageId(
+                mailbox="support@example.com",
+                message_id=message_id,
+                ticket_id=ticket_id,
+                direction="out",
+            )
+        )
+
+
+def test_reply_to_our_reply_threads_and_our_own_mail_does_not(server: ServerThread) -> None:
+    first = _first(server)
+    ours = "<ticket-1.msg-2.abc@mx.firstline.test>"
+    _sent(server, first["id"], ours)
+    deliver(server, mail("answer", "Thanks", b"thanks\r\n", headers=[f"In-Reply-To: {ours}"]))
+    looped = mail(
+        "loop",
+        "Re: Printer broken",
+        b"our own text\r\n",
+        sender="Support <support@example.com>",
+        message_id=ours,
+    )
+    marked = mail("marked", "Re: x", b"ours\r\n", headers=["X-Loop: support@example.com"])
+    minted = mail("minted", "Re: y", b"ours\r\n", message_id="<other.7@mx.firstline.test>")
+    for raw in (looped, marked, minted):
+        deliver(server, raw, mail_from="support@example.com")
+    server.process()
+    [ticket] = tickets(server)
+    assert [m["message_id"] for m in ticket["messages"]] == [
+        "<first@customer.example>",
+        "<answer@customer.example>",
+    ]
+    assert [e.state.value for e, _ in queue_outcomes(server)] == ["done"] * 5
+
+
+def _bounce(name: str, original: str) -> bytes:
+    ctype, body = multipart(
+        "report",
+        "R",
+        part("text/plain", b"Delivery failed.\r\n"),
+        part(
+            "message/delivery-status",
+            b"Reporting-MTA: dns; mx.relay.example\r\n\r\n"
+            b"Final-Recipient: rfc822; alice@customer.example\r\nAction: failed\r\n"
+            b"Status: 5.2.2\r\nDiagnostic-Code: smtp; 552 5.2.2 mailbox full\r\n",
+        ),
+        part("text/rfc822-headers", f"Message-ID: {original}\r\n".encode()),
+    )
+    return mail(
+        name,
+        "Undelivered Mail",
+        body,
+        sender="MAILER-DAEMON@mx.relay.example",
+        ctype=ctype.replace(";", "; report-type=delivery-status;", 1),
+    )
+
+
+def test_bounce_of_our_reply_joins_its_ticket_flagged(server: ServerThread) -> None:
+    first = _first(server)
+    ours = "<ticket-1.msg-3.def@mx.firstline.test>"
+    _sent(server, first["id"], ours)
+    deliver(server, _bounce("bounce-known", ours), mail_from="")
+    deliver(server, _bounce("bounce-unknown", "<someone-else@x.example>"), mail_from="")
+    server.process()
+    [ticket] = tickets(server)
+    bounce = ticket["messages"][1]
+    assert bounce["message_id"] == "<bounce-known@customer.example>"
+    assert bounce["auto_reply"] is True
+    assert [e.state.value for e, _ in queue_outcomes(server)] == ["done"] * 3
+
+
+def test_auto_replies_are_filed_and_flagged(server: ServerThread) -> None:
+    _first(server)
+    deliver(
+        server,
+        mail(
+            "ooo",
+            "Out of office",
+            b"away\r\n",
+            headers=["Auto-Submitted: auto-replied", "In-Reply-To: <first@customer.example>"],
+        ),
+        mail_from="",
+    )
+    server.process()
+    [ticket] = tickets(server)
+    assert [m["auto_reply"] for m in ticket["messages"]] == [False, True]
+
+
+def test_a_message_with_everything_shows_in_ticket_json(server: ServerThread) -> None:
+    ctype, body = multipart(
+        "mixed",
+        "M",
+        part("text/html; charset=iso-8859-1", "<p>Grüße <img src='cid:i@x'></p>".encode("latin-1")),
+        part("image/png", b"PNGDATA", "Content-ID: <i@x>"),
+        part("application/pdf", b"%PDF", "Content-Disposition: attachment; filename=a.pdf"),
+    )
+    deliver(
+        server,
+        mail(
+            "full",
+            "=?utf-8?q?Gr=C3=BC=C3=9Fe?=",
+            body,
+            ctype=ctype,
+            headers=["Cc: Carol <carol@customer.example>"],
+        ),
+    )
+    server.process()
+    [ticket] = tickets(server)
+    [message] = ticket["messages"]
+    assert message["subject"] == "Grüße"
+    assert message["from"] == "alice@customer.example"
+    assert message["from_name"] == ALICE.split(" <")[0]
+    assert message["to"] == ["support@example.com"]
+    assert message["cc"] == ["carol@customer.example"]
+    assert message["date"] == "2026-11-03T09:00:00+00:00"
+    assert message["text"] == "Grüße"
+    assert message["html"] == '<p>Grüße <img src="cid:i@x"></p>'
+    assert [(a["filename"], a["inline"], a["size"]) for a in message["attachments"]] == [
+        ("part-1.2.png", True, 7),
+        ("a.pdf", False, 4),
+    ]
+    assert message["auto_reply"] is False
+    assert message["charset_repaired"] is False
