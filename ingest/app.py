@@ -25,7 +25,7 @@ from policy.config import Config, Listen
 from policy.verdict import Verifier
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter
-from storage.schema import create_schema
+from storage.schema import prepare
 
 log = logging.getLogger("mail.app")
 
@@ -93,7 +93,7 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await asyncio.to_thread(create_schema, self.engine)
+        await asyncio.to_thread(prepare, self.engine)
         self.writer.start()
         if self.run_listeners:
             await self._start_listeners()
@@ -152,7 +152,11 @@ class App:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            self.engine.dispose()  # e.g. a schema this code refuses: close cleanly
+            raise
         try:
             await stop.wait()
         finally:

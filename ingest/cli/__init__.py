@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ingest.cli import check_config, process, queue, serve, tickets
+from ingest.cli import check_config, db, process, queue, serve, tickets
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,3 +18,4 @@ main.add_command(check_config.check_config)
 main.add_command(process.process)
 main.add_command(tickets.tickets)
 main.add_command(queue.queue)
+main.add_command(db.db)

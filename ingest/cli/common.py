@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from policy.config import Config, load_config
 from policy.errors import ConfigError
 from storage.engine import make_engine
-from storage.schema import create_schema
+from storage.schema import SchemaMismatch, prepare
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,8 +47,14 @@ def load(config_path: str) -> Config:
 
 
 def open_store(config: Config) -> Engine:
+    """The engine for ``storage.url``; exit 1 if its schema is not this version's."""
     engine = make_engine(config.storage.url)
-    create_schema(engine)
+    try:
+        prepare(engine)
+    except SchemaMismatch as exc:
+        engine.dispose()
+        click.echo(f"firstline: {exc}", err=True)
+        sys.exit(1)
     return engine
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import click
 
@@ -10,15 +11,21 @@ from ingest.app import App
 from ingest.cli.common import config_option, load
 from ingest.logs import setup_logging
 from policy.authenticate import production_verifier
+from storage.schema import SchemaMismatch
 
 
 @click.command()
 @config_option
-def serve(config_path: str) -> None:
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="listeners only; `firstline worker` processes elsewhere turn mail into tickets",
+)
+def serve(config_path: str, no_worker: bool) -> None:
     """Run the SMTP and LMTP listeners and the batch worker."""
     config = load(config_path)
     setup_logging(config.logging.format, config.logging.level)
-    asyncio.run(App(config, verifier_factory=production_verifier).serve_forever())
+    _run(App(config, worker=not no_worker, verifier_factory=production_verifier))
 
 
 @click.command()
@@ -27,4 +34,12 @@ def worker(config_path: str) -> None:
     """Run only the batch worker (for separate processes or hosts)."""
     config = load(config_path)
     setup_logging(config.logging.format, config.logging.level)
-    asyncio.run(App(config, listeners=False).serve_forever())
+    _run(App(config, listeners=False))
+
+
+def _run(app: App) -> None:
+    try:
+        asyncio.run(app.serve_forever())
+    except SchemaMismatch as exc:
+        click.echo(f"firstline: {exc}", err=True)
+        sys.exit(1)
