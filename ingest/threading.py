@@ -49,7 +49,11 @@ def subject_token(ticket_id: int) -> str:
 def known_message(
     session: Session, mailbox: str, message_ids: Sequence[str], direction: str | None = None
 ) -> KnownMessageId | None:
-    """The record of the first of ``message_ids`` seen in ``mailbox`` (newest ticket wins)."""
+    """The record of the first of ``message_ids`` seen in ``mailbox``.
+
+    An ID reused by a careless mailer can sit in several tickets; the oldest
+    holder is the original the reply most likely answers.
+    """
     if not message_ids:
         return None
     query = select(KnownMessageId).where(
@@ -62,7 +66,7 @@ def known_message(
     for message_id in message_ids:
         matching = [r for r in rows if r.message_id == message_id]
         if matching:
-            return max(matching, key=lambda r: r.ticket_id)
+            return min(matching, key=lambda r: r.ticket_id)
     return None
 
 

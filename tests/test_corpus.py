@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ingest.cli import main
 from ingest.mime import parse_message
+from policy.config import Config
+from tests.conftest import BASE_CONFIG, merge
 from tests.corpus.cases import CASES, Case
+from tests.mailflow import deliver, queue_outcomes
+from tests.server import running
 
 
 def test_corpus_is_big_enough_and_named_uniquely() -> None:
@@ -33,3 +47,71 @@ def test_parse(case: Case) -> None:
         assert parsed.html is not None and fragment not in parsed.html
     for attachment in parsed.attachments:
         assert attachment.size == len(attachment.data)
+
+
+def _cli(config_file: str, *args: str) -> Any:
+    result = CliRunner().invoke(main, [*args, "--json", "-c", config_file])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def _substitute(case: Case, ticket_of_case: dict[str, int]) -> Case:
+    """Fill in ``{ticket:NAME}`` with the number of NAME's ticket."""
+
+    def fill(text: str) -> str:
+        return re.sub(r"\{ticket:([\w-]+)\}", lambda m: str(ticket_of_case[m.group(1)]), text)
+
+    raw = fill(case.raw.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+    return dataclasses.replace(case, raw=raw, subject=fill(case.subject))
+
+
+def test_corpus_end_to_end(make_config: Callable[..., Config], db_url: str, tmp_path: Path) -> None:
+    """Each case over SMTP to a running server, one batch, the result read with the CLI."""
+    config_file = tmp_path / "firstline.yaml"
+    config_file.write_text(yaml.safe_dump(merge(BASE_CONFIG, {"storage": {"url": db_url}})))
+    first = [c for c in CASES if not c.second_round]
+    second = [c for c in CASES if c.second_round]
+    ticket_of_case: dict[str, int] = {}
+    message_of_case: dict[str, int | None] = {}
+    sent: list[Case] = []
+    with running(make_config()) as server:
+        for batch in (first, second):
+            batch = [_substitute(c, ticket_of_case) for c in batch]
+            for case in batch:
+                deliver(server, case.raw, rcpt=case.rcpt, mail_from=case.envelope_sender)
+            server.process()
+            entries = queue_outcomes(server)[len(sent) :]
+            assert [e.state.value for e, _ in entries] == ["done"] * len(batch)
+            sent += batch
+            for case, (entry, _) in zip(batch, entries, strict=True):
+                message_of_case[case.name] = entry.ticket_message_id
+            listed = _cli(str(config_file), "tickets", "list")
+            shown = [_cli(str(config_file), "tickets", "show", str(t["id"])) for t in listed]
+            where = {m["id"]: (t, m) for t in shown for m in t["messages"]}
+            for case in batch:
+                if message_of_case[case.name] in where:
+                    ticket_of_case[case.name] = where[message_of_case[case.name]][0]["id"]
+    earlier: set[int | None] = set()
+    for case in sent:
+        message_id = message_of_case[case.name]
+        if not case.ticket:
+            assert message_id is None or message_id in earlier, case.name
+            continue
+        assert message_id not in earlier and message_id in where, case.name
+        earlier.add(message_id)
+        ticket, message = where[message_id]
+        assert message["subject"] == case.subject, case.name
+        assert message["from"] == (case.sender or case.envelope_sender), case.name
+        if case.snippet:
+            assert case.snippet in message["text"], case.name
+        else:
+            assert message["text"].strip() == "", case.name
+        names = sorted(a["filename"] for a in message["attachments"])
+        assert names == sorted(case.attachments), case.name
+        assert message["auto_reply"] == (case.auto_reply or case.bounce), case.name
+        assert message["charset_repaired"] == case.repaired, case.name
+        assert ticket["mailbox"] == case.rcpt, case.name
+        if case.thread is None:
+            assert ticket["messages"][0]["id"] == message_id, f"{case.name} opens a ticket"
+        else:
+            assert ticket["id"] == ticket_of_case[case.thread], f"{case.name} joins {case.thread}"

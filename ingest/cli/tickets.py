@@ -23,8 +23,11 @@ def tickets() -> None:
 def list_(config_path: str, as_json: bool, limit: int) -> None:
     """The newest tickets first."""
     engine = open_store(load(config_path))
-    with Session(engine) as session:
-        rows = views.list_tickets(session, limit=limit)
+    try:
+        with Session(engine) as session:
+            rows = views.list_tickets(session, limit=limit)
+    finally:
+        engine.dispose()
     if as_json:
         echo_json(rows)
         return
@@ -42,8 +45,11 @@ def list_(config_path: str, as_json: bool, limit: int) -> None:
 def show(config_path: str, as_json: bool, ticket_id: int) -> None:
     """One ticket with its messages."""
     engine = open_store(load(config_path))
-    with Session(engine) as session:
-        detail = views.ticket_detail(session, ticket_id)
+    try:
+        with Session(engine) as session:
+            detail = views.ticket_detail(session, ticket_id)
+    finally:
+        engine.dispose()
     if detail is None:
         click.echo(f"no ticket {ticket_id}", err=True)
         sys.exit(1)

@@ -886,7 +886,7 @@ case(
         "Printer again",
         "alice@customer.example",
         "A different body entirely",
-        thread="plain",
+        thread=None,
     )
 )
 case(
