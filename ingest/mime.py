@@ -45,7 +45,7 @@ from policy.autoreply import (
     classify_auto_reply,
     classify_bounce,
 )
-from policy.charsets import decode_bytes
+from policy.charsets import clean_text, decode_bytes
 from policy.html import html_to_text, normalise_content_id, sanitise_html
 from policy.ids import message_ids
 
@@ -202,13 +202,6 @@ def _neutralise_lone_breaks(raw: bytes) -> tuple[bytes, int]:
         end = len(raw)
     fixed = _LONE_BREAK.sub(b" ", raw[:end]) + raw[end:]
     return fixed, min(end + 4, len(fixed))
-
-
-def clean_text(value: str) -> str:
-    """Text safe to store anywhere: no lone surrogates, no NUL."""
-    if any("\ud800" <= c <= "\udfff" for c in value):
-        value = decode_bytes(value.encode("utf-8", "surrogateescape"), "utf-8").text
-    return value.replace("\x00", "\ufffd")
 
 
 def decode_header_value(raw: str) -> tuple[str, bool]:

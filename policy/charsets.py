@@ -182,3 +182,24 @@ def _detect(data: bytes, declared: str | None, codec: str | None) -> Decoded:
     fallback = codec or "utf-8"
     text = data.decode(fallback, errors="replace")
     return Decoded(text, fallback, True, f"{why}, undecodable bytes replaced")
+
+
+def clean_text(value: str) -> str:
+    """Text safe to store anywhere: no lone surrogates, no NUL.
+
+    The ``email`` package hands undecodable header bytes over as surrogate
+    escapes; they are decoded like a body part here, since neither UTF-8 nor
+    PostgreSQL can hold them (nor a NUL).
+    """
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        raw = value.encode("utf-8", "surrogateescape") if _escapes_only(value) else None
+        value = decode_bytes(raw, "utf-8").text if raw is not None else _replace(value)
+    return value.replace("\x00", "\ufffd")
+
+
+def _escapes_only(value: str) -> bool:
+    return all(not "\ud800" <= c <= "\udfff" or "\udc80" <= c <= "\udcff" for c in value)
+
+
+def _replace(value: str) -> str:
+    return value.encode("utf-8", "replace").decode("utf-8")

@@ -187,6 +187,14 @@ class ChannelConfig(_Model):
         return self
 
 
+class DkimConfig(_Model):
+    """Sign replies ourselves, for providers that relay without signing."""
+
+    selector: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    key_file: Path
+    domain: str | None = Field(default=None, description="default: the mailbox address's domain")
+
+
 class SmtpConfig(_Model):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
@@ -195,6 +203,7 @@ class SmtpConfig(_Model):
     encryption: Literal["starttls", "ssl", "none"] = "starttls"
     ca_file: Path | None = None
     timeout: float = Field(default=30, gt=0)
+    dkim: DkimConfig | None = None
 
     @field_validator("port")
     @classmethod

@@ -1,0 +1,176 @@
+"""One session with a mailbox's own SMTP server, step by step.
+
+Replies go out through the server the mailbox is configured with, so the
+customer sees an ordinary message from the support address. The session runs
+its steps explicitly (connect, STARTTLS, login, MAIL, RCPT, DATA) instead of
+one ``send_message`` call, so that a failure names the step it happened in and
+the send test can print every step's answer. ``starttls`` means required: a
+server that does not offer it is a TLS failure, never a plain-text send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiosmtplib
+
+from ingest.smtpfail import HINT_TLS, Diagnosis, Kind, Step, diagnose, failure, swap_hint
+from policy.config import SmtpConfig
+
+_CLOSE_POLLS = 100
+_QUEUE_ID = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)>?", re.I)
+
+
+@dataclass(frozen=True)
+class StepDone:
+    step: Step
+    detail: str
+    reply: str
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The server accepted the message: its final answer and queue id, if it named one."""
+
+    reply: str
+    queue_id: str | None
+
+
+StepObserver = Callable[[StepDone], None]
+
+
+def tls_context(smtp: SmtpConfig) -> ssl.SSLContext:
+    """Verify against the system store, or only against the mailbox's own CA file."""
+    cafile = str(smtp.ca_file) if smtp.ca_file is not None else None
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _reply(response: aiosmtplib.SMTPResponse) -> str:
+    return f"{response.code} {response.message}"
+
+
+async def speaks_tls(host: str, port: int, wait: float) -> bool:
+    """Whether the server completes a TLS handshake on this port; explains a silent server."""
+    probe = ssl.create_default_context()
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=probe, server_hostname=host), wait
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return True
+
+
+class Relay:
+    """``async with Relay(...) as relay: await relay.send(...)``; failures are classified."""
+
+    def __init__(
+        self, smtp: SmtpConfig, local_hostname: str, on_step: StepObserver | None = None
+    ) -> None:
+        self.smtp = smtp
+        self._on_step = on_step
+        self._socket: socket.socket | None = None
+        self._client = aiosmtplib.SMTP(
+            hostname=smtp.host,
+            port=smtp.port,
+            local_hostname=local_hostname,
+            timeout=smtp.timeout,
+            use_tls=smtp.encryption == "ssl",
+            start_tls=False,
+            tls_context=tls_context(smtp) if smtp.encryption != "none" else None,
+        )
+
+    async def _run(
+        self, step: Step, detail: str, action: Awaitable[aiosmtplib.SMTPResponse]
+    ) -> aiosmtplib.SMTPResponse:
+        try:
+            response = await action
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+            raise failure(await self._diagnose(exc, step)) from exc
+        if self._on_step is not None:
+            self._on_step(StepDone(step, detail, _reply(response)))
+        return response
+
+    async def _diagnose(self, exc: BaseException, step: Step) -> Diagnosis:
+        # A STARTTLS or plain client that got no greeting may be talking to an
+        # implicit-TLS port; a quick probe turns a baffling timeout into the fix.
+        tls_server = (
+            step is Step.CONNECT
+            and self.smtp.encryption != "ssl"
+            and isinstance(exc, aiosmtplib.SMTPTimeoutError)
+            and await speaks_tls(self.smtp.host, self.smtp.port, self.smtp.timeout)
+        )
+        return diagnose(exc, step, self.smtp, tls_server=tls_server)
+
+    async def __aenter__(self) -> Relay:
+        smtp = self.smtp
+        how = {"ssl": "implicit TLS", "starttls": "STARTTLS", "none": "no encryption"}
+        try:
+            await self._run(
+                Step.CONNECT,
+                f"{smtp.host}:{smtp.port} ({how[smtp.encryption]})",
+                self._client.connect(),
+            )
+            self._socket = self._client.get_transport_info("socket")
+            if smtp.encryption == "starttls":
+                await self._starttls()
+            if smtp.account is not None:
+                password = smtp.password.get_secret_value() if smtp.password is not None else ""
+                await self._run(
+                    Step.LOGIN, f"as {smtp.account}", self._client.login(smtp.account, password)
+                )
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def _starttls(self) -> None:
+        await self._run(Step.STARTTLS, "EHLO", self._client.ehlo())
+        if not self._client.supports_extension("starttls"):
+            text = "the server does not offer STARTTLS; refusing to send in plain text"
+            hint = "; ".join(p for p in (HINT_TLS, swap_hint(self.smtp)) if p)
+            raise failure(Diagnosis(Step.STARTTLS, Kind.TLS, False, text, hint))
+        await self._run(Step.STARTTLS, "upgrade to TLS", self._client.starttls())
+
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivered:
+        """MAIL, RCPT for each recipient, DATA; every recipient must be accepted."""
+        await self._run(Step.SENDER, f"MAIL FROM:<{sender}>", self._client.mail(sender))
+        for recipient in recipients:
+            await self._run(Step.RECIPIENT, f"RCPT TO:<{recipient}>", self._client.rcpt(recipient))
+        response = await self._run(Step.DATA, f"{len(data)} bytes", self._client.data(data))
+        match = _QUEUE_ID.search(response.message)
+        return Delivered(_reply(response), match.group(1) if match else None)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._client.is_connected:
+            # Whatever happened is already decided; a server that hangs up
+            # without answering QUIT changes nothing about it.
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await self._client.quit(timeout=min(self.smtp.timeout, 5))
+        self._client.close()
+        # Closing TLS is a small exchange of its own that finishes after
+        # close() returns; wait for it briefly so no transport outlives us.
+        for _ in range(_CLOSE_POLLS):
+            if self._socket is None or self._socket.fileno() == -1:
+                return
+            await asyncio.sleep(0.01)

@@ -1,0 +1,200 @@
+"""What went wrong talking to a mailbox's SMTP server, in words an admin can act on.
+
+This is the one place where a failed SMTP exchange is classified. The send
+test prints the result and the outbox stores it as a reply's delivery state,
+so the help page's promise ("authentication", "TLS/SSL", "connection", …)
+holds in both. The server's own text is always kept verbatim: it is often the
+only thing that tells an admin the provider wants an app password.
+
+Classified failures join the project's error tree::
+
+    TempFail ── SmtpTempFail   connection trouble and 4xx answers: the outbox retries
+    PermFail ── SmtpPermFail   authentication, TLS, 5xx answers: the outbox stops at once
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+import aiosmtplib
+
+from policy.config import SmtpConfig
+from policy.errors import FirstlineError, PermFail, TempFail
+
+
+class Step(StrEnum):
+    CONNECT = "connect"
+    STARTTLS = "starttls"
+    LOGIN = "login"
+    SENDER = "sender"
+    RECIPIENT = "recipient"
+    DATA = "data"
+
+
+class Kind(StrEnum):
+    AUTHENTICATION = "authentication"
+    TLS = "tls"
+    CONNECTION = "connection"
+    SENDER = "sender rejected"
+    RECIPIENT = "recipient rejected"
+    REJECTED = "message rejected"
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    step: Step
+    kind: Kind
+    temporary: bool
+    # The server's words (or the TLS/socket library's), never rewritten.
+    server_text: str
+    hint: str
+    code: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        when = "temporary" if self.temporary else "permanent"
+        return f"{self.step} failed ({self.kind}, {when}): {self.server_text} — {self.hint}"
+
+
+class SmtpFailure(FirstlineError):
+    """A classified SMTP failure; ``diagnosis`` says which step, what class and why."""
+
+    def __init__(self, diagnosis: Diagnosis) -> None:
+        self.diagnosis = diagnosis
+        super().__init__(str(diagnosis))
+
+
+class SmtpTempFail(SmtpFailure, TempFail):
+    """Worth trying again later."""
+
+
+class SmtpPermFail(SmtpFailure, PermFail):
+    """Trying again will fail the same way until someone changes something."""
+
+
+def failure(diagnosis: Diagnosis) -> SmtpFailure:
+    return SmtpTempFail(diagnosis) if diagnosis.temporary else SmtpPermFail(diagnosis)
+
+
+_AUTH_WORDS = re.compile(r"oauth|credential|password|authenticat", re.I)
+_TLS_WORDS = re.compile(r"\bssl\b|\btls\b|starttls|encryption required", re.I)
+# What OpenSSL says when the other side answered a TLS hello with plain text.
+_PLAIN_TEXT_REPLY = re.compile(r"wrong.version.number|record.layer.failure|unknown.protocol", re.I)
+
+HINT_AUTH = "check the account and password, or whether the provider needs an app password or OAuth"
+HINT_TLS = "check the server name, port and encryption method"
+HINT_CONNECTION = "check the server location (host name) and port"
+
+
+def swap_hint(
+    smtp: SmtpConfig, *, plain_text_server: bool = False, tls_server: bool = False
+) -> str:
+    """Name the usual mistake when port and encryption method look swapped."""
+    if smtp.encryption == "ssl" and (smtp.port == 587 or plain_text_server):
+        return (
+            f"port {smtp.port} answers in plain text, as STARTTLS ports (usually 587) do, "
+            "but encryption is 'ssl' (implicit TLS, usually 465): try encryption: starttls"
+        )
+    if smtp.encryption != "ssl" and (smtp.port == 465 or tls_server):
+        return (
+            f"port {smtp.port} expects implicit TLS, as port 465 usually does, "
+            f"but encryption is '{smtp.encryption}': try encryption: ssl"
+        )
+    return ""
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    return next((e for e in _chain(exc) if isinstance(e, kind)), None)
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def _certificate_hint(error: BaseException, smtp: SmtpConfig) -> str:
+    if not isinstance(error, ssl.SSLCertVerificationError):
+        return ""
+    if "mismatch" in str(error):
+        return (
+            f"the certificate is not valid for {smtp.host!r}: use the name the certificate is for"
+        )
+    if smtp.ca_file is None:
+        return "the certificate is not trusted: if the server uses a private CA, set ca_file"
+    return f"the certificate is not signed by the CA in {smtp.ca_file}"
+
+
+def diagnose(
+    exc: BaseException, step: Step, smtp: SmtpConfig, *, tls_server: bool = False
+) -> Diagnosis:
+    """Classify one failure; ``tls_server`` says a probe found TLS where we expected text."""
+    response = _find(exc, aiosmtplib.SMTPResponseException)
+    if isinstance(response, aiosmtplib.SMTPResponseException):
+        return _diagnose_reply(response.code, response.message, step, smtp)
+    text = str(exc) or type(exc).__name__
+    tls_error = _find(exc, ssl.SSLError)
+    if tls_error is not None:
+        plain = bool(_PLAIN_TEXT_REPLY.search(str(tls_error)))
+        hint = _joined(
+            HINT_TLS, _certificate_hint(tls_error, smtp), swap_hint(smtp, plain_text_server=plain)
+        )
+        return Diagnosis(step, Kind.TLS, False, str(tls_error), hint)
+    if tls_server:
+        hint = _joined(
+            "the server accepted the connection but sent no greeting and speaks TLS",
+            swap_hint(smtp, tls_server=True),
+        )
+        return Diagnosis(step, Kind.TLS, False, text, hint)
+    if _TLS_WORDS.search(text):
+        return Diagnosis(step, Kind.TLS, False, text, _joined(HINT_TLS, swap_hint(smtp)))
+    if step is Step.LOGIN:
+        return Diagnosis(step, Kind.AUTHENTICATION, False, text, HINT_AUTH)
+    not_found = _find(exc, socket.gaierror)
+    if not_found is not None:
+        return Diagnosis(
+            step,
+            Kind.CONNECTION,
+            True,
+            text,
+            f"the host name {smtp.host!r} was not found; {HINT_CONNECTION}",
+        )
+    return Diagnosis(step, Kind.CONNECTION, True, text, _joined(HINT_CONNECTION, swap_hint(smtp)))
+
+
+def _diagnose_reply(code: int, message: str, step: Step, smtp: SmtpConfig) -> Diagnosis:
+    text = f"{code} {message}"
+    temporary = 400 <= code < 500
+    if code in (534, 535) or (step is Step.LOGIN and not _TLS_WORDS.search(message)):
+        return Diagnosis(step, Kind.AUTHENTICATION, temporary, text, HINT_AUTH, code)
+    if code == 538 or _TLS_WORDS.search(message):
+        return Diagnosis(step, Kind.TLS, temporary, text, _joined(HINT_TLS, swap_hint(smtp)), code)
+    if _AUTH_WORDS.search(message):
+        return Diagnosis(step, Kind.AUTHENTICATION, temporary, text, HINT_AUTH, code)
+    if step is Step.SENDER:
+        hint = (
+            "the server refused the sender: check that the account may send as the mailbox address"
+        )
+        return Diagnosis(step, Kind.SENDER, temporary, text, hint, code)
+    if step is Step.RECIPIENT:
+        hint = "the server refused the recipient: check the address"
+        return Diagnosis(step, Kind.RECIPIENT, temporary, text, hint, code)
+    if temporary:
+        return Diagnosis(
+            step, Kind.REJECTED, True, text, "the server asks to try again later", code
+        )
+    return Diagnosis(step, Kind.REJECTED, False, text, "the server refused the message", code)
