@@ -19,9 +19,10 @@ from email.headerregistry import Address, AddressHeader
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-import nh3
-
+from ingest.threading import subject_token
+from policy.autoreply import loop_marker
 from policy.errors import PermFail
+from policy.html import sanitise_html
 
 # One plain address: no spaces, no brackets, no quotes; the domain a host name.
 _ADDR_SPEC = re.compile(r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -57,12 +58,6 @@ class Sender:
 
     name: str
     address: str
-    # Marks our own mail so that it is recognised if it ever comes back in.
-    loop_marker: str
-
-
-def ticket_token(ticket_id: int) -> str:
-    return f"[#{ticket_id}]"
 
 
 def new_message_id(ticket_id: int, reply_id: int, hostname: str) -> str:
@@ -77,7 +72,7 @@ def one_line(value: str) -> str:
 
 def reply_subject(subject: str, ticket_id: int) -> str:
     """``Re: [#ID] original`` however many ``Re:`` and tokens the original had."""
-    token = ticket_token(ticket_id)
+    token = subject_token(ticket_id)
     text = one_line(subject)
     while True:
         stripped = _PREFIX.sub("", text).replace(token, " ")
@@ -131,10 +126,14 @@ def compose(draft: Draft, sender: Sender, date: datetime) -> EmailMessage:
         msg["In-Reply-To"] = thread[-1]
         msg["References"] = " ".join(thread)
     msg["Auto-Submitted"] = "no"
-    msg["X-Loop"] = one_line(sender.loop_marker)
+    # Marks our own mail, so that it is recognised if it ever comes back in.
+    msg["X-Loop"] = loop_marker(sender.address)
     msg.set_content(draft.text)
     if draft.html is not None:
-        msg.add_alternative(nh3.clean(draft.html), subtype="html")
+        # Sanitised like inbound HTML (an answer often quotes the customer's
+        # mail); remote images stay unloaded there too, so replies carry no
+        # tracking pixels.
+        msg.add_alternative(sanitise_html(draft.html).html, subtype="html")
     return msg
 
 

@@ -27,9 +27,10 @@ from ingest.compose import (
     to_bytes,
 )
 from ingest.dkimsign import SigningFailed, dkim_sign
+from policy.autoreply import is_own_mail
 from policy.config import DkimConfig
 
-SENDER = Sender("Example Support", "support@example.com", "support@example.com")
+SENDER = Sender("Example Support", "support@example.com")
 DATE = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -163,7 +164,7 @@ def test_a_reply_needs_a_recipient() -> None:
 def test_display_names_are_quoted_not_interpreted() -> None:
     msg = parsed(compose(draft(to=('"Doe, Jane" <jane@example.net>',)), SENDER, DATE))
     assert recipients(msg) == ("jane@example.net",)
-    sender = Sender('Support "A"\r\nBcc: x@example.org', "support@example.com", "x")
+    sender = Sender('Support "A"\r\nBcc: x@example.org', "support@example.com")
     msg = parsed(compose(draft(), sender, DATE))
     assert msg["Bcc"] is None
     assert msg["From"].addresses[0].display_name == 'Support "A" Bcc: x@example.org'
@@ -221,3 +222,11 @@ def test_missing_dkim_key_is_a_permanent_failure(tmp_path: Path) -> None:
     config = DkimConfig(selector="s1", key_file=tmp_path / "absent.pem")
     with pytest.raises(SigningFailed, match=r"absent\.pem"):
         dkim_sign(b"From: a@example.com\r\n\r\nx\r\n", config, "a@example.com")
+
+
+def test_our_reply_coming_back_is_recognised_as_our_own() -> None:
+    message_id = new_message_id(12, 34, "mx.example.com")
+    msg = parsed(compose(draft(message_id=message_id), SENDER, DATE))
+    headers = [(k, str(v)) for k, v in msg.items()]
+    assert is_own_mail(headers, None, ["Support@Example.com"], [])
+    assert is_own_mail([], msg["Message-ID"], [], ["mx.example.com"])
