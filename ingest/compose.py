@@ -137,6 +137,23 @@ def compose(draft: Draft, sender: Sender, date: datetime) -> EmailMessage:
     return msg
 
 
+def send_test_message(sender: Sender, to: str, message_id: str, date: datetime) -> EmailMessage:
+    """What ``smtp-test --to`` sends: plainly a test, so nobody answers it."""
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = Address(display_name=one_line(sender.name), addr_spec=sender.address)
+    msg["To"] = parse_address(to)
+    msg["Subject"] = f"firstline send test for {one_line(sender.name)}"
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = _message_id(message_id)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Loop"] = loop_marker(sender.address)
+    msg.set_content(
+        f"This message tests sending from {sender.address} through its SMTP server.\n"
+        "If you can read it, replies from this mailbox will arrive.\n"
+    )
+    return msg
+
+
 def to_bytes(msg: EmailMessage) -> bytes:
     """CRLF line ends, as SMTP and DKIM want them."""
     return msg.as_bytes(policy=policy.SMTP)

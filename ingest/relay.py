@@ -21,8 +21,9 @@ from types import TracebackType
 
 import aiosmtplib
 
+from ingest.dkimsign import dkim_sign
 from ingest.smtpfail import HINT_TLS, Diagnosis, Kind, Step, diagnose, failure, swap_hint
-from policy.config import SmtpConfig
+from policy.config import MailboxConfig, SmtpConfig
 
 _CLOSE_POLLS = 100
 _QUEUE_ID = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)>?", re.I)
@@ -174,3 +175,17 @@ class Relay:
             if self._socket is None or self._socket.fileno() == -1:
                 return
             await asyncio.sleep(0.01)
+
+
+async def deliver(
+    mailbox: MailboxConfig,
+    smtp: SmtpConfig,
+    local_hostname: str,
+    raw: bytes,
+    recipients: Sequence[str],
+    on_step: StepObserver | None = None,
+) -> Delivered:
+    """Send ``raw`` from the mailbox's address through its relay, DKIM-signed if configured."""
+    data = dkim_sign(raw, smtp.dkim, mailbox.address) if smtp.dkim is not None else raw
+    async with Relay(smtp, local_hostname, on_step) as relay:
+        return await relay.send(mailbox.address, recipients, data)

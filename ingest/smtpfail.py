@@ -23,7 +23,7 @@ from typing import Any
 
 import aiosmtplib
 
-from policy.config import SmtpConfig
+from policy.config import Config, SmtpConfig
 from policy.errors import FirstlineError, PermFail, TempFail
 
 
@@ -198,3 +198,22 @@ def _diagnose_reply(code: int, message: str, step: Step, smtp: SmtpConfig) -> Di
             step, Kind.REJECTED, True, text, "the server asks to try again later", code
         )
     return Diagnosis(step, Kind.REJECTED, False, text, "the server refused the message", code)
+
+
+def smtp_warnings(config: Config) -> list[str]:
+    """What ``check-config`` should point out about the mailboxes' relays, one line each."""
+    warnings: list[str] = []
+    for index, mailbox in enumerate(config.mailboxes):
+        smtp = mailbox.smtp
+        if smtp is None:
+            continue
+        where = f"mailboxes[{index}].smtp ({mailbox.address})"
+        if smtp.encryption == "none":
+            warnings.append(
+                f"{where}: encryption is 'none': replies and the password cross the "
+                "network in plain text; use it only for a relay on the local network"
+            )
+        swapped = swap_hint(smtp)
+        if swapped:
+            warnings.append(f"{where}: {swapped}")
+    return warnings

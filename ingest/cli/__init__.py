@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ingest.cli import check_config, db, process, queue, serve, tickets
+from ingest.cli.smtp_test import smtp_test
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,3 +20,4 @@ main.add_command(process.process)
 main.add_command(tickets.tickets)
 main.add_command(queue.queue)
 main.add_command(db.db)
+main.add_command(smtp_test)
