@@ -170,3 +170,15 @@ def test_check_config_warns_about_plain_text_and_swaps() -> None:
     assert warnings[1].startswith("mailboxes[1].smtp (b@example.com): port 587")
     assert "try encryption: starttls" in warnings[1]
     assert "try encryption: ssl" in warnings[2]
+
+
+def test_check_config_prints_the_warnings(tmp_path: Path, relays: Relays) -> None:
+    path = write_config(tmp_path, relays, 2525, encryption="none")
+    result = CliRunner().invoke(
+        main, ["check-config", "-c", str(path)], env={"TEST_RELAY_PASSWORD": PASSWORD}
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "  warning: mailboxes[0].smtp (support@example.com): encryption is 'none'" in result.output
+    )
+    assert PASSWORD not in result.output

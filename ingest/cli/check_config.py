@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ingest.cli.common import config_option, load
+from ingest.smtpfail import smtp_warnings
 
 
 @click.command("check-config")
@@ -23,3 +24,5 @@ def check_config(config_path: str) -> None:
         smtp = mailbox.smtp
         relay = f"{smtp.host}:{smtp.port} {smtp.encryption}" if smtp else "no SMTP relay"
         click.echo(f"    {mailbox.address} ({mailbox.name}) → {mailbox.channel}; {relay}")
+    for warning in smtp_warnings(config):
+        click.echo(f"  warning: {warning}")
