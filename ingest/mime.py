@@ -35,6 +35,7 @@ from email.generator import BytesGenerator
 from email.header import decode_header
 from email.headerregistry import AddressHeader
 from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import TypeVar
 
@@ -160,6 +161,12 @@ def parse_message(raw: bytes, *, mail_from: str | None = None) -> ParsedMessage:
     try:
         return _Parser(raw, mail_from).parse()
     except Exception as exc:  # the contract: malformed mail is data, not a crash
+        failure = exc
+    try:
+        # The stdlib recurses per MIME level: thousands of levels exhaust the
+        # stack. The header block alone still says who wrote what about what.
+        return _Parser(raw, mail_from, body_failure=failure).parse()
+    except Exception as exc:
         return _unparseable(raw, exc)
 
 
@@ -254,9 +261,12 @@ def _filename(value: str) -> str:
 class _Parser:
     """The state of one parse: what was found and what had to be repaired."""
 
-    def __init__(self, raw: bytes, mail_from: str | None) -> None:
+    def __init__(
+        self, raw: bytes, mail_from: str | None, body_failure: Exception | None = None
+    ) -> None:
         self.raw = raw
         self.mail_from = mail_from
+        self.body_failure = body_failure
         self.repairs: list[str] = []
         self.defects: list[str] = []
         self.texts: list[str] = []
@@ -265,14 +275,19 @@ class _Parser:
 
     def parse(self) -> ParsedMessage:
         fixed, body_start = _neutralise_lone_breaks(self.raw)
-        msg = email.message_from_bytes(fixed, policy=_PARSE_POLICY)
+        if self.body_failure is None:
+            msg = email.message_from_bytes(fixed, policy=_PARSE_POLICY)
+        else:
+            msg = BytesHeaderParser(policy=_PARSE_POLICY).parsebytes(fixed)
+            self.defects.append(f"body not parsed: {type(self.body_failure).__name__}")
         headers = self._headers(msg)
         digest = self._digest(headers, fixed[body_start:])
         ids = message_ids(self._first(headers, "message-id") or "")
         in_reply_to = message_ids(self._first(headers, "in-reply-to") or "")
         references = message_ids(" ".join(v for n, v in headers if n.lower() == "references"))
         from_ = self._addresses(msg, "from", headers)
-        self._walk(msg, "1", 0, in_related=False)
+        if self.body_failure is None:
+            self._walk(msg, "1", 0, in_related=False)
         html, remote = self._html()
         text = (
             "\n".join(self.texts)

@@ -129,3 +129,17 @@ def test_nothing_at_all() -> None:
     parsed = parse_message(b"")
     assert parsed.message_id_derived
     assert (parsed.subject, parsed.text, parsed.html, parsed.from_) == ("", "", None, None)
+
+
+def test_thousands_of_mime_levels_keep_the_headers() -> None:
+    # The stdlib parser recurses once per level and runs out of stack here.
+    levels = 1000
+    raw = (
+        b"From: a@b.example\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary=B0\r\n\r\n"
+    )
+    for level in range(1, levels):
+        raw += b"--B%d\r\nContent-Type: multipart/mixed; boundary=B%d\r\n\r\n" % (level - 1, level)
+    parsed = parse_message(raw + b"--B%d\r\n\r\nhello\r\n" % (levels - 1))
+    assert (parsed.subject, parsed.text, parsed.attachments) == ("deep", "", ())
+    assert parsed.from_ is not None and parsed.from_.address == "a@b.example"
+    assert parsed.defects == ("body not parsed: RecursionError",)
