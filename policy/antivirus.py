@@ -340,8 +340,8 @@ def _executable_kind(data: bytes) -> str | None:
 
 def _scan_blob(path: str, data: bytes, depth: int, budget: _Budget) -> None:
     name = path.rpartition("/")[2]
-    _check_name(path, name)
     _check_eicar(data, path)
+    _check_name(path, name)
     kind = _executable_kind(data)
     if kind:
         raise _blocked("blocked_attachment", path, kind)

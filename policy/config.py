@@ -163,6 +163,22 @@ class AntivirusConfig(_Model):
     on_unavailable: Literal["wait", "pass"] = "wait"
     action: Literal["quarantine", "reject"] = "quarantine"
 
+    @field_validator("clamd")
+    @classmethod
+    def _clamd_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Listen(listen=value)
+            except ValidationError as exc:
+                raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _clamd_needs_address(self) -> AntivirusConfig:
+        if self.backend == "clamd" and not self.clamd:
+            raise ValueError("the clamd backend needs clamd: host:port or a unix socket path")
+        return self
+
 
 class HttpConfig(_Model):
     listen: str | None = None
