@@ -684,6 +684,51 @@ case(
     )
 )
 
+_signed_ct, _signed = multipart(
+    "signed",
+    "SIG",
+    part("text/plain; charset=utf-8", b"Signed request: please reset my password.\r\n"),
+    part(
+        "application/pkcs7-signature; name=smime.p7s",
+        b64(b"0\x82signature-bytes"),
+        "Content-Disposition: attachment; filename=smime.p7s",
+        cte="base64",
+    ),
+)
+case(
+    Case(
+        "smime-signed",
+        mail(
+            "smime-signed",
+            "Password reset",
+            _signed,
+            ctype=_signed_ct.replace(
+                "multipart/signed;",
+                'multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256;',
+            ),
+        ),
+        "Password reset",
+        "alice@customer.example",
+        "please reset my password",
+        attachments=("smime.p7s",),
+    )
+)
+case(
+    Case(
+        "koi8-r",
+        mail(
+            "koi8-r",
+            "=?koi8-r?B?" + base64.b64encode("Заказ".encode("koi8_r")).decode() + "?=",
+            "Здравствуйте, мой заказ до сих пор не доставлен.\r\n".encode("koi8_r"),
+            ctype="text/plain; charset=KOI8-R",
+            cte="8bit",
+        ),
+        "Заказ",
+        "alice@customer.example",
+        "мой заказ до сих пор не доставлен",
+    )
+)
+
 # --- malformed structure --------------------------------------------------------------
 
 case(
