@@ -22,7 +22,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/firstline serve -c $(CONFIG)
 
-test: $(STAMP)
+# The ClamAV backend is tested against Debian's clamd (tests/clamd_server.py);
+# installed here when we can (root with apt-get), else the tests say why they skip.
+CLAMD_STAMP := $(VENV)/.clamd-checked
+$(CLAMD_STAMP): | $(STAMP)
+	@if command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing clamav-daemon for the antivirus tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clamav-daemon >/dev/null) \
+			|| echo "note: could not install clamav-daemon; the clamd tests will skip"; \
+	else echo "note: clamd not found (apt-get install clamav-daemon); the clamd tests will skip"; fi
+	@touch $@
+
+test: $(STAMP) $(CLAMD_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -4,18 +4,22 @@ The database is written by the test (no freshclam, no internet): one
 signature for the EICAR test file and one for :data:`MARKER`, a string the
 built-in scanner does not know, so a test can tell clamd's verdict apart.
 ``make test`` installs clamav-daemon where it can; where clamd is missing or
-cannot start, the tests that need it skip and say why.
+cannot start, the tests that need it skip and say why, except under CI
+(``CI=true``), where that is a failure: the backend must not silently stop
+being tested.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -26,6 +30,12 @@ EICAR_NAME = "Firstline.Test.Eicar.UNOFFICIAL"
 MARKER_NAME = "Firstline.Test.Marker.UNOFFICIAL"
 STREAM_MAX_LENGTH = 1024 * 1024
 _STARTUP_SECONDS = 60
+
+
+def _skip_or_fail(reason: str) -> NoReturn:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason + " — under CI this is a failure, not a skip")
+    pytest.skip(reason)
 
 
 def clamd_binary() -> str | None:
@@ -99,7 +109,7 @@ def running_clamd(directory: Path, *, tcp: bool) -> Iterator[str]:
                     process.kill()
                 _, stderr = process.communicate()
                 error = stderr.decode(errors="replace")
-                pytest.skip(f"clamd could not start: {error.strip()[-500:] or 'no answer'}")
+                _skip_or_fail(f"clamd could not start: {error.strip()[-500:] or 'no answer'}")
             time.sleep(0.05)
         yield address
     finally:

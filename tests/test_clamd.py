@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from clamd_server import (
+
+from ingest.clamd import ClamdClient, ClamdReply, ClamdStatus, ClamdUnavailable
+from ingest.scanning import scan_message
+from policy.antivirus import EICAR, Outcome
+from policy.config import AntivirusConfig
+from policy.errors import ScannerUnavailable
+from tests.clamd_server import (
     EICAR_NAME,
     MARKER,
     MARKER_NAME,
@@ -17,13 +23,7 @@ from clamd_server import (
     free_port,
     running_clamd,
 )
-from test_antivirus import mail
-
-from ingest.clamd import ClamdClient, ClamdReply, ClamdStatus, ClamdUnavailable
-from ingest.scanning import scan_message
-from policy.antivirus import EICAR, Outcome
-from policy.config import AntivirusConfig
-from policy.errors import ScannerUnavailable
+from tests.test_antivirus import mail
 
 
 @pytest.fixture(scope="module", params=["unix", "tcp"])
