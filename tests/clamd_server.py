@@ -70,9 +70,7 @@ def running_clamd(directory: Path, *, tcp: bool) -> Iterator[str]:
     """Start clamd in ``directory``; yield its address (``127.0.0.1:port`` or a socket path)."""
     binary = clamd_binary()
     if binary is None:
-        pytest.skip(
-            "clamd is not installed (Debian: apt-get install clamav-daemon; make test does)"
-        )
+        _skip_or_fail("clamd is not installed (Debian: apt-get install clamav-daemon)")
     database = directory / "db"
     database.mkdir()
     (database / "firstline-test.ndb").write_text(
