@@ -73,6 +73,8 @@ def message_detail(message: TicketMessage, attachments: list[Attachment]) -> dic
         ],
         "auto_reply": message.auto_reply,
         "charset_repaired": message.charset_repaired,
+        # Evidence behind the flags: thread rule, charset repairs, bounce status …
+        "details": message.details,
         "forwarding": message.forwarding,
         "authentication_results": message.authentication_results,
         "stored_message_id": message.stored_message_id,

@@ -95,7 +95,9 @@ def test_subject_token_needs_a_participant(server: ServerThread) -> None:
     )
     server.process()
     all_tickets = tickets(server)
-    assert ticket_of(all_tickets, "<own@customer.example>")["id"] == first["id"]
+    own = ticket_of(all_tickets, "<own@customer.example>")
+    assert own["id"] == first["id"]
+    assert own["messages"][1]["details"]["thread"] == {"rule": "subject-token", "evidence": token}
     assert ticket_of(all_tickets, "<stranger@customer.example>")["id"] != first["id"]
     # Once Bob is in Cc of the conversation, his token reply joins it.
     deliver(
@@ -219,6 +221,10 @@ def test_bounce_of_our_reply_joins_its_ticket_flagged(server: ServerThread) -> N
     bounce = ticket["messages"][1]
     assert bounce["message_id"] == "<bounce-known@customer.example>"
     assert bounce["auto_reply"] is True
+    assert bounce["details"]["thread"] == {"rule": "bounce", "evidence": ours}
+    assert bounce["details"]["bounce"]["status"] == "5.2.2"
+    assert bounce["details"]["bounce"]["diagnostic"] == "552 5.2.2 mailbox full"
+    assert bounce["details"]["bounce"]["recipients"] == ["alice@customer.example"]
     assert [e.state.value for e, _ in queue_outcomes(server)] == ["done"] * 3
 
 
