@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
-from sqlalchemy import Engine
+from aiosmtpd.smtp import SMTP
+from sqlalchemy import Engine, text
 
 from ingest.batch import Batch, BatchResult
+from ingest.housekeeping import Housekeeping
 from ingest.listener import ConfigHolder, IngestHandler
+from ingest.metrics import CONNECTIONS, CONNECTIONS_REFUSED, MetricsServer, scrape_registry
 from ingest.rejections import RejectionLog
+from ingest.reload import ControlFiles, Reloader
 from ingest.smtpd import Gate, protocol_factory, start_listener
 from ingest.tickets import file_message
 from policy.config import Config, Listen
+from policy.dns import Resolver
+from policy.errors import ConfigProblem
 from policy.verdict import Verifier
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter
@@ -29,15 +37,18 @@ from storage.schema import prepare
 
 log = logging.getLogger("mail.app")
 
+PROTOCOLS = ("SMTP", "LMTP")
+
 VerifierFactory = Callable[[Config], Verifier | None]
 
 
 class Worker:
-    """Runs a batch every ``batch.interval`` seconds, or at once when poked."""
+    """Runs a batch every ``batch.interval`` seconds, or at once when poked; purges hourly."""
 
     def __init__(self, holder: ConfigHolder, engine: Engine) -> None:
         self.holder = holder
         self.batch = Batch(engine, file_message)
+        self.housekeeping = Housekeeping(engine, self.batch.owner)
         self._poke = asyncio.Event()
         self.last: BatchResult | None = None
 
@@ -47,8 +58,9 @@ class Worker:
     async def run(self) -> None:
         while True:
             config = self.holder.current
+            await self.housekeeping.purge_when_due(config)
             try:
-                self.last = await self.batch.run(config)
+                self.last = await self.housekeeping.run_batch(self.batch, config)
                 if self.last.taken:
                     log.info(
                         "batch: taken=%d tickets=%d failed=%d deferred=%d quarantined=%d",
@@ -72,6 +84,10 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+def _listen(config: Config, proto: str) -> Listen | None:
+    return config.server.smtp if proto == "SMTP" else config.server.lmtp
+
+
 class App:
     def __init__(
         self,
@@ -91,6 +107,12 @@ class App:
         self.servers: dict[str, asyncio.Server] = {}
         self.worker = Worker(self.holder, self.engine)
         self._tasks: list[asyncio.Task[None]] = []
+        self.resolver = Resolver.from_config(config.dns)
+        self.verifier: Verifier | None = None
+        self.handlers: dict[str, IngestHandler] = {}
+        self._tls: ssl.SSLContext | None = None
+        self.metrics: MetricsServer | None = None
+        self.reloader = Reloader(lambda: self.holder.current, self.apply)
 
     async def start(self) -> None:
         await asyncio.to_thread(prepare, self.engine)
@@ -99,34 +121,150 @@ class App:
             await self._start_listeners()
         if self.run_worker:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
+        listen = self.holder.current.metrics.listen
+        if listen:
+            self.metrics = await self._start_metrics(listen)
 
     async def _start_listeners(self) -> None:
         config = self.holder.current
-        verifier = self.verifier_factory(config) if self.verifier_factory else None
+        self.verifier = self.verifier_factory(config) if self.verifier_factory else None
+        self._tls = _tls_context(config)
         rejections = RejectionLog(self.writer)
-        listeners: list[tuple[str, Listen | None]] = [
-            ("SMTP", config.server.smtp),
-            ("LMTP", config.server.lmtp),
-        ]
-        for proto, listen in listeners:
-            if listen is None:
+        for proto in PROTOCOLS:
+            self.handlers[proto] = IngestHandler(
+                self.holder, self.writer, rejections, proto=proto,
+                verifier=self.verifier, resolver=self.resolver,
+            )  # fmt: skip
+            listen = _listen(config, proto)
+            if listen is not None:
+                self.servers[proto] = await self._bind(proto, listen)
+
+    async def _bind(self, proto: str, listen: Listen) -> asyncio.Server:
+        server = await start_listener(listen, functools.partial(self._protocol, proto))
+        log.info("%s listening on %s", proto, listen.listen)
+        return server
+
+    def _protocol(self, proto: str) -> SMTP:
+        """One connection's protocol, built with the settings in force when it connects."""
+        config = self.holder.current
+        CONNECTIONS.labels(proto).inc()
+        return protocol_factory(
+            proto,
+            self.handlers[proto],
+            hostname=config.server.hostname,
+            max_size=config.server.max_message_size,
+            timeout=config.server.timeout,
+            gate=self.gate,
+            on_refusal=functools.partial(self._refused, proto),
+            tls_context=self._tls if proto == "SMTP" else None,
+        )()
+
+    @staticmethod
+    def _refused(proto: str, ip: str, reply: str) -> None:
+        CONNECTIONS_REFUSED.labels(proto).inc()
+        log.warning("connect from [%s]: %s", ip, reply)
+
+    async def _start_metrics(self, listen: str) -> MetricsServer:
+        server = MetricsServer(listen, scrape_registry(self.engine), self.health)
+        await server.start()
+        return server
+
+    async def apply(self, new: Config) -> list[ConfigProblem]:
+        """Put ``new`` in force, or change nothing and say why (see ``ingest/reload.py``)."""
+        old = self.holder.current
+        tls = self._tls
+        if self.run_listeners and new.server.tls is not None:
+            try:  # read again even if unchanged: a reload is how renewed certificates load
+                tls = await asyncio.to_thread(_tls_context, new)
+            except (OSError, ssl.SSLError) as exc:
+                return [ConfigProblem(new.source, None, "server.tls", f"cannot load: {exc}")]
+        metrics = self.metrics
+        if new.metrics.listen != old.metrics.listen and new.metrics.listen:
+            try:
+                metrics = await self._start_metrics(new.metrics.listen)
+            except OSError as exc:
+                reason = f"cannot bind {new.metrics.listen}: {exc.strerror}"
+                return [ConfigProblem(new.source, None, "metrics.listen", reason)]
+        rebound, problem = await self._rebind(old, new)
+        if problem is not None:
+            if metrics is not self.metrics and metrics is not None:
+                await metrics.stop()
+            return [problem]
+        # From here on nothing can fail: the new configuration is in force.
+        self.holder.current = new
+        self._tls = tls
+        self.gate.total = new.server.max_connections
+        self.gate.per_ip = new.server.max_connections_per_ip
+        if new.dns != old.dns:
+            self.resolver = Resolver.from_config(new.dns)
+        if (
+            self.run_listeners
+            and self.verifier_factory is not None
+            and (new.dns != old.dns or new.server.hostname != old.server.hostname)
+        ):
+            self.verifier = self.verifier_factory(new)
+        for handler in self.handlers.values():
+            handler.resolver = self.resolver
+            handler.verifier = self.verifier
+        for proto, server in rebound.items():
+            previous = self.servers.pop(proto, None)
+            if previous is not None:
+                previous.close()  # open sessions carry on; only new ones go to the new address
+            if server is not None:
+                self.servers[proto] = server
+        if metrics is not self.metrics:
+            if self.metrics is not None:
+                await self.metrics.stop()
+            self.metrics = metrics if new.metrics.listen else None
+        return []
+
+    async def _rebind(
+        self, old: Config, new: Config
+    ) -> tuple[dict[str, asyncio.Server | None], ConfigProblem | None]:
+        """Bind the listeners whose address changed (None: that listener is switched off)."""
+        rebound: dict[str, asyncio.Server | None] = {}
+        if not self.run_listeners:
+            return rebound, None
+        for proto in PROTOCOLS:
+            before, after = _listen(old, proto), _listen(new, proto)
+            if after == before:
                 continue
-            handler = IngestHandler(
-                self.holder, self.writer, rejections, proto=proto, verifier=verifier
-            )
-            tls = _tls_context(config) if proto == "SMTP" else None
-            factory = protocol_factory(
-                proto,
-                handler,
-                hostname=config.server.hostname,
-                max_size=config.server.max_message_size,
-                timeout=config.server.timeout,
-                gate=self.gate,
-                on_refusal=lambda ip, reply: log.warning("connect from [%s]: %s", ip, reply),
-                tls_context=tls,
-            )
-            self.servers[proto] = await start_listener(listen, factory)
-            log.info("%s listening on %s", proto, listen.listen)
+            if after is None:
+                rebound[proto] = None
+                continue
+            try:
+                rebound[proto] = await self._bind(proto, after)
+            except OSError as exc:
+                for server in rebound.values():
+                    if server is not None:
+                        server.close()
+                path = f"server.{proto.lower()}.listen"
+                return {}, ConfigProblem(
+                    new.source, None, path, f"cannot bind {after.listen}: {exc.strerror}"
+                )
+        return rebound, None
+
+    async def health(self) -> dict[str, str]:
+        """Each check's state ("ok" or what is wrong): the listeners, the store, the worker."""
+        checks: dict[str, str] = {}
+        config = self.holder.current
+        for proto in PROTOCOLS:
+            if self.run_listeners and _listen(config, proto) is not None:
+                server = self.servers.get(proto)
+                serving = server is not None and server.is_serving()
+                checks[proto.lower()] = "ok" if serving else "not listening"
+        for task in self._tasks:
+            checks[task.get_name()] = "stopped" if task.done() else "ok"
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._ping), timeout=5)
+            checks["storage"] = "ok"
+        except Exception as exc:  # the name of the error only: messages may hold the URL
+            checks["storage"] = f"failing: {exc.__class__.__name__}"
+        return checks
+
+    def _ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     def address(self, proto: str) -> tuple[str, int]:
         """The bound TCP address (tests bind port 0)."""
@@ -137,6 +275,8 @@ class App:
         """Stop accepting, give open sessions ``grace`` seconds, then commit and close."""
         for server in self.servers.values():
             server.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.gate.drain(grace)
         for task in self._tasks:
             task.cancel()
@@ -147,18 +287,34 @@ class App:
         self.engine.dispose()
 
     async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT; finish in-flight commits on the way out."""
+        """Run until SIGTERM or SIGINT, reloading on SIGHUP; finish in-flight commits at exit."""
         stop = asyncio.Event()
+        reload = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
         try:
             await self.start()
         except BaseException:
             self.engine.dispose()  # e.g. a schema this code refuses: close cleanly
             raise
+        role = "serve" if self.run_listeners else "worker"
+        control = ControlFiles(Path(self.holder.current.server.run_dir), role)
+        control.claim()
+        reloads = asyncio.create_task(self._reload_when(reload, control), name="reload")
         try:
             await stop.wait()
         finally:
             log.info("shutting down")
+            reloads.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloads
+            control.release()
             await self.stop()
+
+    async def _reload_when(self, requested: asyncio.Event, control: ControlFiles) -> None:
+        while True:
+            await requested.wait()
+            requested.clear()
+            control.publish(await self.reloader.reload())

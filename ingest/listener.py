@@ -20,9 +20,12 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.headers import HeaderSummary, one_line, summarize
+from ingest.metrics import MESSAGES_ACCEPTED
 from ingest.rejections import Peer, RejectionLog
+from ingest.reverse import confirmed_name
 from policy.authresults import strip_ours
 from policy.config import Config, MailboxConfig
+from policy.dns import Resolver
 from policy.verdict import ACCEPT, Action, Envelope, Verdict, Verifier
 from storage.intake import GroupCommitWriter, Incoming
 from storage.models import QueueState, StoredMessage
@@ -60,12 +63,14 @@ class IngestHandler:
         *,
         proto: str,
         verifier: Verifier | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.config = config
         self.writer = writer
         self.rejections = rejections
         self.proto = proto
         self.verifier = verifier
+        self.resolver = resolver  # for the client's name in logs; replaced on reload
 
     # --- hooks ---------------------------------------------------------------
 
@@ -78,9 +83,17 @@ class IngestHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        await self._lookup_name(session)
         # aiosmtpd reads commands one at a time from a stream, so pipelining works;
         # RFC 2033 requires LMTP servers to say so, and both.
         return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str
+    ) -> str:
+        session.host_name = hostname
+        await self._lookup_name(session)
+        return f"250 {server.hostname}"
 
     async def handle_RCPT(
         self,
@@ -173,6 +186,7 @@ class IngestHandler:
         except Exception as exc:
             log.error("not accepted, storage failed: %s trace=%s", exc.__class__.__name__, trace_id)
             return self._per_recipient(mailboxes, INTERNAL_ERROR)
+        MESSAGES_ACCEPTED.labels(self.proto, state.value).inc()
         log.info(
             "%s: accepted from %s[%s] from=<%s> to=%s size=%d msgid=<%s> state=%s",
             trace_id, peer.name or "unknown", peer.ip, stored.mail_from,
@@ -261,6 +275,13 @@ class IngestHandler:
         if verdict.authentication_results:
             headers = f"Authentication-Results: {verdict.authentication_results}\r\n" + headers
         return headers.encode("ascii", "replace")
+
+    async def _lookup_name(self, session: Session) -> None:
+        """Name the client once per connection (EHLO may come again after STARTTLS)."""
+        if self.resolver is None or hasattr(session, "reverse_name"):
+            return
+        name = await confirmed_name(self.resolver, self._peer(session).ip)
+        setattr(session, "reverse_name", name)  # noqa: B010 - aiosmtpd's Session has no slot for it
 
     def _peer(self, session: Session) -> Peer:
         peer: Any = session.peer

@@ -18,9 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.headers import HeaderSummary, one_line
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from ingest.headers import HeaderSummary, one_line, summarize
+from ingest.metrics import MESSAGES_REJECTED
 from storage.intake import GroupCommitWriter
-from storage.models import Rejection
+from storage.models import Rejection, StoredMessage
 
 log = logging.getLogger("mail.reject")
 
@@ -84,10 +88,54 @@ class RejectionLog:
             headers=headers.block if headers else None,
             authentication=authentication or {},
         )
-        log.info(log_line(rejection), extra={"reason": reason, "stage": stage})
+        _announce(rejection)
         self._writer.submit_nowait(rejection, self._lost)
         return rejection
 
     @staticmethod
     def _lost(error: BaseException) -> None:
         log.error("rejection record not stored: %s", error.__class__.__name__)
+
+
+def _announce(rejection: Rejection) -> None:
+    log.info(log_line(rejection), extra={"reason": rejection.reason, "stage": rejection.stage})
+    MESSAGES_REJECTED.labels(rejection.stage, rejection.reason).inc()
+
+
+def record_batch_rejection(
+    session: Session,
+    stored: StoredMessage,
+    *,
+    mailbox: str,
+    reason: str,
+    outcome: str,
+    authentication: dict[str, Any] | None = None,
+) -> Rejection:
+    """A refusal decided in the batch (virus, processing failed), in the caller's transaction.
+
+    ``outcome`` takes the place of the SMTP reply (``quarantined: virus
+    EICAR-Test-File``); the record commits or rolls back with the queue
+    transition it explains, so the log never claims what did not happen.
+    """
+    headers = summarize(stored.raw) if stored.raw is not None else None
+    rejection = Rejection(
+        stage="BATCH",
+        reason=reason,
+        reply=one_line(outcome, 2000),
+        client_ip=stored.client_ip,
+        client_name=stored.client_name,
+        helo=stored.helo,
+        proto=stored.proto,
+        mail_from=stored.mail_from,
+        rcpt_to=[mailbox],
+        mailbox=mailbox,
+        header_from=headers.header_from if headers else stored.header_from,
+        subject=headers.subject if headers else stored.subject,
+        message_id=stored.header_message_id,
+        headers=headers.block if headers else None,
+        authentication=authentication or {},
+        trace_id=stored.trace_id,
+    )
+    session.add(rejection)
+    event.listen(session, "after_commit", lambda _session: _announce(rejection), once=True)
+    return rejection

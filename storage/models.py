@@ -31,6 +31,11 @@ def aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored time as ISO 8601 with its zone, for JSON output."""
+    return aware(value).isoformat() if value else None
+
+
 class QueueState(StrEnum):
     QUEUED = "queued"
     LEASED = "leased"

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import click
 
-from ingest.cli import check_config, db, process, queue, serve, tickets
+from ingest.cli import (
+    check_config,
+    db,
+    process,
+    purge,
+    quarantine,
+    queue,
+    rejections,
+    reload,
+    serve,
+    status,
+    tickets,
+    trace,
+)
 from ingest.cli.smtp_test import smtp_test
 
 
@@ -20,4 +33,10 @@ main.add_command(process.process)
 main.add_command(tickets.tickets)
 main.add_command(queue.queue)
 main.add_command(db.db)
+main.add_command(rejections.rejections)
+main.add_command(trace.trace)
+main.add_command(purge.purge)
+main.add_command(quarantine.quarantine)
+main.add_command(reload.reload)
+main.add_command(status.status)
 main.add_command(smtp_test)

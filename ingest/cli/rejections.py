@@ -1,0 +1,147 @@
+"""``firstline rejections``: what we refused and why, newest first; ``show ID``; ``--follow``."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from ingest.cli.common import config_option, echo_json, json_option, load, open_store, table
+from storage import rejections as search
+from storage.rejections import RejectionFilter, parse_time
+
+
+class _When(click.ParamType[datetime]):
+    name = "WHEN"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _row(r: dict[str, Any]) -> list[str]:
+    client = f"{r['client_name'] or 'unknown'}[{r['client_ip']}]"
+    return [str(r["id"]), r["created_at"][:19], r["stage"], r["reason"], client,
+            r["mail_from"] or "<>", ",".join(r["rcpt_to"]), r["message_id"] or ""]  # fmt: skip
+
+
+_HEADERS = ["ID", "TIME (UTC)", "STAGE", "REASON", "CLIENT", "FROM", "TO", "MESSAGE-ID"]
+
+
+@click.group(invoke_without_command=True)
+@config_option
+@json_option
+@click.option(
+    "--since",
+    type=_When(),
+    default="24h",
+    show_default=True,
+    help="a duration back from now (30m, 24h, 7d) or a date/time (UTC)",
+)
+@click.option("--until", type=_When(), help="same forms as --since")
+@click.option("--message-id", help="angle brackets optional")
+@click.option("--sender", help="an address, or a domain: envelope sender or header From")
+@click.option("--mailbox", help="one of our service addresses")
+@click.option("--reason", help="a reason code (see docs/operators.md)")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--follow", is_flag=True, help="keep printing new refusals as they happen")
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.05, 60),
+    default=1.0,
+    show_default=True,
+    help="seconds between checks with --follow",
+)
+@click.pass_context
+def rejections(
+    ctx: click.Context,
+    config_path: str,
+    as_json: bool,
+    since: datetime,
+    until: datetime | None,
+    message_id: str | None,
+    sender: str | None,
+    mailbox: str | None,
+    reason: str | None,
+    limit: int,
+    follow: bool,
+    poll: float,
+) -> None:
+    """List refusals (RCPT, DATA and batch), newest first; --json prints one object per line."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+    if ctx.invoked_subcommand is not None:
+        return
+    query = RejectionFilter(since, until, message_id, sender, mailbox, reason)
+    engine = open_store(load(config_path))
+    try:
+        with Session(engine) as session:
+            rows = search.search(session, query, limit=limit)
+            start = search.last_id(session)
+        if as_json:
+            for row in rows:
+                echo_json(row)
+        else:
+            table([_row(r) for r in rows], _HEADERS)
+            if not follow:
+                click.echo(f"-- {len(rows)} refusal(s)")
+        if follow:
+            _follow(engine, RejectionFilter(None, until, message_id, sender, mailbox, reason),
+                    start, as_json, poll)  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def _follow(engine: Engine, query: RejectionFilter, after: int, as_json: bool, poll: float) -> None:
+    """Poll by id (ids only grow), like ``tail -f``; Ctrl-C ends it."""
+    try:
+        while True:
+            with Session(engine) as session:
+                rows = search.newer_than(session, query, after)
+            for row in rows:
+                if as_json:
+                    echo_json(row)
+                else:
+                    click.echo("  ".join(_row(row)))
+                after = max(after, row["id"])
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        return
+
+
+@rejections.command("show")
+@click.argument("rejection_id", type=int)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="as for `rejections` (either place works)")  # fmt: skip
+@json_option
+@click.pass_context
+def show(ctx: click.Context, rejection_id: int, config_path: str | None, as_json: bool) -> None:
+    """One refusal with everything recorded, including the original headers."""
+    engine = open_store(load(config_path or ctx.obj["config_path"]))
+    try:
+        with Session(engine) as session:
+            record = search.detail(session, rejection_id)
+    finally:
+        engine.dispose()
+    if record is None:
+        raise click.ClickException(f"no rejection record {rejection_id}")
+    if as_json:
+        echo_json(record)
+        return
+    headers = record.pop("headers")
+    for key, value in record.items():
+        if key == "rcpt_to":
+            value = ", ".join(value)
+        click.echo(f"{key + ':':16}{value if value not in (None, '', {}) else '-'}")
+    click.echo("headers:")
+    click.echo(headers.replace("\r\n", "\n") if headers else "  (none: refused before DATA)")

@@ -1,0 +1,235 @@
+"""Prometheus metrics and the health check, on their own port (``metrics.listen``).
+
+The metric objects live here, on one registry of our own (not the client's
+global one, which would mix in whatever else the process imports), so any
+module can ``from ingest.metrics import MESSAGES_REJECTED`` and count. Queue
+and outbox depths are read from the database at scrape time, in a thread,
+so they are true across processes (``serve`` and separate ``worker``\\s).
+
+``/health`` answers 200 only when every configured listener is accepting
+and the database answers a query; anything else is 503 with the failing
+check named, so a load balancer or systemd watchdog can act on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from storage import status
+from storage.models import utcnow
+
+log = logging.getLogger("mail.metrics")
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CONNECTIONS = Counter(
+    "firstline_connections", "SMTP/LMTP connections accepted", ["proto"], registry=REGISTRY
+)
+CONNECTIONS_REFUSED = Counter(
+    "firstline_connections_refused",
+    "connections refused at the door (connection limits)",
+    ["proto"],
+    registry=REGISTRY,
+)
+MESSAGES_ACCEPTED = Counter(
+    "firstline_messages_accepted",
+    "messages answered 250 and stored, by the queue state they entered",
+    ["proto", "state"],
+    registry=REGISTRY,
+)
+MESSAGES_REJECTED = Counter(
+    "firstline_messages_rejected",
+    "refusals written to the rejection log, by stage and reason code",
+    ["stage", "reason"],
+    registry=REGISTRY,
+)
+BATCH_DURATION = Histogram(
+    "firstline_batch_duration_seconds", "time one batch took", registry=REGISTRY
+)
+BATCH_SIZE = Histogram(
+    "firstline_batch_size",
+    "queue entries taken by one batch",
+    buckets=(0, 1, 5, 10, 25, 50, 100, 250, 500, 1000),
+    registry=REGISTRY,
+)
+BATCH_OUTCOMES = Counter(
+    "firstline_batch_messages",
+    "queue entries processed by the batch, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
+VERIFICATION_RESULTS = Counter(
+    "firstline_verification_results",
+    "authentication results at DATA (check: spf, dkim, arc, dmarc; result: pass, fail …)",
+    ["check", "result"],
+    registry=REGISTRY,
+)
+OUTBOUND = Counter(
+    "firstline_outbound_messages",
+    "replies handed to a mailbox's SMTP relay (result: sent, failed, retrying)",
+    ["result"],
+    registry=REGISTRY,
+)
+DNS_LOOKUPS = Counter(
+    "firstline_dns_lookups", "DNS queries sent, by record type", ["type"], registry=REGISTRY
+)
+DNS_CACHE_HITS = Counter(
+    "firstline_dns_cache_hits", "DNS questions answered from the cache", registry=REGISTRY
+)
+RELOADS = Counter(
+    "firstline_config_reloads",
+    "configuration reloads (result: accepted, refused)",
+    ["result"],
+    registry=REGISTRY,
+)
+PURGED = Counter(
+    "firstline_purged",
+    "items removed by retention (kind: raw_messages, rejections, quarantined)",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+
+def observe_batch(seconds: float, taken: int, outcomes: dict[str, int]) -> None:
+    BATCH_DURATION.observe(seconds)
+    BATCH_SIZE.observe(taken)
+    for outcome, count in outcomes.items():
+        if count:
+            BATCH_OUTCOMES.labels(outcome).inc(count)
+
+
+class StoreCollector(Collector):
+    """Queue depth, oldest waiting age and outbox depth, read at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterable[Metric]:
+        with Session(self.engine) as session:
+            depth = status.queue_depth(session)
+            oldest = status.oldest_waiting(session)
+            outbox = status.outbox_depth(session)
+        queue = GaugeMetricFamily(
+            "firstline_queue_depth", "inbound queue entries by state", labels=["state"]
+        )
+        for state, count in depth.items():
+            queue.add_metric([state], count)
+        yield queue
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        yield GaugeMetricFamily(
+            "firstline_queue_oldest_age_seconds",
+            "age of the oldest entry still queued or leased (0 when none)",
+            value=max(age, 0.0),
+        )
+        if outbox is not None:
+            family = GaugeMetricFamily(
+                "firstline_outbox_depth", "outbound replies by state", labels=["state"]
+            )
+            for state, count in outbox.items():
+                family.add_metric([state], count)
+            yield family
+
+
+class _Shared(Collector):
+    """Hands the module's registry to a per-server registry."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def scrape_registry(engine: Engine) -> CollectorRegistry:
+    """The registry one endpoint serves: the shared counters plus this store's gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Shared())
+    registry.register(StoreCollector(engine))
+    return registry
+
+
+HealthCheck = Callable[[], Awaitable[dict[str, str]]]
+
+
+def http_app(registry: CollectorRegistry, health: HealthCheck) -> Starlette:
+    async def metrics(_request: Request) -> Response:
+        body = await asyncio.to_thread(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(_request: Request) -> Response:
+        checks = await health()
+        healthy = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "fail", "checks": checks},
+            status_code=200 if healthy else 503,
+        )
+
+    return Starlette(routes=[Route("/metrics", metrics), Route("/health", healthz)])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn inside our loop: signals stay with the application (SIGHUP, SIGTERM)."""
+
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class MetricsServer:
+    """The HTTP endpoint; ``start`` binds at once so a bad address fails loudly."""
+
+    def __init__(self, listen: str, registry: CollectorRegistry, health: HealthCheck) -> None:
+        self.listen = listen
+        self._app = http_app(registry, health)
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.address: tuple[str, int] = parse_listen(listen)
+
+    async def start(self) -> None:
+        host, port = parse_listen(self.listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(128)
+        sock.setblocking(False)
+        self.address = sock.getsockname()[:2]
+        config = uvicorn.Config(
+            self._app, log_config=None, access_log=False, lifespan="off",
+            timeout_graceful_shutdown=2,
+        )  # fmt: skip
+        self._server = _Server(config)
+        # The socket is already listening: clients wait in its backlog until
+        # uvicorn's loop picks them up, so there is nothing to wait for here.
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="metrics")
+        log.info("metrics and health on http://%s:%d/", *self.address)
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        await self._task
+        self._server = None
+        self._task = None

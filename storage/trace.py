@@ -1,0 +1,197 @@
+""" "Where is my mail?": everything we know about one Message-ID, in time order.
+
+A message may have been refused (at RCPT, DATA or in the batch), accepted
+and queued once per mailbox, quarantined and released, failed, filed on a
+ticket, or delivered twice. Each of those leaves a row somewhere; this
+gathers them into one list of events, oldest first, with a one-line status
+per mailbox at the end. The argument may also be the trace id from our
+``250 … queued as ID`` reply or ``Received`` header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from storage.models import (
+    QuarantineAction,
+    QueueEntry,
+    QueueState,
+    Rejection,
+    StoredMessage,
+    TicketMessage,
+    iso,
+)
+from storage.quarantine import reason_of
+from storage.rejections import bare_message_id
+
+
+def _status(entry: QueueEntry, message: StoredMessage, ticket_id: int | None) -> str:
+    state = QueueState(entry.state)
+    if state == QueueState.DONE:
+        return f"on ticket {ticket_id}" if ticket_id is not None else "processed, no ticket"
+    if state == QueueState.FAILED:
+        return f"failed after {entry.attempts} attempt(s): {entry.last_error or 'no error'}"
+    if state == QueueState.QUARANTINED:
+        return f"quarantined: {reason_of(entry, message) or 'no reason recorded'}"
+    if state == QueueState.LEASED:
+        return f"being processed (attempt {entry.attempts})"
+    waiting = f"; last error: {entry.last_error}" if entry.last_error else ""
+    return f"queued{waiting}"
+
+
+def trace(session: Session, message_id: str) -> dict[str, Any]:
+    """Events and per-mailbox status for ``message_id`` (or a trace id)."""
+    bare = bare_message_id(message_id)
+    events: list[dict[str, Any]] = []
+    status: list[dict[str, Any]] = []
+
+    rejections = session.scalars(
+        select(Rejection).where(
+            or_(col(Rejection.message_id) == bare, col(Rejection.trace_id) == bare.upper())
+        )
+    ).all()
+    for r in rejections:
+        events.append(
+            {
+                "at": iso(r.created_at),
+                "event": "rejected",
+                "stage": r.stage,
+                "reason": r.reason,
+                "reply": r.reply,
+                "rejection_id": r.id,
+                "client": f"{r.client_name or 'unknown'}[{r.client_ip}]",
+                "mail_from": r.mail_from,
+                "rcpt_to": r.rcpt_to,
+                "trace_id": r.trace_id,
+            }
+        )
+        if r.stage != "BATCH":  # a batch refusal is also visible on its queue entry
+            status.append(
+                {
+                    "mailbox": r.mailbox or ", ".join(r.rcpt_to),
+                    "state": "rejected",
+                    "status": f"rejected at {r.stage}: {r.reason}",
+                }
+            )
+
+    stored = session.scalars(
+        select(StoredMessage)
+        .where(
+            or_(
+                col(StoredMessage.header_message_id) == bare,
+                col(StoredMessage.trace_id) == bare.upper(),
+            )
+        )
+        .order_by(col(StoredMessage.id))
+    ).all()
+    stored_ids = [s.id for s in stored]
+    entries = session.scalars(
+        select(QueueEntry)
+        .where(col(QueueEntry.message_id).in_(stored_ids))
+        .order_by(col(QueueEntry.id))
+    ).all()
+    ticket_of = _tickets_of(session, [e.ticket_message_id for e in entries])
+    message_of = {m.id: m for m in stored}
+    for message in stored:
+        events.append(
+            {
+                "at": iso(message.received_at),
+                "event": "received",
+                "trace_id": message.trace_id,
+                "client": f"{message.client_name or 'unknown'}[{message.client_ip}]",
+                "mail_from": message.mail_from,
+                "rcpt_to": message.rcpt_tos,
+                "size": message.size,
+                "subject": message.subject,
+                "verdict": message.verdict,
+            }
+        )
+        if message.purged_at is not None:
+            events.append(
+                {
+                    "at": iso(message.purged_at),
+                    "event": "raw message purged",
+                    "trace_id": message.trace_id,
+                }
+            )
+    for entry in entries:
+        ticket_id = ticket_of.get(entry.ticket_message_id or -1)
+        events.append(
+            {
+                "at": iso(entry.state_changed_at),
+                "event": QueueState(entry.state).value,
+                "queue_id": entry.id,
+                "mailbox": entry.mailbox,
+                "attempts": entry.attempts,
+                "error": entry.last_error,
+                "ticket_id": ticket_id,
+            }
+        )
+        summary = _status(entry, message_of[entry.message_id], ticket_id)
+        status.append(
+            {
+                "mailbox": entry.mailbox,
+                "state": QueueState(entry.state).value,
+                "queue_id": entry.id,
+                "ticket_id": ticket_id,
+                "status": summary,
+            }
+        )
+
+    entry_ids = [e.id for e in entries]
+    actions = session.scalars(
+        select(QuarantineAction).where(
+            or_(
+                col(QuarantineAction.queue_entry_id).in_(entry_ids),
+                col(QuarantineAction.message_id) == bare,
+            )
+        )
+    ).all()
+    for action in actions:
+        events.append(
+            {
+                "at": iso(action.at),
+                "event": f"quarantine {action.action}",
+                "by": action.by,
+                "queue_id": action.queue_entry_id,
+                "mailbox": action.mailbox,
+                "reason": action.reason,
+            }
+        )
+
+    # Ticket messages reached without a queue entry of ours (e.g. a duplicate
+    # delivery that resolved to an earlier copy with the same Message-ID).
+    known = {e.ticket_message_id for e in entries}
+    extra = session.scalars(
+        select(TicketMessage).where(col(TicketMessage.message_id).in_([bare, f"<{bare}>"]))
+    ).all()
+    for tm in extra:
+        if tm.id in known:
+            continue
+        events.append(
+            {
+                "at": iso(tm.created_at),
+                "event": "filed",
+                "ticket_id": tm.ticket_id,
+                "ticket_message_id": tm.id,
+            }
+        )
+
+    events.sort(key=lambda e: (e["at"] or "", e["event"]))
+    return {"message_id": bare, "found": bool(events), "status": status, "events": events}
+
+
+def _tickets_of(session: Session, ticket_message_ids: list[int | None]) -> dict[int, int]:
+    ids = [i for i in ticket_message_ids if i is not None]
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(col(TicketMessage.id), col(TicketMessage.ticket_id)).where(
+            col(TicketMessage.id).in_(ids)
+        )
+    ).all()
+    return {row[0]: row[1] for row in rows if row[0] is not None}
