@@ -181,7 +181,7 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
             }
         )
 
-    events.sort(key=lambda e: (e["at"] or "", e["event"]))
+    events.sort(key=lambda e: e["at"] or "")  # stable: ties keep the order of the story
     return {"message_id": bare, "found": bool(events), "status": status, "events": events}
 
 

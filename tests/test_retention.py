@@ -1,0 +1,157 @@
+"""Retention: evidence older than ``retention.days`` goes; newer evidence and tickets stay."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from policy.config import Config
+from storage.engine import make_engine
+from storage.models import (
+    BatchRun,
+    QuarantineAction,
+    QueueEntry,
+    Rejection,
+    StoredMessage,
+    Ticket,
+    TicketMessage,
+    utcnow,
+)
+from storage.retention import purge
+from storage.schema import prepare
+from tests.cli import run, write_config
+from tests.server import ServerThread, running
+from tests.signing import message
+
+DAY = timedelta(days=1)
+
+
+def deliver(
+    server: ServerThread, subject: str, rcpts: tuple[str, ...] = ("support@example.com",)
+) -> int:
+    raw = message(sender="Alice <alice@fine.example>", to=", ".join(rcpts), subject=subject)
+    with server.smtp() as client:
+        client.sendmail("alice@fine.example", list(rcpts), raw)
+    with Session(server.engine) as session:
+        return session.scalars(
+            select(StoredMessage.id).where(StoredMessage.subject == subject)  # type: ignore[arg-type]
+        ).one()
+
+
+def age(server: ServerThread, stored_id: int, when: datetime, **entry_values: object) -> None:
+    """Move a message (and its entries) back in time, as if it had arrived at ``when``."""
+    with Session(server.engine) as session, session.begin():
+        session.execute(update(StoredMessage).where(StoredMessage.id == stored_id)  # type: ignore[arg-type]
+                        .values(received_at=when))  # fmt: skip
+        session.execute(
+            update(QueueEntry)
+            .where(QueueEntry.message_id == stored_id)  # type: ignore[arg-type]
+            .values(state_changed_at=when, created_at=when, **entry_values)
+        )
+
+
+def raw_kept(server: ServerThread, stored_id: int) -> bool:
+    with Session(server.engine) as session:
+        stored = session.get(StoredMessage, stored_id)
+        assert stored is not None
+        return stored.raw is not None
+
+
+def count(server: ServerThread, model: type) -> int:
+    with Session(server.engine) as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_purge_removes_only_what_is_older_than_the_window(
+    server: ServerThread, tmp_path: Path, db_url: str
+) -> None:
+    now = utcnow()
+    old, recent = now - 31 * DAY, now - 29 * DAY
+    done_old = deliver(server, "done long ago")
+    done_recent = deliver(server, "done recently")
+    split = deliver(
+        server, "one mailbox still waiting", ("support@example.com", "billing@example.com")
+    )
+    server.process()
+    age(server, done_old, old)
+    age(server, done_recent, recent)
+    age(server, split, old)
+    with Session(server.engine) as session, session.begin():  # billing's copy is not done yet
+        session.execute(update(QueueEntry).where(QueueEntry.message_id == split,  # type: ignore[arg-type]
+                                                 QueueEntry.mailbox == "billing@example.com")
+                        .values(state="queued"))  # fmt: skip
+    failed_old = deliver(server, "failed long ago")
+    age(server, failed_old, old, state="failed", last_error="boom")
+    held_old = deliver(server, "held long ago")
+    age(server, held_old, old, state="quarantined", last_error="virus: EICAR")
+    held_recent = deliver(server, "held recently")
+    age(server, held_recent, recent, state="quarantined", last_error="virus: EICAR")
+    with Session(server.engine) as session, session.begin():
+        session.add_all([
+            Rejection(created_at=old, stage="RCPT", reason="unknown_mailbox", reply="550"),
+            Rejection(created_at=recent, stage="RCPT", reason="unknown_mailbox", reply="550"),
+        ])  # fmt: skip
+    tickets_before = (count(server, Ticket), count(server, TicketMessage))
+
+    config_path = write_config(tmp_path / "firstline.yaml", db_url)
+    dry = run("purge", "--dry-run", "--json", config=config_path)
+    assert dry.exit_code == 0, dry.output
+    shown = json.loads(dry.stdout)
+    assert (len(shown["raw_messages"]), shown["rejections"], len(shown["quarantined"])) == (1, 1, 1)
+    assert raw_kept(server, done_old) and count(server, Rejection) == 2  # nothing changed
+
+    with Session(server.engine) as session, session.begin():
+        report = purge(session, days=30, now=now)
+    done = report.as_dict()
+    assert [done[k] for k in ("raw_messages", "rejections", "quarantined")] == [
+        shown[k] for k in ("raw_messages", "rejections", "quarantined")
+    ]
+    assert not raw_kept(server, done_old)
+    assert raw_kept(server, done_recent)
+    assert raw_kept(server, split)  # one of its entries is unfinished
+    assert raw_kept(server, failed_old)  # work not done is never purged
+    with Session(server.engine) as session:
+        purged = session.get(StoredMessage, done_old)
+        assert purged is not None and purged.purged_at is not None
+        assert session.scalars(select(Rejection.created_at)).one() is not None  # type: ignore[arg-type]
+        held = session.scalars(
+            select(QueueEntry.message_id).where(QueueEntry.state == "quarantined")
+        ).all()  # type: ignore[arg-type]
+        assert held == [held_recent]
+        assert session.get(StoredMessage, held_old) is None
+        [audit] = session.scalars(select(QuarantineAction)).all()
+        assert (audit.action, audit.by, audit.reason) == ("purged", "retention", "virus: EICAR")
+    assert count(server, Rejection) == 1
+    assert (count(server, Ticket), count(server, TicketMessage)) == tickets_before
+
+    again = run("purge", config=config_path)
+    assert again.exit_code == 0
+    assert "purged the raw bytes of 0 finished message(s)" in again.stdout
+
+
+def test_the_worker_purges_by_itself(make_config: Callable[..., Config], db_url: str) -> None:
+    config = make_config(batch={"interval": 3600})
+    engine = make_engine(db_url)
+    prepare(engine)
+    with Session(engine) as session, session.begin():
+        session.add(
+            Rejection(created_at=utcnow() - 40 * DAY, stage="RCPT", reason="x", reply="550")
+        )
+    engine.dispose()
+    with running(config, worker=True) as server:
+        deadline = time.monotonic() + 20
+        while (count(server, Rejection) or not count(server, BatchRun)) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert count(server, Rejection) == 0
+        # …and records its batches for `firstline status`.
+        with Session(server.engine) as session:
+            [batch_run] = session.scalars(select(BatchRun)).all()
+        assert batch_run.owner == server.app.worker.batch.owner and batch_run.error is None

@@ -1,0 +1,132 @@
+""" "Where is my mail?": trace finds a message in every state it can be in."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from policy.authenticate import Authenticator
+from policy.config import Config
+from storage import queue
+from storage.models import QueueEntry, StoredMessage, TicketMessage
+from storage.trace import trace
+from tests.cli import run, write_config
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from tests.server import ServerThread, running
+from tests.signing import message
+
+
+def message_id(raw: bytes) -> str:
+    found = re.search(rb"^Message-ID: <([^>]+)>", raw, re.MULTILINE)
+    assert found is not None
+    return found.group(1).decode()
+
+
+@pytest.fixture
+def verifying(make_config: Callable[..., Config], dns_server: DnsServer) -> Iterator[ServerThread]:
+    dns_server.add("_dmarc.refused.example", "TXT", "v=DMARC1; p=reject")
+    dns_server.add("_dmarc.held.example", "TXT", "v=DMARC1; p=quarantine")
+    config = make_config(
+        dns={"nameservers": [dns_server.address], "timeout": 0.5}, batch={"max_attempts": 1}
+    )
+    with running(config, verifier_factory=Authenticator.from_config) as server:
+        yield server
+
+
+def send(server: ServerThread, domain: str, subject: str) -> tuple[str, int]:
+    raw = message(sender=f"Alice <alice@{domain}>", to="support@example.com", subject=subject)
+    with server.smtp() as client:
+        client.ehlo("mx.sender.test")
+        client.mail(f"alice@{domain}")
+        client.rcpt("support@example.com")
+        code, _ = client.data(raw)
+    return message_id(raw), code
+
+
+def traced(server: ServerThread, wanted: str) -> dict[str, object]:
+    server.flush()
+    with Session(server.engine) as session:
+        return trace(session, wanted)
+
+
+def states(found: dict[str, object]) -> list[str]:
+    return [item["status"] for item in found["status"]]  # type: ignore[attr-defined]
+
+
+def test_trace_in_every_state(verifying: ServerThread, tmp_path: Path, db_url: str) -> None:
+    refused, code = send(verifying, "refused.example", "refused")
+    assert code == 550
+    held, _ = send(verifying, "held.example", "held")
+    filed, _ = send(verifying, "fine.example", "filed")
+    broken, _ = send(verifying, "fine.example", "broken")
+    with Session(verifying.engine) as session, session.begin():
+        # A message whose raw bytes vanished cannot be filed: it fails (max_attempts 1).
+        session.execute(
+            update(StoredMessage)
+            .where(StoredMessage.header_message_id == broken)  # type: ignore[arg-type]
+            .values(raw=None)
+        )
+    verifying.process()
+    waiting, _ = send(verifying, "fine.example", "waiting")
+
+    assert states(traced(verifying, refused)) == ["rejected at DATA: dmarc_reject"]
+    assert states(traced(verifying, f"<{held}>")) == ["quarantined: dmarc_quarantine"]
+    with Session(verifying.engine) as session:
+        ticket_id = session.scalars(
+            select(TicketMessage.ticket_id).where(TicketMessage.stored_message_id.in_(  # type: ignore[attr-defined]
+                select(StoredMessage.id).where(StoredMessage.header_message_id == filed)  # type: ignore[arg-type]
+            ))
+        ).one()  # fmt: skip
+    assert states(traced(verifying, filed)) == [f"on ticket {ticket_id}"]
+    [failed] = states(traced(verifying, broken))
+    assert failed.startswith("failed after 1 attempt(s): LookupError: the raw message is gone")
+    assert states(traced(verifying, waiting)) == ["queued"]
+    with Session(verifying.engine) as session, session.begin():
+        claims = queue.claim(session, owner="test-worker", limit=10, lease_seconds=60,
+                             max_attempts=3)  # fmt: skip
+    assert len(claims) == 1
+    assert states(traced(verifying, waiting)) == ["being processed (attempt 1)"]
+
+    by_trace_id = traced(verifying, _trace_id(verifying, filed))
+    assert by_trace_id["status"] == traced(verifying, filed)["status"]
+    events = [e["event"] for e in traced(verifying, filed)["events"]]  # type: ignore[attr-defined]
+    assert events == ["received", "done"]
+    rejected = traced(verifying, refused)["events"][0]  # type: ignore[index]
+    assert rejected["reply"].startswith("550 5.7.1") and rejected["stage"] == "DATA"
+
+    config_path = write_config(tmp_path / "firstline.yaml", db_url)
+    shown = run("trace", f"<{filed}>", config=config_path)
+    assert shown.exit_code == 0
+    assert f"support@example.com: on ticket {ticket_id}" in shown.stdout
+    as_json = json.loads(run("trace", "--json", held, config=config_path).stdout)
+    assert as_json["status"][0]["state"] == "quarantined"
+    unknown = run("trace", "never-sent@nowhere.example", config=config_path)
+    assert unknown.exit_code == 1
+    assert "nothing known" in unknown.stdout
+
+
+def _trace_id(server: ServerThread, header_id: str) -> str:
+    with Session(server.engine) as session:
+        return session.scalars(
+            select(StoredMessage.trace_id).where(StoredMessage.header_message_id == header_id)  # type: ignore[arg-type]
+        ).one()
+
+
+def test_trace_survives_the_purge_of_raw_bytes(server: ServerThread) -> None:
+    raw = message(sender="Alice <alice@fine.example>", to="support@example.com")
+    with server.smtp() as client:
+        client.sendmail("alice@fine.example", ["support@example.com"], raw)
+    server.process()
+    with Session(server.engine) as session, session.begin():
+        session.execute(update(StoredMessage).values(raw=None, purged_at=StoredMessage.received_at))
+    found = traced(server, message_id(raw))
+    assert [e["event"] for e in found["events"]] == ["received", "raw message purged", "done"]  # type: ignore[attr-defined]
+    assert states(found)[0].startswith("on ticket ")
+    with Session(server.engine) as session:
+        assert session.scalars(select(QueueEntry.state)).one() == "done"
