@@ -1,0 +1,52 @@
+"""``firstline status``: queue, oldest waiting, last batches and refusals, from the database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli import run, write_config
+from tests.server import ServerThread
+from tests.signing import message
+
+
+def test_status_shows_queue_batches_and_refusals(
+    server: ServerThread, tmp_path: Path, db_url: str
+) -> None:
+    config_path = write_config(tmp_path / "firstline.yaml", db_url)
+    empty = json.loads(run("status", "--json", config=config_path).stdout)
+    assert empty["queue"] == {"queued": 0, "leased": 0, "done": 0, "failed": 0, "quarantined": 0}
+    assert (empty["oldest_waiting"], empty["batches"], empty["rejections_24h"]) == (None, [], {})
+
+    for subject in ("one", "two"):
+        raw = message(sender="Alice <alice@customer.example>", to="support@example.com",
+                      subject=subject)  # fmt: skip
+        with server.smtp() as client:
+            client.sendmail("alice@customer.example", ["support@example.com"], raw)
+    with server.smtp() as client:
+        client.ehlo("relay.test")
+        client.mail("x@y.example")
+        client.rcpt("nobody@example.com")
+    server.flush()
+    waiting = json.loads(run("status", "--json", config=config_path).stdout)
+    assert waiting["queue"]["queued"] == 2
+    assert waiting["oldest_waiting"] is not None and waiting["oldest_waiting_seconds"] >= 0
+    assert waiting["rejections_24h"] == {"unknown_mailbox": 1}
+
+    app = server.app
+    server.call(app.worker.housekeeping.run_batch(app.worker.batch, app.holder.current))
+    after = json.loads(run("status", "--json", config=config_path).stdout)
+    assert after["queue"]["queued"] == 0 and after["queue"]["done"] == 2
+    assert after["oldest_waiting"] is None
+    [batch] = after["batches"]
+    assert (batch["owner"], batch["taken"], batch["tickets"], batch["error"]) == (
+        app.worker.batch.owner, 2, 2, None,
+    )  # fmt: skip
+
+    human = run("status", config=config_path)
+    assert human.exit_code == 0
+    assert "queue:   queued 0, leased 0, done 2, failed 0, quarantined 0" in human.stdout
+    assert "oldest waiting: -" in human.stdout
+    assert f"last batch of {app.worker.batch.owner}: " in human.stdout
+    assert "taken 2, tickets 2" in human.stdout
+    assert "refused in 24h: unknown_mailbox 1" in human.stdout
