@@ -24,6 +24,22 @@ from sqlalchemy.engine import make_url
 BENCH_COMMIT_DELAY_ENV = "FIRSTLINE_BENCH_COMMIT_DELAY_MS"
 
 
+# A database host that vanishes without a word (power cut, partition) must
+# not hold SMTP sessions for the kernel's default of many minutes: libpq gives
+# up on connecting after connect_timeout, the kernel drops a connection whose
+# sent data stays unacknowledged for tcp_user_timeout ms, and keepalives find
+# an idle pooled connection whose peer is gone. Then the commit fails and the
+# client gets 451 instead of waiting.
+POSTGRES_NETWORK: dict[str, int] = {
+    "connect_timeout": 10,
+    "tcp_user_timeout": 20_000,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
@@ -41,7 +57,11 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         )
         _configure_sqlite(engine)
     else:
-        engine = create_engine(parsed, pool_size=pool_size, pool_pre_ping=True)
+        # URL parameters win, so an operator can tune these per deployment.
+        network = {k: v for k, v in POSTGRES_NETWORK.items() if k not in parsed.query}
+        engine = create_engine(
+            parsed, pool_size=pool_size, pool_pre_ping=True, connect_args=network
+        )
     delay_ms = float(os.environ.get(BENCH_COMMIT_DELAY_ENV, "0") or 0)
     if delay_ms > 0:
         _slow_commits(engine, delay_ms / 1000)
