@@ -17,6 +17,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -186,9 +187,34 @@ class HttpConfig(_Model):
     listen: str | None = None
 
 
+class ApiConfig(HttpConfig):
+    # How helpdesks reach the API (behind a proxy, say), for the download
+    # links in webhook events; without it the links are paths.
+    base_url: str | None = None
+
+
 class LoggingConfig(_Model):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+EventType = Literal[
+    "ticket.created",
+    "ticket.message_added",
+    "reply.sent",
+    "reply.failed",
+    "message.quarantined",
+    "message.rejected",
+]
+# Every type but message.rejected: refusals are noise for most helpdesks, so they opt in.
+DEFAULT_EVENTS: tuple[EventType, ...] = (
+    "ticket.created",
+    "ticket.message_added",
+    "reply.sent",
+    "reply.failed",
+    "message.quarantined",
+)
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 class ChannelConfig(_Model):
@@ -196,13 +222,32 @@ class ChannelConfig(_Model):
     type: Literal["local", "webhook"] = "local"
     url: str | None = None
     secret: Secret | None = None
-    token: Secret | None = None
+    token: Secret | None = Field(default=None, description="bearer token for the HTTP API")
+    events: list[EventType] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
+    retry_window: float = Field(
+        default=3 * 24 * 3600, gt=0, description="seconds to keep retrying before dead-letter"
+    )
+    backoff: float = Field(default=30, gt=0, description="first retry delay; doubles each time")
+    timeout: float = Field(default=10, gt=0, description="seconds to wait for the helpdesk")
 
     @model_validator(mode="after")
     def _webhook_needs_target(self) -> ChannelConfig:
         if self.type == "webhook" and not (self.url and self.secret):
             raise ValueError("a webhook channel needs both url and secret")
         return self
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        """Events carry customer mail: plain HTTP only to this machine."""
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+            raise ValueError("a webhook URL must be https (plain http only to localhost)")
+        return value
 
 
 class DkimConfig(_Model):
@@ -272,7 +317,7 @@ class Config(_Model):
     retention: RetentionConfig = RetentionConfig()
     antivirus: AntivirusConfig = AntivirusConfig()
     metrics: HttpConfig = HttpConfig()
-    api: HttpConfig = HttpConfig()
+    api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
     channels: list[ChannelConfig] = Field(default_factory=list)
     mailboxes: list[MailboxConfig] = Field(default_factory=list)

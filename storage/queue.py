@@ -18,16 +18,19 @@ drops it) the same ``UPDATE … RETURNING`` runs inside ``BEGIN IMMEDIATE``
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from storage import lease
+from storage.lease import LeaseLost
 from storage.models import QueueEntry, QueueState, utcnow
+
+__all__ = ["Claim", "LeaseLost", "claim", "fail", "finish", "quarantine", "requeue"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,6 @@ class Claim:
     token: str
 
 
-class LeaseLost(Exception):
-    """The lease expired and someone else took the entry; undo this work."""
-
-
 def claim(
     session: Session,
     *,
@@ -58,37 +57,27 @@ def claim(
     """Lease up to ``limit`` entries that are due, in arrival order."""
     now = now or utcnow()
     _fail_exhausted_leases(session, now, max_attempts)
-    token = secrets.token_hex(16)
     due = or_(
         and_(col(QueueEntry.state) == QueueState.QUEUED, col(QueueEntry.available_at) <= now),
         and_(col(QueueEntry.state) == QueueState.LEASED, col(QueueEntry.lease_expires_at) < now),
     )
-    candidates = (
-        select(col(QueueEntry.id))
-        .where(due)
-        .order_by(col(QueueEntry.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    rows = session.execute(
-        update(QueueEntry)
-        .where(col(QueueEntry.id).in_(candidates))
-        .values(
-            state=QueueState.LEASED,
-            lease_owner=owner,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=col(QueueEntry.attempts) + 1,
-            state_changed_at=now,
-        )
-        .returning(
+    token, rows = lease.take(
+        session,
+        QueueEntry,
+        due,
+        leased=QueueState.LEASED,
+        owner=owner,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        now=now,
+        returning=[
             col(QueueEntry.id),
             col(QueueEntry.message_id),
             col(QueueEntry.mailbox),
             col(QueueEntry.digest),
             col(QueueEntry.attempts),
-        )
-    ).all()
+        ],
+    )
     claims = [Claim(r[0], r[1], r[2], r[3], r[4], token) for r in rows if r[0] is not None]
     return sorted(claims, key=lambda c: c.entry_id)
 
@@ -115,23 +104,9 @@ def _fail_exhausted_leases(session: Session, now: datetime, max_attempts: int) -
 
 
 def _transition(session: Session, claim: Claim, **values: object) -> None:
-    result = session.execute(
-        update(QueueEntry)
-        .where(
-            col(QueueEntry.id) == claim.entry_id,
-            col(QueueEntry.lease_token) == claim.token,
-            col(QueueEntry.state) == QueueState.LEASED,
-        )
-        .values(
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
-            state_changed_at=utcnow(),
-            **values,
-        )
+    lease.release(
+        session, QueueEntry, claim.entry_id, claim.token, leased=QueueState.LEASED, **values
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise LeaseLost(f"queue entry {claim.entry_id} is no longer leased to this worker")
 
 
 def finish(session: Session, claim: Claim, *, ticket_message_id: int | None) -> None:

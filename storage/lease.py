@@ -1,0 +1,98 @@
+"""Leases with fencing tokens: the claim shape every work table shares.
+
+The inbound queue and the webhook events are claimed the same way: one
+``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`` hands a
+batch of rows to one owner with one token and an expiry, and every later
+transition names that token, so a worker presumed dead that comes back
+cannot overwrite a newer claim. On SQLite, which has no SKIP LOCKED, the
+same statement runs under ``BEGIN IMMEDIATE`` (see ``storage/engine.py``).
+A table using this needs the columns ``id``, ``state``, ``attempts``,
+``lease_owner``, ``lease_token``, ``lease_expires_at`` and ``state_changed_at``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, inspect, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import SQLModel
+
+from storage.models import utcnow
+
+
+class LeaseLost(Exception):
+    """The lease expired and someone else took the row; undo this work."""
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    table = inspect(model).local_table
+    assert isinstance(table, Table)
+    return table
+
+
+def take(
+    session: Session,
+    model: type[SQLModel],
+    due: ColumnElement[bool],
+    *,
+    leased: str,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    now: datetime,
+    returning: Sequence[Any],
+) -> tuple[str, Sequence[Any]]:
+    """Lease up to ``limit`` rows matching ``due``, oldest first; the token and the rows."""
+    table = table_of(model)
+    token = secrets.token_hex(16)
+    candidates = (
+        select(table.c.id)
+        .where(due)
+        .order_by(table.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(table)
+        .where(table.c.id.in_(candidates))
+        .values(
+            state=leased,
+            lease_owner=owner,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=table.c.attempts + 1,
+            state_changed_at=now,
+        )
+        .returning(*returning)
+    ).all()
+    return token, rows
+
+
+def release(
+    session: Session,
+    model: type[SQLModel],
+    row_id: int,
+    token: str,
+    *,
+    leased: str,
+    **values: object,
+) -> None:
+    """Leave the leased state, if the lease is still ours; else :class:`LeaseLost`."""
+    table = table_of(model)
+    result = session.execute(
+        update(table)
+        .where(table.c.id == row_id, table.c.lease_token == token, table.c.state == leased)
+        .values(
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            state_changed_at=utcnow(),
+            **values,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(f"{table.name} row {row_id} is no longer leased to this worker")
