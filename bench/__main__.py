@@ -1,0 +1,19 @@
+"""``make bench``: run every benchmark section and print its ratios."""
+
+from __future__ import annotations
+
+import platform
+import os
+
+from bench import ingest
+
+
+def main() -> None:
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    for section in (ingest,):
+        for line in section.run():
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

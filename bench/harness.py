@@ -1,0 +1,87 @@
+"""Start servers under test as subprocesses and wait until they answer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode(errors="replace")[-2000:] if process.stderr else ""
+            raise RuntimeError(f"server exited with {process.returncode}:\n{stderr}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+@contextlib.contextmanager
+def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_port(port, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_config(tmp: Path, smtp_port: int, lmtp_port: int, **extra: Any) -> Path:
+    config = {
+        "server": {
+            "hostname": "mx.bench.test",
+            "smtp": {"listen": f"127.0.0.1:{smtp_port}"},
+            "lmtp": {"listen": f"127.0.0.1:{lmtp_port}"},
+            "max_connections": 1000,
+            "max_connections_per_ip": 1000,
+        },
+        "storage": {"url": f"sqlite:///{tmp}/bench.db"},
+        "batch": {"interval": 86400},
+        "logging": {"level": "WARNING"},
+        "channels": [{"name": "helpdesk"}],
+        "mailboxes": [{"channel": "helpdesk", "name": "Support", "address": "support@example.com"}],
+        **extra,
+    }
+    path = tmp / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="firstline-bench-") as name:
+        yield Path(name)
+
+
+def firstline_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from ingest.cli import main; main()", *args]
+
+
+def sink_cmd(port: int) -> list[str]:
+    return [sys.executable, "-m", "bench.sink", str(port)]
