@@ -3,10 +3,11 @@
 :class:`Authenticator` implements :class:`policy.verdict.Verifier`. For one
 message it runs, concurrently on the event loop, SPF (pyspf in a worker
 thread whose lookups come back to the loop), the DKIM/ARC key lookups and
-the DMARC policy discovery, all through the one shared resolver; then the
-RSA/ed25519 work in an executor (a process pool in production, so
-verification uses every core and never blocks the loop); then DMARC and the
-forwarding rules on plain data.
+the DMARC policy discovery, all through the one shared resolver; the loop
+itself parses only the header block. Then the RSA/ed25519 work, ARC and the
+body (forwarding evidence) go to an executor (a process pool in production,
+so verification uses every core and never blocks the loop); then DMARC and
+the policy decide on plain data.
 
 Reason codes (stable; the rejection log and the stored verdict use them):
 
@@ -46,10 +47,13 @@ import asyncio
 import email
 import ipaddress
 import multiprocessing
+import os
 import re
+import select
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
-from email.message import Message
+from dataclasses import dataclass, fields
 from typing import Any
 
 from policy import authresults, dkim, dmarc, forwarding, spf
@@ -74,6 +78,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _RECEIVED_FROM = re.compile(
     r"^\s*from\s+(?P<helo>\S+)(?P<rest>.*?)(?:\bby\b|;|$)", re.IGNORECASE | re.DOTALL
 )
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BRACKETED_IP = re.compile(r"\[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\]")
 
 
@@ -84,16 +89,63 @@ def dmarc_reject_reply(domain: str) -> str:
     )
 
 
-def verify_signatures(
-    raw: bytes, keys: dkim.Keys, min_key_bits: int
-) -> tuple[list[dkim.DkimSignature], ArcResult]:
-    """The CPU-heavy part, fit for a process pool: every DKIM signature and ARC."""
-    return dkim.verify_dkim(raw, keys, min_key_bits), verify_arc(raw, keys, min_key_bits)
+@dataclass(frozen=True)
+class Analysis:
+    """What the executor computes from the whole message."""
+
+    signatures: list[dkim.DkimSignature]
+    arc: ArcResult
+    evidence: forwarding.ForwardingEvidence
+
+
+def analyse(raw: bytes, mail_from: str, keys: dkim.Keys, min_key_bits: int) -> Analysis:
+    """The CPU-heavy part, fit for a process pool: every signature, ARC, the body.
+
+    Everything that needs more than the header block happens here, so the
+    event loop only ever parses headers.
+    """
+    return Analysis(
+        dkim.verify_dkim(raw, keys, min_key_bits),
+        verify_arc(raw, keys, min_key_bits),
+        forwarding.inspect(email.message_from_bytes(raw), mail_from),
+    )
 
 
 def process_pool() -> ProcessPoolExecutor:
-    """Workers for signature checks; forkserver, because the server has threads."""
-    return ProcessPoolExecutor(mp_context=multiprocessing.get_context("forkserver"))
+    """Workers for signature checks.
+
+    forkserver, because forking the server itself would copy locks held by
+    its threads; the workers are forked from a server process that has
+    already imported this module. Each worker watches the server and exits
+    with it: a server killed with SIGKILL would otherwise leave the workers
+    (and through them the fork server) blocked on their queue for ever.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(mp_context=context, initializer=_exit_with, initargs=(os.getpid(),))
+
+
+def _exit_with(server_pid: int) -> None:
+    threading.Thread(target=_watch, args=(server_pid,), daemon=True).start()
+
+
+def _watch(server_pid: int) -> None:
+    try:
+        # A pidfd becomes readable when the process ends (Linux 5.3+).
+        descriptor = os.pidfd_open(server_pid)
+        select.select([descriptor], [], [])
+    except OSError:
+        while _alive(server_pid):
+            time.sleep(2)
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def production_verifier(config: Config) -> Authenticator:
@@ -109,12 +161,15 @@ def _in(ip: str, networks: list[Network]) -> bool:
     return any(address in network for network in networks)
 
 
-def spf_origin(message: Message, envelope: Envelope, trusted: list[Network]) -> tuple[str, str]:
-    """(ip, helo) SPF should judge: the client, or the hop into our trusted relays."""
+def spf_origin(received: list[str], envelope: Envelope, trusted: list[Network]) -> tuple[str, str]:
+    """(ip, helo) SPF should judge: the client, or the hop into our trusted relays.
+
+    ``received`` are the Received header values, newest first.
+    """
     if not _in(envelope.client_ip, trusted):
         return envelope.client_ip, envelope.helo
-    for received in message.get_all("Received") or []:
-        match = _RECEIVED_FROM.match(str(received))
+    for value in received:
+        match = _RECEIVED_FROM.match(value)
         if match is None:
             continue
         ip_match = _BRACKETED_IP.search(match.group("rest"))
@@ -124,6 +179,21 @@ def spf_origin(message: Message, envelope: Envelope, trusted: list[Network]) -> 
         if not _in(ip, trusted):
             return ip, match.group("helo").strip("[]")
     return envelope.client_ip, envelope.helo
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header section, up to and including the blank line that ends it."""
+    match = _HEADER_END.search(raw)
+    return raw[: match.end()] if match else raw
+
+
+def _values(header_fields: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
+    return [v.decode("utf-8", "replace").strip() for n, v in header_fields if n.lower() == name]
+
+
+def _record(value: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-ready dict, shallow (our results are flat)."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def _trusted_sealer(arc: ArcResult, author: str, sealers: list[str]) -> bool:
@@ -175,9 +245,9 @@ class Authenticator:
     async def verify(
         self, raw: bytes, envelope: Envelope, mailbox: MailboxConfig, policy: PolicyConfig
     ) -> Verdict:
-        message = email.message_from_bytes(raw)
+        header_fields = dkim.headers(header_block(raw))
         try:
-            author = dmarc.author_domain([str(v) for v in message.get_all("From") or []])
+            author = dmarc.author_domain(_values(header_fields, b"from"))
         except dmarc.MalformedFrom as exc:
             return Verdict(
                 Action.REJECT,
@@ -185,47 +255,56 @@ class Authenticator:
                 FROM_MALFORMED_REPLY,
                 details={"from": str(exc)},
             )
-        evidence = forwarding.inspect(message, envelope.mail_from)
-        ip, helo = spf_origin(message, envelope, list(policy.trusted_networks))
+        received = _values(header_fields, b"received")
+        ip, helo = spf_origin(received, envelope, list(policy.trusted_networks))
         try:
-            checks = await self._lookups(raw, envelope, ip, helo, author)
+            checks = await self._lookups(dkim.key_names(header_fields), envelope, ip, helo, author)
         except DnsTempError as exc:
-            return self._tempfail(str(exc), evidence)
+            return self._tempfail(str(exc))
         if any(check.dns_failure for check in checks.spf):
-            return self._tempfail("SPF: " + checks.spf[0].explanation, evidence)
+            return self._tempfail("SPF: " + checks.spf[0].explanation)
         loop = asyncio.get_running_loop()
-        signatures, arc = await loop.run_in_executor(
-            self._executor, verify_signatures, raw, checks.keys, policy.min_dkim_key_bits
+        analysis = await loop.run_in_executor(
+            self._executor,
+            analyse,
+            raw,
+            envelope.mail_from,
+            checks.keys,
+            policy.min_dkim_key_bits,
         )
         mailfrom = checks.spf[0]
+        message_ids = _values(header_fields, b"message-id")
         outcome = dmarc.evaluate(
             author,
             checks.discovery,
             mailfrom.result,
             mailfrom.domain,
-            [s.domain for s in signatures if s.result == "pass"],
-            str(message.get("Message-ID", "")),
+            [s.domain for s in analysis.signatures if s.result == "pass"],
+            message_ids[0] if message_ids else "",
         )
         results = authresults.build(
-            self.authserv_id, checks.spf, signatures, arc, outcome, envelope.client_ip
-        )
+            self.authserv_id, checks.spf, analysis.signatures, analysis.arc, outcome,
+            envelope.client_ip,
+        )  # fmt: skip
+        action, reason, reply, kind = self._decide(outcome, analysis.arc, analysis.evidence, policy)
         details: dict[str, Any] = {
             "from_domain": author,
             "spf_ip": ip,
-            "spf": [asdict(c) for c in checks.spf],
-            "dkim": [asdict(s) for s in signatures],
-            "arc": asdict(arc),
-            "dmarc": asdict(outcome),
-            "forwarding": {"manual": list(evidence.manual), "native": list(evidence.native)},
+            "spf": [_record(c) for c in checks.spf],
+            "dkim": [_record(s) for s in analysis.signatures],
+            "arc": _record(analysis.arc),
+            "dmarc": _record(outcome),
+            "forwarding": {
+                "kind": str(kind),
+                "manual": list(analysis.evidence.manual),
+                "native": list(analysis.evidence.native),
+            },
         }
-        action, reason, reply, kind = self._decide(outcome, arc, evidence, policy)
-        details["forwarding"]["kind"] = str(kind)
         return Verdict(action, reason, reply, results, kind, details)
 
     async def _lookups(
-        self, raw: bytes, envelope: Envelope, ip: str, helo: str, author: str
+        self, names: list[str], envelope: Envelope, ip: str, helo: str, author: str
     ) -> _Checks:
-        names = dkim.key_names(dkim.headers(raw))
         try:
             async with asyncio.TaskGroup() as group:
                 spf_task = group.create_task(
@@ -237,14 +316,9 @@ class Authenticator:
             raise group_error.exceptions[0] from None
         return _Checks(spf_task.result(), keys_task.result(), dmarc_task.result())
 
-    def _tempfail(self, why: str, evidence: forwarding.ForwardingEvidence) -> Verdict:
-        return Verdict(
-            Action.TEMPFAIL,
-            "dns_tempfail",
-            DNS_TEMPFAIL_REPLY,
-            forwarding=evidence.kind,
-            details={"dns": why},
-        )
+    @staticmethod
+    def _tempfail(why: str) -> Verdict:
+        return Verdict(Action.TEMPFAIL, "dns_tempfail", DNS_TEMPFAIL_REPLY, details={"dns": why})
 
     @staticmethod
     def _decide(

@@ -140,6 +140,17 @@ class Resolver:
         finally:
             del self._inflight[key]
 
+    def cached(self, name: str, rdtype: str) -> Answer | None:
+        """A fresh answer from the cache, or None; never queries.
+
+        Only reads, so pyspf's worker thread may call it: answering a warm
+        lookup there saves a round trip through the event loop.
+        """
+        entry = self._cache.get((name.lower().rstrip("."), rdtype.upper()))
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        return None
+
     async def txt(self, name: str) -> list[bytes]:
         """Every TXT record at ``name``, each with its strings joined."""
         return [b"".join(value) for value in await self.resolve(name, "TXT")]  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ import spf
 from policy.dns import Resolver, Value
 from policy.errors import DnsTempError
 
+Identity = Literal["mailfrom", "helo"]
 SpfResult = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"]
 
 # The whole evaluation may not take longer than this (RFC 7208 4.6.4: 20 s).
@@ -76,31 +77,39 @@ class _LoopLookup:
         self.failed = False
 
     def __call__(self, name: str, qtype: str) -> list[tuple[tuple[str, str], Any]]:
-        future = asyncio.run_coroutine_threadsafe(self._resolver.resolve(name, qtype), self._loop)
-        try:
-            answer = future.result(timeout=MAX_EVALUATION_SECONDS)
-        except DnsTempError as exc:
-            self.failed = True
-            raise spf.TempError(f"DNS {exc}") from exc
+        answer = self._resolver.cached(name, qtype)
+        if answer is None:
+            coroutine = self._resolver.resolve(name, qtype)
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            try:
+                answer = future.result(timeout=MAX_EVALUATION_SECONDS)
+            except DnsTempError as exc:
+                self.failed = True
+                raise spf.TempError(f"DNS {exc}") from exc
         return [((name, qtype), _pyspf_value(qtype, value)) for value in answer]
 
 
-def _evaluate(lookup: _LoopLookup, query: spf.query) -> tuple[str, str]:
-    _current_lookup.set(lookup)
-    result, _code, explanation = query.check()
-    return str(result), str(explanation)
+def _evaluate(jobs: list[tuple[_LoopLookup, spf.query]]) -> list[tuple[str, str]]:
+    results = []
+    for lookup, query in jobs:
+        _current_lookup.set(lookup)
+        result, _code, explanation = query.check()
+        results.append((str(result), str(explanation)))
+    return results
 
 
-async def run_query(resolver: Resolver, query: spf.query) -> tuple[str, str, bool]:
-    """Evaluate a prepared pyspf query: ``(result, explanation, dns_failed)``.
+async def run_queries(resolver: Resolver, queries: list[spf.query]) -> list[tuple[str, str, bool]]:
+    """Evaluate prepared pyspf queries: ``(result, explanation, dns_failed)`` each.
 
-    This is the one bridge between pyspf and our resolver; the RFC 7208 test
-    suite runs through it too.
+    This is the one bridge between pyspf and our resolver (the RFC 7208 test
+    suite runs through it too). The queries share one trip to a worker
+    thread, because the hop costs more than a warm evaluation.
     """
-    lookup = _LoopLookup(resolver, asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    jobs = [(_LoopLookup(resolver, loop), query) for query in queries]
     # to_thread copies the context, so the variable set in _evaluate is private.
-    result, explanation = await asyncio.to_thread(_evaluate, lookup, query)
-    return result, explanation, lookup.failed
+    results = await asyncio.to_thread(_evaluate, jobs)
+    return [(r, e, lookup.failed) for (r, e), (lookup, _q) in zip(results, jobs, strict=True)]
 
 
 def _domain(address: str) -> str:
@@ -110,30 +119,46 @@ def _domain(address: str) -> str:
 async def check_spf(
     resolver: Resolver, ip: str, mail_from: str, helo: str
 ) -> tuple[SpfCheck, SpfCheck]:
-    """SPF for the MAIL FROM identity and for the HELO identity, concurrently.
+    """SPF for the MAIL FROM identity and for the HELO identity.
 
     With a null reverse-path, RFC 7208 2.4 checks ``postmaster@HELO`` as the
     MAIL FROM identity, so the HELO result is also the MAIL FROM result.
     """
-    helo_check = check_identity(resolver, ip, "", helo, "helo")
+    identities: list[tuple[Identity, str]] = [("helo", "")]
+    if mail_from:
+        identities.append(("mailfrom", mail_from))
+    checks = await check_identities(resolver, ip, helo, identities)
     if not mail_from:
-        result = await helo_check
-        return replace(result, identity="mailfrom"), result
-    mailfrom, helo_result = await asyncio.gather(
-        check_identity(resolver, ip, mail_from, helo, "mailfrom"), helo_check
+        return replace(checks[0], identity="mailfrom"), checks[0]
+    return checks[1], checks[0]
+
+
+async def check_identities(
+    resolver: Resolver, ip: str, helo: str, identities: list[tuple[Identity, str]]
+) -> list[SpfCheck]:
+    """One result per (identity, sender); an empty sender checks ``postmaster@helo``."""
+    domains = [_domain(sender) if sender else helo.lower().rstrip(".") for _i, sender in identities]
+    todo = [index for index, domain in enumerate(domains) if domain]
+    queries = [_query(ip, identities[index][1], helo) for index in todo]
+    evaluated = dict(
+        zip(todo, await run_queries(resolver, queries) if queries else [], strict=True)
     )
-    return mailfrom, helo_result
+    return [
+        SpfCheck(identity, domain, *evaluated[index])  # type: ignore[arg-type]
+        if index in evaluated
+        else SpfCheck(identity, domain, "none", "no domain to check")
+        for index, ((identity, _sender), domain) in enumerate(zip(identities, domains, strict=True))
+    ]
 
 
 async def check_identity(
-    resolver: Resolver, ip: str, sender: str, helo: str, identity: Literal["mailfrom", "helo"]
+    resolver: Resolver, ip: str, sender: str, helo: str, identity: Identity
 ) -> SpfCheck:
-    """One pyspf evaluation; an empty ``sender`` checks ``postmaster@helo``."""
-    domain = _domain(sender) if sender else helo.lower().rstrip(".")
-    if not domain:
-        return SpfCheck(identity, domain, "none", "no domain to check")
-    query = spf.query(
+    """One identity alone; see :func:`check_identities`."""
+    return (await check_identities(resolver, ip, helo, [(identity, sender)]))[0]
+
+
+def _query(ip: str, sender: str, helo: str) -> spf.query:
+    return spf.query(
         i=ip, s=sender, h=helo, timeout=MAX_EVALUATION_SECONDS, querytime=MAX_EVALUATION_SECONDS
     )
-    result, explanation, dns_failed = await run_query(resolver, query)
-    return SpfCheck(identity, domain, result, explanation, dns_failed)  # type: ignore[arg-type]

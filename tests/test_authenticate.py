@@ -7,7 +7,12 @@ its own keys; nothing is mocked.
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -362,3 +367,34 @@ async def test_signature_checks_run_in_a_process_pool(
     raw = publish_sender(dns_server).sign(message())
     verdict = await pool_authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
     assert (verdict.action, verdict.details["dkim"][0]["result"]) == (Action.ACCEPT, "pass")
+
+
+WORKER_SCRIPT = """
+import os, time
+from policy.authenticate import process_pool
+pool = process_pool()
+print(pool.submit(os.getpid).result(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_pool_workers_exit_when_the_server_is_killed() -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert server.stdout is not None
+    worker = int(server.stdout.readline())
+    assert worker != server.pid
+    server.kill()
+    server.wait()
+    server.stdout.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"pool worker {worker} outlived its killed server")

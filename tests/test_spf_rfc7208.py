@@ -3,7 +3,7 @@
 The suite ships in pyspf's source distribution (``test/rfc7208-tests.yml``),
 which ``make`` downloads next to the virtualenv (``.venv/sdist``). Its zone
 data is served by the loopback DNS server and every lookup goes through
-:func:`policy.spf.run_query` and :class:`policy.dns.Resolver`, so the suite
+:func:`policy.spf.run_queries` and :class:`policy.dns.Resolver`, so the suite
 checks that our wiring does not change SPF semantics. Without the tarball the
 suite is skipped with the reason, except under ``CI``, where it fails.
 
@@ -28,7 +28,7 @@ import spf
 import yaml
 
 from policy.dns import Resolver
-from policy.spf import run_query
+from policy.spf import run_queries
 from tests.dnsserver import DnsServer
 
 VERSION = importlib.metadata.version("pyspf")
@@ -117,8 +117,8 @@ async def test_rfc7208(
     load_zone(suite_server, zonedata)
     query = spf.query(i=test["host"], s=test["mailfrom"], h=test["helo"], strict=True)
     query.set_default_explanation("DEFAULT")
-    result, explanation, _dns_failed = await run_query(
-        Resolver([suite_server.address], timeout=0.3), query
+    [(result, explanation, _dns_failed)] = await run_queries(
+        Resolver([suite_server.address], timeout=0.3), [query]
     )
     expected = test["result"]
     allowed = [expected] if isinstance(expected, str) else expected
