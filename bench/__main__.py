@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import platform
 import os
+import platform
 
-from bench import ingest
+from bench import ingest, processing
 
 
 def main() -> None:
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    for section in (ingest,):
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    for section in (ingest, processing):
         for line in section.run():
             print(line, flush=True)
 
