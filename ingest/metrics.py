@@ -31,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from storage import status
 from storage.models import utcnow
@@ -193,12 +194,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-class MetricsServer:
-    """The HTTP endpoint; ``start`` binds at once so a bad address fails loudly."""
+class HttpServer:
+    """An ASGI app on ``listen`` in our loop; ``start`` binds at once: bad addresses fail loudly."""
 
-    def __init__(self, listen: str, registry: CollectorRegistry, health: HealthCheck) -> None:
+    def __init__(self, listen: str, app: ASGIApp, *, name: str, description: str) -> None:
         self.listen = listen
-        self._app = http_app(registry, health)
+        self.name = name
+        self.description = description
+        self._app = app
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.address: tuple[str, int] = parse_listen(listen)
@@ -223,8 +226,8 @@ class MetricsServer:
         self._server = _Server(config)
         # The socket is already listening: clients wait in its backlog until
         # uvicorn's loop picks them up, so there is nothing to wait for here.
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="metrics")
-        log.info("metrics and health on http://%s:%d/", *self.address)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=self.name)
+        log.info("%s on http://%s:%d/", self.description, *self.address)
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:
@@ -233,3 +236,12 @@ class MetricsServer:
         await self._task
         self._server = None
         self._task = None
+
+
+class MetricsServer(HttpServer):
+    """``/metrics`` and ``/health`` on ``metrics.listen``."""
+
+    def __init__(self, listen: str, registry: CollectorRegistry, health: HealthCheck) -> None:
+        super().__init__(
+            listen, http_app(registry, health), name="metrics", description="metrics and health"
+        )

@@ -40,12 +40,17 @@ class Incoming:
 
 
 Item = Incoming | Rejection
+# Runs in the commit's transaction after each item is written (webhook events).
+WriteHook = Callable[[Session, Item], None]
 
 
 class GroupCommitWriter:
-    def __init__(self, engine: Engine, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, engine: Engine, *, max_batch: int = 256, on_write: WriteHook | None = None
+    ) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        self._on_write = on_write
         self._pending: list[tuple[Item, asyncio.Future[Item]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -130,6 +135,9 @@ class GroupCommitWriter:
             for item in items:
                 if isinstance(item, Rejection):
                     session.add(item)
+                    if self._on_write is not None:
+                        session.flush()
+                        self._on_write(session, item)
                     continue
                 session.add(item.message)
                 session.flush()
@@ -146,6 +154,8 @@ class GroupCommitWriter:
                 session.add_all(entries)
                 session.flush()
                 item.queue_ids = [e.id for e in entries if e.id is not None]
+                if self._on_write is not None:
+                    self._on_write(session, item)
 
 
 def _resolve(

@@ -48,7 +48,10 @@ def list_tickets(session: Session, *, limit: int = 100) -> list[dict[str, Any]]:
     return [ticket_summary(ticket, count) for ticket, count in rows]
 
 
-def message_detail(message: TicketMessage, attachments: list[Attachment]) -> dict[str, Any]:
+def message_detail(
+    message: TicketMessage, attachments: list[Attachment], *, attachment_base: str | None = None
+) -> dict[str, Any]:
+    """One message; with ``attachment_base``, each attachment gets its API download URL."""
     return {
         "id": message.id,
         "message_id": message.message_id,
@@ -68,6 +71,11 @@ def message_detail(message: TicketMessage, attachments: list[Attachment]) -> dic
                 "size": a.size,
                 "sha256": a.sha256,
                 "inline": a.inline,
+                **(
+                    {"download_url": f"{attachment_base}/api/v1/attachments/{a.id}"}
+                    if attachment_base is not None
+                    else {}
+                ),
             }
             for a in attachments
         ],
@@ -82,7 +90,9 @@ def message_detail(message: TicketMessage, attachments: list[Attachment]) -> dic
     }
 
 
-def ticket_detail(session: Session, ticket_id: int) -> dict[str, Any] | None:
+def ticket_detail(
+    session: Session, ticket_id: int, *, attachment_base: str | None = None
+) -> dict[str, Any] | None:
     ticket = session.get(Ticket, ticket_id)
     if ticket is None:
         return None
@@ -99,7 +109,12 @@ def ticket_detail(session: Session, ticket_id: int) -> dict[str, Any] | None:
     ).all()
     detail = ticket_summary(ticket, len(messages))
     detail["messages"] = [
-        message_detail(m, [a for a in attachments if a.ticket_message_id == m.id]) for m in messages
+        message_detail(
+            m,
+            [a for a in attachments if a.ticket_message_id == m.id],
+            attachment_base=attachment_base,
+        )
+        for m in messages
     ]
     return detail
 
