@@ -143,3 +143,16 @@ def test_thousands_of_mime_levels_keep_the_headers() -> None:
     assert (parsed.subject, parsed.text, parsed.attachments) == ("deep", "", ())
     assert parsed.from_ is not None and parsed.from_.address == "a@b.example"
     assert parsed.defects == ("body not parsed: RecursionError",)
+
+
+def test_parts_below_the_depth_limit_are_not_read() -> None:
+    nested = part("text/plain", b"too deep\r\n")
+    for level in range(40):
+        nested = part(
+            f"multipart/mixed; boundary=N{level}",
+            b"--N%d\r\n%s\r\n--N%d--\r\n" % (level, nested, level),
+        )
+    parsed = parse_message(b"Subject: deep\r\nMIME-Version: 1.0\r\n" + nested)
+    assert parsed.subject == "deep"
+    assert parsed.text == ""
+    assert len(parsed.defects) == 1 and "nested deeper than 30" in parsed.defects[0]
