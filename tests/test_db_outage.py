@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -74,6 +74,16 @@ class TcpProxy:
             pass
         for sock in (source, sink):
             _reset(sock)
+
+    def upstream_ports(self) -> list[int]:
+        """Our local ports towards the database: pg_stat_activity's client_port of our backends."""
+        with self._lock:
+            links = list(self._links)
+        ports = []
+        for sock in links[1::2]:
+            with contextlib.suppress(OSError):
+                ports.append(sock.getsockname()[1])
+        return ports
 
     def cut(self) -> None:
         """The database host vanishes: connections reset, new ones refused."""
@@ -168,6 +178,31 @@ def test_database_cut_off_mid_session_answers_451_and_recovers_by_itself(
     assert eventually(
         lambda: message_ids(postgres_schema_url, col(TicketMessage.message_id)) == expected
     )
+
+
+def test_backends_terminated_by_the_server_are_replaced_without_losing_mail(
+    server: ServerThread, proxy: TcpProxy, postgres_schema_url: str
+) -> None:
+    """A PostgreSQL restart or failover kills our sessions: the pool reconnects on its own."""
+    admin = make_engine(postgres_schema_url)
+    try:
+        with server.smtp() as client:
+            assert send(client, 1) == 250
+            with admin.begin() as connection:
+                killed = connection.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE client_port = ANY(:ports)"
+                    ),
+                    {"ports": proxy.upstream_ports()},
+                ).scalar()
+            after = [send(client, n) for n in range(2, 5)]
+    finally:
+        admin.dispose()
+    assert killed
+    assert after == [250] * 3
+    expected = {mail(n).message_id for n in range(1, 5)}
+    assert message_ids(postgres_schema_url, col(StoredMessage.header_message_id)) == expected
 
 
 def test_postgres_connections_give_up_on_a_host_that_never_answers(
