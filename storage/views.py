@@ -71,6 +71,8 @@ def message_detail(
                 "size": a.size,
                 "sha256": a.sha256,
                 "inline": a.inline,
+                # What ``cid:`` image sources in the message's html name.
+                "content_id": a.content_id,
                 **(
                     {"download_url": f"{attachment_base}/api/v1/attachments/{a.id}"}
                     if attachment_base is not None

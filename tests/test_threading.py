@@ -274,6 +274,10 @@ def test_a_message_with_everything_shows_in_ticket_json(server: ServerThread) ->
     assert message["date"] == "2026-11-03T09:00:00+00:00"
     assert message["text"] == "Grüße"
     assert message["html"] == '<p>Grüße <img src="cid:i@x"></p>'
+    assert [(a["filename"], a["content_id"]) for a in message["attachments"]] == [
+        ("part-1.2.png", "i@x"),
+        ("a.pdf", None),
+    ]
     assert [(a["filename"], a["inline"], a["size"]) for a in message["attachments"]] == [
         ("part-1.2.png", True, 7),
         ("a.pdf", False, 4),
