@@ -48,8 +48,10 @@ class Draft:
     cc: tuple[str, ...] = ()
     text: str = ""
     html: str | None = None
-    # The thread so far: Message-IDs oldest first; the last is what we answer.
+    # The thread so far, Message-IDs oldest first, and the one we answer
+    # (default: the last of the thread).
     references: tuple[str, ...] = ()
+    in_reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ def parse_address(value: str) -> Address:
     address = addresses[0]
     if not _ADDR_SPEC.match(address.addr_spec):
         raise InvalidReply(f"{address.addr_spec!r} is not a plain email address")
+    if not address.addr_spec.isascii():
+        # It would need SMTPUTF8 end to end, which replies do not negotiate.
+        raise InvalidReply(f"{address.addr_spec!r}: non-ASCII addresses are not supported")
     return Address(display_name=one_line(address.display_name), addr_spec=address.addr_spec)
 
 
@@ -123,7 +128,8 @@ def compose(draft: Draft, sender: Sender, date: datetime) -> EmailMessage:
     # customer's client is dropped rather than copied into our headers.
     thread = [m.strip() for m in draft.references if _MESSAGE_ID.fullmatch(m.strip())]
     if thread:
-        msg["In-Reply-To"] = thread[-1]
+        answered = (draft.in_reply_to or "").strip()
+        msg["In-Reply-To"] = answered if _MESSAGE_ID.fullmatch(answered) else thread[-1]
         msg["References"] = " ".join(thread)
     msg["Auto-Submitted"] = "no"
     # Marks our own mail, so that it is recognised if it ever comes back in.

@@ -146,6 +146,7 @@ def test_any_subject_gives_exactly_the_headers_we_set(subject: str) -> None:
         "not an address",
         "",
         "customer@exa mple.net",
+        "jörg@example.net",
         '"weird\r\n" <customer@example.net>',
     ],
 )
