@@ -226,6 +226,7 @@ class Authenticator:
         self.resolver = resolver
         self.authserv_id = authserv_id
         self._executor = executor
+        self._spf_results = spf.ResultCache()
 
     @classmethod
     def from_config(cls, config: Config, executor: Executor | None = None) -> Authenticator:
@@ -308,7 +309,7 @@ class Authenticator:
         try:
             async with asyncio.TaskGroup() as group:
                 spf_task = group.create_task(
-                    spf.check_spf(self.resolver, ip, envelope.mail_from, helo)
+                    spf.check_spf(self.resolver, ip, envelope.mail_from, helo, self._spf_results)
                 )
                 keys_task = group.create_task(dkim.fetch_keys(self.resolver, names))
                 dmarc_task = group.create_task(dmarc.discover(self.resolver, author))

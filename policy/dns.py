@@ -140,15 +140,16 @@ class Resolver:
         finally:
             del self._inflight[key]
 
-    def cached(self, name: str, rdtype: str) -> Answer | None:
-        """A fresh answer from the cache, or None; never queries.
+    def cached(self, name: str, rdtype: str) -> tuple[float, Answer] | None:
+        """A fresh ``(expiry, answer)`` from the cache, or None; never queries.
 
         Only reads, so pyspf's worker thread may call it: answering a warm
-        lookup there saves a round trip through the event loop.
+        lookup there saves a round trip through the event loop. ``expiry``
+        is on the :func:`time.monotonic` clock.
         """
         entry = self._cache.get((name.lower().rstrip("."), rdtype.upper()))
         if entry is not None and entry[0] > time.monotonic():
-            return entry[1]
+            return entry
         return None
 
     async def txt(self, name: str) -> list[bytes]:

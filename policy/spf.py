@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -69,16 +71,21 @@ def _pyspf_value(qtype: str, value: Value) -> Any:
 
 
 class _LoopLookup:
-    """pyspf's lookup function, answered by the resolver on the event loop."""
+    """pyspf's lookup function, answered by the resolver on the event loop.
+
+    It remembers when the first of the answers it used expires, which is how
+    long the evaluation's result stays true.
+    """
 
     def __init__(self, resolver: Resolver, loop: asyncio.AbstractEventLoop) -> None:
         self._resolver = resolver
         self._loop = loop
         self.failed = False
+        self.expires = float("inf")
 
     def __call__(self, name: str, qtype: str) -> list[tuple[tuple[str, str], Any]]:
-        answer = self._resolver.cached(name, qtype)
-        if answer is None:
+        entry = self._resolver.cached(name, qtype)
+        if entry is None:
             coroutine = self._resolver.resolve(name, qtype)
             future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
             try:
@@ -86,7 +93,19 @@ class _LoopLookup:
             except DnsTempError as exc:
                 self.failed = True
                 raise spf.TempError(f"DNS {exc}") from exc
-        return [((name, qtype), _pyspf_value(qtype, value)) for value in answer]
+            # Not cached (TTL 0): the result must not outlive this evaluation.
+            entry = self._resolver.cached(name, qtype) or (0.0, answer)
+        self.expires = min(self.expires, entry[0])
+        return [((name, qtype), _pyspf_value(qtype, value)) for value in entry[1]]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    result: SpfResult
+    explanation: str
+    dns_failed: bool
+    # time.monotonic() at which the first DNS answer used expires.
+    expires: float
 
 
 def _evaluate(jobs: list[tuple[_LoopLookup, spf.query]]) -> list[tuple[str, str]]:
@@ -98,8 +117,8 @@ def _evaluate(jobs: list[tuple[_LoopLookup, spf.query]]) -> list[tuple[str, str]
     return results
 
 
-async def run_queries(resolver: Resolver, queries: list[spf.query]) -> list[tuple[str, str, bool]]:
-    """Evaluate prepared pyspf queries: ``(result, explanation, dns_failed)`` each.
+async def run_queries(resolver: Resolver, queries: list[spf.query]) -> list[Evaluation]:
+    """Evaluate prepared pyspf queries.
 
     This is the one bridge between pyspf and our resolver (the RFC 7208 test
     suite runs through it too). The queries share one trip to a worker
@@ -109,7 +128,40 @@ async def run_queries(resolver: Resolver, queries: list[spf.query]) -> list[tupl
     jobs = [(_LoopLookup(resolver, loop), query) for query in queries]
     # to_thread copies the context, so the variable set in _evaluate is private.
     results = await asyncio.to_thread(_evaluate, jobs)
-    return [(r, e, lookup.failed) for (r, e), (lookup, _q) in zip(results, jobs, strict=True)]
+    return [
+        Evaluation(result, explanation, lookup.failed, lookup.expires)  # type: ignore[arg-type]
+        for (result, explanation), (lookup, _query) in zip(results, jobs, strict=True)
+    ]
+
+
+class ResultCache:
+    """SPF results by (ip, sender, helo), kept while every answer they used is fresh.
+
+    A result depends on nothing else, so a burst of mail from one sender
+    through one forwarder costs one evaluation; temperrors are never kept.
+    """
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self._entries: OrderedDict[tuple[str, str, str], Evaluation] = OrderedDict()
+        self._max_entries = max_entries
+
+    def get(self, key: tuple[str, str, str]) -> Evaluation | None:
+        evaluation = self._entries.get(key)
+        if evaluation is None:
+            return None
+        if evaluation.expires <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return evaluation
+
+    def put(self, key: tuple[str, str, str], evaluation: Evaluation) -> None:
+        if evaluation.dns_failed or evaluation.expires <= time.monotonic():
+            return
+        self._entries[key] = evaluation
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
 
 
 def _domain(address: str) -> str:
@@ -117,7 +169,7 @@ def _domain(address: str) -> str:
 
 
 async def check_spf(
-    resolver: Resolver, ip: str, mail_from: str, helo: str
+    resolver: Resolver, ip: str, mail_from: str, helo: str, cache: ResultCache | None = None
 ) -> tuple[SpfCheck, SpfCheck]:
     """SPF for the MAIL FROM identity and for the HELO identity.
 
@@ -127,28 +179,40 @@ async def check_spf(
     identities: list[tuple[Identity, str]] = [("helo", "")]
     if mail_from:
         identities.append(("mailfrom", mail_from))
-    checks = await check_identities(resolver, ip, helo, identities)
+    checks = await check_identities(resolver, ip, helo, identities, cache)
     if not mail_from:
         return replace(checks[0], identity="mailfrom"), checks[0]
     return checks[1], checks[0]
 
 
 async def check_identities(
-    resolver: Resolver, ip: str, helo: str, identities: list[tuple[Identity, str]]
+    resolver: Resolver,
+    ip: str,
+    helo: str,
+    identities: list[tuple[Identity, str]],
+    cache: ResultCache | None = None,
 ) -> list[SpfCheck]:
     """One result per (identity, sender); an empty sender checks ``postmaster@helo``."""
+    cache = cache if cache is not None else ResultCache(0)
+    keys = [(ip, sender.lower(), helo.lower()) for _identity, sender in identities]
     domains = [_domain(sender) if sender else helo.lower().rstrip(".") for _i, sender in identities]
-    todo = [index for index, domain in enumerate(domains) if domain]
-    queries = [_query(ip, identities[index][1], helo) for index in todo]
-    evaluated = dict(
-        zip(todo, await run_queries(resolver, queries) if queries else [], strict=True)
-    )
-    return [
-        SpfCheck(identity, domain, *evaluated[index])  # type: ignore[arg-type]
-        if index in evaluated
-        else SpfCheck(identity, domain, "none", "no domain to check")
-        for index, ((identity, _sender), domain) in enumerate(zip(identities, domains, strict=True))
-    ]
+    found = {index: cache.get(key) for index, key in enumerate(keys) if domains[index]}
+    todo = [index for index, evaluation in found.items() if evaluation is None]
+    if todo:
+        queries = [_query(ip, identities[index][1], helo) for index in todo]
+        for index, evaluation in zip(todo, await run_queries(resolver, queries), strict=True):
+            found[index] = evaluation
+            cache.put(keys[index], evaluation)
+    checks = []
+    for index, (identity, _sender) in enumerate(identities):
+        done = found.get(index)
+        if done is None:
+            checks.append(SpfCheck(identity, domains[index], "none", "no domain to check"))
+        else:
+            checks.append(
+                SpfCheck(identity, domains[index], done.result, done.explanation, done.dns_failed)
+            )
+    return checks
 
 
 async def check_identity(

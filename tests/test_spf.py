@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from policy.dns import Resolver
-from policy.spf import check_identity, check_spf
+from policy.spf import ResultCache, check_identity, check_spf
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 
 IP = "192.0.2.10"
@@ -133,3 +133,32 @@ async def test_lookups_share_the_cache_across_checks(dns_server: DnsServer) -> N
         assert check.result == "pass"
     assert dns_server.queries[("sender.example", "TXT")] == 1
     assert dns_server.queries[("relay.sender.example", "A")] == 1
+
+
+async def test_results_are_kept_while_their_dns_answers_are_fresh(dns_server: DnsServer) -> None:
+    dns_server.add("kept.example", "TXT", f"v=spf1 ip4:{IP} -all")
+    dns_server.add("fresh.example", "TXT", f"v=spf1 ip4:{IP} -all", ttl=0)
+    cache = ResultCache()
+    for domain in ("kept.example", "fresh.example"):
+        first = await check_spf(resolver_for(dns_server), IP, f"a@{domain}", "h.example", cache)
+        assert first[0].result == "pass"
+        dns_server.remove(domain)
+        dns_server.add(domain, "TXT", "v=spf1 -all", ttl=0)
+    # A new resolver has an empty DNS cache: only the result cache can answer.
+    resolver = resolver_for(dns_server)
+    kept, _helo = await check_spf(resolver, IP, "a@kept.example", "h.example", cache)
+    fresh, _helo = await check_spf(resolver, IP, "a@fresh.example", "h.example", cache)
+    assert (kept.result, fresh.result) == ("pass", "fail")
+    assert dns_server.queries[("kept.example", "TXT")] == 1
+    assert dns_server.queries[("fresh.example", "TXT")] == 2
+
+
+async def test_temperrors_are_not_kept(dns_server: DnsServer) -> None:
+    dns_server.servfail("flaky.example")
+    cache = ResultCache()
+    failed, _helo = await check_spf(resolver_for(dns_server), IP, "a@flaky.example", "h", cache)
+    assert (failed.result, failed.dns_failure) == ("temperror", True)
+    dns_server.servfails.clear()
+    dns_server.add("flaky.example", "TXT", f"v=spf1 ip4:{IP} -all")
+    recovered, _helo = await check_spf(resolver_for(dns_server), IP, "a@flaky.example", "h", cache)
+    assert recovered.result == "pass"

@@ -117,11 +117,9 @@ async def test_rfc7208(
     load_zone(suite_server, zonedata)
     query = spf.query(i=test["host"], s=test["mailfrom"], h=test["helo"], strict=True)
     query.set_default_explanation("DEFAULT")
-    [(result, explanation, _dns_failed)] = await run_queries(
-        Resolver([suite_server.address], timeout=0.3), [query]
-    )
+    [evaluation] = await run_queries(Resolver([suite_server.address], timeout=0.3), [query])
     expected = test["result"]
     allowed = [expected] if isinstance(expected, str) else expected
-    assert result in allowed, test.get("description", "")
+    assert evaluation.result in allowed, test.get("description", "")
     if "explanation" in test:
-        assert explanation == test["explanation"]
+        assert evaluation.explanation == test["explanation"]
