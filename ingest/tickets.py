@@ -16,7 +16,8 @@ Not every message becomes a new ticket message:
   bytes stay in the store;
 * a bounce joins the ticket of the message it reports on, flagged, with the
   delivery status in ``details["bounce"]``; a bounce of mail we do not know
-  opens nothing.
+  opens nothing — unless a postmaster-like From is all that makes it look like
+  one, since postmasters are people who write to helpdesks too.
 
 Auto-replies are filed like any message, flagged ``auto_reply`` so that
 nothing ever answers them automatically.
@@ -66,12 +67,16 @@ def file_message(
         )
         return None
     sender = parsed.from_.address if parsed.from_ else None
-    if parsed.bounce.is_bounce:
-        original = known_message(session, mailbox, parsed.bounce.original_message_ids)
-        if original is None:
-            log.info("entry %d: bounce of mail we do not know; no ticket", claim.entry_id)
-            return None
+    original = (
+        known_message(session, mailbox, parsed.bounce.original_message_ids)
+        if parsed.bounce.is_bounce
+        else None
+    )
+    if original is not None:
         match: ThreadMatch | None = ThreadMatch(original.ticket_id, "bounce", original.message_id)
+    elif parsed.bounce.is_certain:
+        log.info("entry %d: bounce of mail we do not know; no ticket", claim.entry_id)
+        return None
     else:
         match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
     ticket = _ticket(session, mailbox, match, parsed, sender or stored.mail_from or "unknown")

@@ -62,6 +62,11 @@ class Bounce:
     recipients: tuple[BounceRecipient, ...] = ()
 
     @property
+    def is_certain(self) -> bool:
+        """More evidence than a From like ``postmaster@``, which a person may use."""
+        return any(not reason.startswith("From ") for reason in self.reasons)
+
+    @property
     def status(self) -> str | None:
         return next((r.status for r in self.recipients if r.status), None)
 

@@ -130,6 +130,8 @@ def test_bounce_with_attached_original_message() -> None:
     assert bounce.is_bounce
     assert bounce.reasons == ("From postmaster@relay.example",)
     assert bounce.original_message_ids == ("<sent-1@mx.example.com>",)
+    assert not bounce.is_certain
+    assert classify_bounce(_msg(raw), [], "postmaster@relay.example", "").is_certain
 
 
 def test_qmail_style_bounce_names_the_original_in_the_text() -> None:

@@ -284,3 +284,16 @@ def test_a_message_with_everything_shows_in_ticket_json(server: ServerThread) ->
     ]
     assert message["auto_reply"] is False
     assert message["charset_repaired"] is False
+
+
+def test_a_postmaster_writing_to_us_gets_a_ticket(server: ServerThread) -> None:
+    person = "Postmaster <postmaster@customer.example>"
+    deliver(
+        server,
+        mail("pm", "Your server is on our blocklist", b"Please check.\r\n", sender=person),
+        mail_from="postmaster@customer.example",
+    )
+    server.process()
+    [ticket] = tickets(server)
+    assert ticket["requester"] == "postmaster@customer.example"
+    assert ticket["messages"][0]["auto_reply"] is True
