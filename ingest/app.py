@@ -23,6 +23,7 @@ from ingest.batch import Batch, BatchResult
 from ingest.housekeeping import Housekeeping
 from ingest.listener import ConfigHolder, IngestHandler
 from ingest.metrics import CONNECTIONS, CONNECTIONS_REFUSED, MetricsServer, scrape_registry
+from ingest.outbound import run_outbox
 from ingest.rejections import RejectionLog
 from ingest.reload import ControlFiles, Reloader
 from ingest.smtpd import Gate, protocol_factory, start_listener
@@ -121,6 +122,8 @@ class App:
             await self._start_listeners()
         if self.run_worker:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
+            replies = run_outbox(lambda: self.holder.current, self.engine, self.worker.batch.owner)
+            self._tasks.append(asyncio.create_task(replies, name="outbox"))
         listen = self.holder.current.metrics.listen
         if listen:
             self.metrics = await self._start_metrics(listen)

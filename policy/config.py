@@ -130,6 +130,16 @@ class BatchConfig(_Model):
     max_attempts: int = Field(default=3, ge=1)
 
 
+class OutboxConfig(_Model):
+    """Sending replies: how often to look for due ones, and how long to keep trying."""
+
+    interval: float = Field(default=10, gt=0, description="seconds between looks")
+    max_attempts: int = Field(default=8, ge=1)
+    retry_seconds: float = Field(default=60, gt=0, description="first retry; doubles each time")
+    max_retry_seconds: float = Field(default=3600, gt=0)
+    lease_seconds: float = Field(default=600, gt=0)
+
+
 class DnsConfig(_Model):
     nameservers: list[str] = Field(default_factory=list, description="host or host:port")
     timeout: float = Field(default=5.0, gt=0)
@@ -312,6 +322,7 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
     batch: BatchConfig = BatchConfig()
+    outbox: OutboxConfig = OutboxConfig()
     dns: DnsConfig = DnsConfig()
     policy: PolicyConfig = PolicyConfig()
     retention: RetentionConfig = RetentionConfig()

@@ -18,6 +18,7 @@ from ingest.cli import (
     tickets,
     trace,
 )
+from ingest.cli.reply import reply
 from ingest.cli.smtp_test import smtp_test
 
 
@@ -40,3 +41,4 @@ main.add_command(quarantine.quarantine)
 main.add_command(reload.reload)
 main.add_command(status.status)
 main.add_command(smtp_test)
+main.add_command(reply)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store, table
 from storage import views
+from storage.outbox import replies_of
 
 
 @click.group()
@@ -48,6 +49,8 @@ def show(config_path: str, as_json: bool, ticket_id: int) -> None:
     try:
         with Session(engine) as session:
             detail = views.ticket_detail(session, ticket_id)
+            if detail is not None:
+                detail["replies"] = replies_of(session, ticket_id)
     finally:
         engine.dispose()
     if detail is None:
@@ -75,3 +78,13 @@ def show(config_path: str, as_json: bool, ticket_id: int) -> None:
         if message["text"]:
             click.echo("")
             click.echo(message["text"])
+    for reply in detail["replies"]:
+        click.echo("")
+        click.echo(f"--- reply {reply['id']}  {reply['message_id']}  [{reply['state']}]")
+        click.echo(f"To: {', '.join(reply['recipients'])}   attempts: {reply['attempts']}")
+        if reply["state"] == "sent":
+            click.echo(f"Server: {reply['server_reply']}   queue id: {reply['queue_id'] or '-'}")
+        elif reply["state"] in ("retrying", "failed"):
+            click.echo(f"Error ({reply['error_class']}): {reply['error']}")
+            if reply["state"] == "retrying":
+                click.echo(f"Next attempt: {reply['next_attempt_at']}")

@@ -1,0 +1,256 @@
+"""The outbox: replies waiting to go out through their mailbox's SMTP server.
+
+Every reply has one explicit, timestamped delivery state::
+
+    queued ──claim──▶ sending(owner, token, expires_at) ──▶ sent(server reply, queue id)
+                        │  ▲                          └───▶ failed(error, class)
+            temporary   ▼  │ due again                          ▲
+                      retrying(last error, next attempt) ───────┘ attempts exhausted
+    sent ──bounce comes back──▶ failed(bounce reason)
+
+Replies are claimed exactly as the inbound queue is (:mod:`storage.lease`):
+one owner and token per claim, token-checked transitions, so two workers
+never send the same reply twice. A worker that dies mid-send leaves the
+reply ``sending``; once its lease expires the reply is taken again — the
+same Message-ID goes out, so a duplicate threads onto itself in the
+customer's client rather than a reply being lost — until that has happened
+``max_attempts`` times: then it is ``failed`` as abandoned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, and_, or_, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel, col
+
+from storage import lease
+from storage.lease import LeaseLost
+from storage.models import _when, aware, utcnow
+
+__all__ = [
+    "LeaseLost",
+    "Reply",
+    "ReplyClaim",
+    "ReplyState",
+    "claim",
+    "mark_attempt_failed",
+    "mark_reply_bounced",
+    "mark_sent",
+    "replies_of",
+]
+
+
+class ReplyState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+
+class Reply(SQLModel, table=True):
+    """One answer to a ticket, composed once; the bytes are what every attempt sends."""
+
+    __tablename__ = "replies"
+    __table_args__ = (Index("ix_replies_state_available", "state", "available_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    mailbox: str = Field(max_length=320)
+    message_id: str = Field(max_length=998, index=True)
+    recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: ReplyState = Field(default=ReplyState.QUEUED, max_length=16)
+    attempts: int = 0
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _when(default=None, nullable=True)
+    available_at: datetime = _when(default_factory=utcnow)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The classified failure (step, class, server text, hint) the send test shows too.
+    error_class: str | None = Field(default=None, max_length=32)
+    diagnosis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    server_reply: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    queue_id: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _when(default_factory=utcnow)
+    state_changed_at: datetime = _when(default_factory=utcnow)
+    sent_at: datetime | None = _when(default=None, nullable=True)
+
+
+@dataclass(frozen=True)
+class ReplyClaim:
+    """A reply leased for sending; ``token`` must accompany the outcome."""
+
+    reply_id: int
+    ticket_id: int
+    mailbox: str
+    message_id: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    attempts: int
+    token: str
+
+
+def claim(
+    session: Session,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime | None = None,
+) -> list[ReplyClaim]:
+    """Lease up to ``limit`` replies that are due, oldest first."""
+    now = now or utcnow()
+    due = or_(
+        and_(
+            col(Reply.state).in_([ReplyState.QUEUED, ReplyState.RETRYING]),
+            col(Reply.available_at) <= now,
+        ),
+        and_(col(Reply.state) == ReplyState.SENDING, col(Reply.lease_expires_at) < now),
+    )
+    token, rows = lease.take(
+        session,
+        Reply,
+        due,
+        leased=ReplyState.SENDING,
+        owner=owner,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        now=now,
+        returning=[
+            col(Reply.id),
+            col(Reply.ticket_id),
+            col(Reply.mailbox),
+            col(Reply.message_id),
+            col(Reply.recipients),
+            col(Reply.raw),
+            col(Reply.attempts),
+        ],
+    )
+    claims = []
+    for r in sorted(rows, key=lambda r: r[0]):
+        taken = ReplyClaim(r[0], r[1], r[2], r[3], tuple(r[4]), bytes(r[5]), r[6], token)
+        # Every failed attempt is recorded and stops at max_attempts, so a reply
+        # taken once more than that was abandoned by workers that died sending it.
+        if taken.attempts > max_attempts:
+            _transition(
+                session,
+                taken,
+                state=ReplyState.FAILED,
+                last_error="the worker sending this reply stopped without finishing "
+                f"{max_attempts} times",
+                error_class="abandoned",
+            )
+        else:
+            claims.append(taken)
+    return claims
+
+
+def _transition(session: Session, claim: ReplyClaim, **values: object) -> None:
+    lease.release(session, Reply, claim.reply_id, claim.token, leased=ReplyState.SENDING, **values)
+
+
+def mark_sent(
+    session: Session, claim: ReplyClaim, *, server_reply: str, queue_id: str | None
+) -> None:
+    _transition(
+        session,
+        claim,
+        state=ReplyState.SENT,
+        server_reply=server_reply,
+        queue_id=queue_id,
+        sent_at=utcnow(),
+        last_error=None,
+        error_class=None,
+        diagnosis=None,
+    )
+
+
+def retry_delay(attempts: int, first: float, cap: float) -> float:
+    """Exponential backoff: ``first``, twice that, four times … never more than ``cap``."""
+    return float(min(cap, first * 2 ** max(0, min(attempts - 1, 32))))
+
+
+def mark_attempt_failed(
+    session: Session,
+    claim: ReplyClaim,
+    *,
+    error: str,
+    error_class: str,
+    diagnosis: dict[str, Any] | None,
+    temporary: bool,
+    max_attempts: int,
+    retry_after: float,
+    now: datetime | None = None,
+) -> ReplyState:
+    """``retrying`` with the next attempt's time, or ``failed`` (permanent, or out of attempts)."""
+    now = now or utcnow()
+    state = (
+        ReplyState.RETRYING if temporary and claim.attempts < max_attempts else ReplyState.FAILED
+    )
+    _transition(
+        session,
+        claim,
+        state=state,
+        last_error=error,
+        error_class=error_class,
+        diagnosis=diagnosis,
+        available_at=now + timedelta(seconds=retry_after),
+    )
+    return state
+
+
+def mark_reply_bounced(session: Session, reply_message_id: str, reason: str) -> bool:
+    """A bounce came back for a reply we sent: it failed after all. Whether one matched."""
+    result = session.execute(
+        update(Reply)
+        .where(col(Reply.message_id) == reply_message_id, col(Reply.state) == ReplyState.SENT)
+        .values(
+            state=ReplyState.FAILED,
+            last_error=f"bounced: {reason}",
+            error_class="bounce",
+            state_changed_at=utcnow(),
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return aware(value).isoformat() if value else None
+
+
+def reply_view(reply: Reply) -> dict[str, Any]:
+    """A reply's delivery state as JSON-ready data (``tickets show --json``)."""
+    view: dict[str, Any] = {
+        "id": reply.id,
+        "message_id": reply.message_id,
+        "recipients": list(reply.recipients),
+        "state": reply.state.value,
+        "attempts": reply.attempts,
+        "created_at": _iso(reply.created_at),
+        "state_changed_at": _iso(reply.state_changed_at),
+    }
+    if reply.state == ReplyState.SENT:
+        view.update(
+            server_reply=reply.server_reply, queue_id=reply.queue_id, sent_at=_iso(reply.sent_at)
+        )
+    if reply.state in (ReplyState.RETRYING, ReplyState.FAILED):
+        view.update(error=reply.last_error, error_class=reply.error_class)
+        if reply.diagnosis is not None:
+            view["diagnosis"] = reply.diagnosis
+    if reply.state == ReplyState.RETRYING:
+        view["next_attempt_at"] = _iso(reply.available_at)
+    return view
+
+
+def replies_of(session: Session, ticket_id: int) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(Reply).where(col(Reply.ticket_id) == ticket_id).order_by(col(Reply.id))
+    ).all()
+    return [reply_view(r) for r in rows]

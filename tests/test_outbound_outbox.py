@@ -1,0 +1,352 @@
+"""The outbox end to end: mail in, ``firstline reply``, the worker sends, the answer threads.
+
+A real server takes the customer's mail over SMTP, the batch files it, the
+reply goes out through a loopback relay (aiosmtpd with AUTH and STARTTLS),
+and the delivery state is read back through ``tickets show --json``. Time is
+passed to the worker explicitly, so retries are tested without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+import logging
+import time
+from datetime import datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from relay import PASSWORD, USER, RecordingHandler, Relays, free_port, relays_fixture  # noqa: F401
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from ingest.outbound import OutboxResult, send_due_replies
+from policy.config import Config, load_config
+from storage import outbox
+from storage.models import KnownMessageId, utcnow
+from tests.cli import run, write_config
+from tests.mailflow import deliver, tickets
+from tests.server import ServerThread, running
+
+CUSTOMER_MAIL = (
+    b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"
+    b"Subject: Printer on fire\r\nMessage-ID: <q1@customer.example>\r\n"
+    b"Date: Mon, 05 Jan 2026 10:00:00 +0000\r\n\r\nIt is really burning.\r\n"
+)
+
+
+class Desk:
+    """A running server whose support mailbox sends through a loopback relay."""
+
+    def __init__(self, server: ServerThread, config: Config, path: Path, tmp: Path) -> None:
+        self.server = server
+        self.config = config
+        self.path = path
+        self.tmp = tmp
+
+    def ticket_from_customer(self) -> int:
+        deliver(self.server, CUSTOMER_MAIL)
+        self.server.process()
+        [ticket] = tickets(self.server)
+        return int(ticket["id"])
+
+    def reply(self, ticket_id: int, text: str = "We are on it.\n", *args: str) -> int:
+        body = self.tmp / "body.txt"
+        body.write_text(text, encoding="utf-8")
+        result = run("reply", str(ticket_id), "--body-file", str(body), *args, config=self.path)
+        assert result.exit_code == 0, result.output
+        return int(result.stdout.strip())
+
+    def send(self, now: datetime, owner: str = "test-worker") -> OutboxResult:
+        return asyncio.run(send_due_replies(self.server.engine, self.config, owner=owner, now=now))
+
+    def shown(self, ticket_id: int) -> dict[str, Any]:
+        result = run("tickets", "show", str(ticket_id), "--json", config=self.path)
+        assert result.exit_code == 0, result.output
+        shown: dict[str, Any] = json.loads(result.stdout)
+        return shown
+
+
+def smtp_settings(relays: Relays, port: int, **changes: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "account": USER,
+        "password": PASSWORD,
+        "encryption": "starttls",
+        "ca_file": str(relays.ca_file),
+        "timeout": 2,
+    }
+    settings.update(changes)
+    return settings
+
+
+@pytest.fixture
+def desk_for(tmp_path: Path, db_url: str, relays: Relays) -> Any:
+    started: list[Any] = []
+
+    def make(port: int, *, max_attempts: int = 4, worker: bool = False, **smtp: Any) -> Desk:
+        mailbox = {
+            "channel": "helpdesk",
+            "name": "Example Support",
+            "address": "support@example.com",
+            "smtp": smtp_settings(relays, port, **smtp),
+        }
+        path = write_config(
+            tmp_path / "config.yaml",
+            db_url,
+            mailboxes=[mailbox],
+            outbox={"max_attempts": max_attempts, "retry_seconds": 60, "interval": 0.05},
+        )
+        config = load_config(path)
+        context = running(config, worker=worker)
+        started.append(context)
+        return Desk(context.__enter__(), config, path, tmp_path)
+
+    yield make
+    for context in started:
+        context.__exit__(None, None, None)
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_reply_is_delivered_threaded_and_the_answer_comes_back(
+    desk_for: Any, relays: Relays
+) -> None:
+    port, handler = relays.start("starttls")
+    desk: Desk = desk_for(port)
+    ticket_id = desk.ticket_from_customer()
+    reply_id = desk.reply(ticket_id, "We are on it.\n", "--cc", "boss@customer.example")
+    assert desk.shown(ticket_id)["replies"][0]["state"] == "queued"
+
+    assert desk.send(utcnow()) == OutboxResult(taken=1, sent=1)
+    [received] = handler.received
+    assert received.mail_from == "support@example.com"
+    assert received.rcpt_tos == ("alice@customer.example", "boss@customer.example")
+    msg = parse(received.data)
+    assert msg["From"] == "Example Support <support@example.com>"
+    assert msg["To"] == "alice@customer.example"
+    assert msg["Cc"] == "boss@customer.example"
+    assert msg["Subject"] == f"Re: [#{ticket_id}] Printer on fire"
+    assert msg["In-Reply-To"] == "<q1@customer.example>"
+    assert msg["References"] == "<q1@customer.example>"
+    assert msg["Auto-Submitted"] == "no"
+    assert str(msg["Message-ID"]).startswith(f"<ticket-{ticket_id}.reply-{reply_id}.")
+    assert msg.get_content() == "We are on it.\n"
+
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert shown["id"] == reply_id and shown["state"] == "sent"
+    assert shown["message_id"] == msg["Message-ID"]
+    assert shown["server_reply"] == "250 2.0.0 Ok: queued as Q1ABC"
+    assert shown["queue_id"] == "Q1ABC"
+    assert shown["attempts"] == 1
+
+    # The customer answers our reply with a subject of their own: it threads by Message-ID.
+    answer = (
+        f"From: alice@customer.example\r\nTo: support@example.com\r\nSubject: thanks!\r\n"
+        f"Message-ID: <q2@customer.example>\r\nIn-Reply-To: {msg['Message-ID']}\r\n\r\nOk\r\n"
+    ).encode()
+    deliver(desk.server, answer)
+    desk.server.process()
+    [ticket] = tickets(desk.server)
+    assert [m["message_id"] for m in ticket["messages"]] == [
+        "<q1@customer.example>",
+        "<q2@customer.example>",
+    ]
+    # A second reply answers the latest message and carries the whole thread.
+    desk.reply(ticket_id, "Glad to help.\n")
+    assert desk.send(utcnow()).sent == 1
+    second = parse(handler.received[1].data)
+    assert second["In-Reply-To"] == "<q2@customer.example>"
+    assert (
+        second["References"] == f"<q1@customer.example> {msg['Message-ID']} <q2@customer.example>"
+    )
+
+
+def test_451_then_250_is_retried_with_backoff_and_sent(desk_for: Any, relays: Relays) -> None:
+    handler = RecordingHandler(data_replies=["451 4.3.0 Mailbox busy, try again later"])
+    port, _ = relays.start("starttls", handler=handler)
+    desk: Desk = desk_for(port)
+    ticket_id = desk.ticket_from_customer()
+    desk.reply(ticket_id)
+    start = utcnow()
+
+    assert desk.send(start) == OutboxResult(taken=1, retrying=1)
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert shown["state"] == "retrying"
+    assert shown["error_class"] == "message rejected"
+    assert "451 4.3.0 Mailbox busy, try again later" in shown["error"]
+    assert shown["diagnosis"]["step"] == "data" and shown["diagnosis"]["temporary"] is True
+    assert datetime.fromisoformat(shown["next_attempt_at"]) == start + timedelta(seconds=60)
+
+    assert desk.send(start + timedelta(seconds=59)).taken == 0
+    assert desk.send(start + timedelta(seconds=61)) == OutboxResult(taken=1, sent=1)
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert (shown["state"], shown["attempts"]) == ("sent", 2)
+    assert handler.data_attempts == 2 and len(handler.received) == 1
+
+
+def test_550_fails_at_once(desk_for: Any, relays: Relays) -> None:
+    handler = RecordingHandler(data_replies=["550 5.7.1 Relaying denied"])
+    port, _ = relays.start("starttls", handler=handler)
+    desk: Desk = desk_for(port)
+    ticket_id = desk.ticket_from_customer()
+    desk.reply(ticket_id)
+    assert desk.send(utcnow()) == OutboxResult(taken=1, failed=1)
+    assert desk.send(utcnow() + timedelta(days=30)).taken == 0
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert (shown["state"], shown["attempts"]) == ("failed", 1)
+    assert shown["diagnosis"]["server_text"] == "550 5.7.1 Relaying denied"
+    assert "next_attempt_at" not in shown
+    text = run("tickets", "show", str(ticket_id), config=desk.path).stdout
+    assert "[failed]" in text and "550 5.7.1 Relaying denied" in text
+
+
+def test_wrong_password_fails_at_once_and_is_never_shown(
+    desk_for: Any, relays: Relays, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    port, handler = relays.start("starttls")
+    wrong = "not-the-password-4711"
+    desk: Desk = desk_for(port, password=wrong)
+    ticket_id = desk.ticket_from_customer()
+    desk.reply(ticket_id)
+    assert desk.send(utcnow()).failed == 1
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert shown["error_class"] == "authentication"
+    assert shown["diagnosis"]["server_text"] == "535 5.7.8 Authentication credentials invalid"
+    human = run("tickets", "show", str(ticket_id), config=desk.path).stdout
+    for text in (json.dumps(shown), human, caplog.text):
+        assert wrong not in text and PASSWORD not in text
+    assert handler.received == []
+
+
+def test_connection_refused_retries_until_attempts_run_out(desk_for: Any) -> None:
+    desk: Desk = desk_for(free_port(), max_attempts=2)
+    ticket_id = desk.ticket_from_customer()
+    desk.reply(ticket_id)
+    start = utcnow()
+    assert desk.send(start).retrying == 1
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert shown["error_class"] == "connection"
+    assert desk.send(start + timedelta(seconds=61)).failed == 1
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert (shown["state"], shown["attempts"]) == ("failed", 2)
+
+
+def test_two_workers_never_send_the_same_reply_twice(desk_for: Any, relays: Relays) -> None:
+    port, handler = relays.start("starttls")
+    desk: Desk = desk_for(port)
+    ticket_id = desk.ticket_from_customer()
+    ids = [desk.reply(ticket_id, f"Answer {n}\n") for n in range(6)]
+
+    async def both() -> list[OutboxResult]:
+        engine, config, now = desk.server.engine, desk.config, utcnow()
+        return list(
+            await asyncio.gather(
+                *(send_due_replies(engine, config, owner=f"w{n}", now=now) for n in range(2))
+            )
+        )
+
+    results = asyncio.run(both())
+    assert sum(r.sent for r in results) == len(ids)
+    sent_ids = [parse(r.data)["Message-ID"] for r in handler.received]
+    assert len(sent_ids) == len(set(sent_ids)) == len(ids)
+
+
+def test_a_reply_abandoned_mid_send_is_taken_again_then_given_up(
+    desk_for: Any, relays: Relays
+) -> None:
+    port, handler = relays.start("starttls")
+    desk: Desk = desk_for(port, max_attempts=2)
+    ticket_id = desk.ticket_from_customer()
+    desk.reply(ticket_id)
+    engine, start = desk.server.engine, utcnow()
+
+    def take(owner: str, now: datetime) -> list[outbox.ReplyClaim]:
+        with Session(engine) as session, session.begin():
+            return outbox.claim(
+                session, owner=owner, limit=10, lease_seconds=30, max_attempts=2, now=now
+            )
+
+    [first] = take("dies", start)
+    assert take("other", start + timedelta(seconds=10)) == []  # still leased
+    [again] = take("other", start + timedelta(seconds=31))
+    assert again.reply_id == first.reply_id and again.token != first.token
+    with pytest.raises(outbox.LeaseLost), Session(engine) as session, session.begin():
+        outbox.mark_sent(session, first, server_reply="250 late", queue_id=None)
+    assert take("third", start + timedelta(seconds=62)) == []
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert (shown["state"], shown["error_class"]) == ("failed", "abandoned")
+    assert handler.received == []
+
+
+def test_a_bounce_marks_a_sent_reply_failed(desk_for: Any, relays: Relays) -> None:
+    port, _ = relays.start("starttls")
+    desk: Desk = desk_for(port)
+    ticket_id = desk.ticket_from_customer()
+    desk.reply(ticket_id)
+    desk.send(utcnow())
+    [shown] = desk.shown(ticket_id)["replies"]
+    with Session(desk.server.engine) as session, session.begin():
+        assert outbox.mark_reply_bounced(session, shown["message_id"], "5.1.1 user unknown")
+        assert not outbox.mark_reply_bounced(session, "<unknown@x>", "5.1.1 user unknown")
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert (shown["state"], shown["error_class"]) == ("failed", "bounce")
+    assert shown["error"] == "bounced: 5.1.1 user unknown"
+
+
+@pytest.mark.parametrize(
+    "cc", ["boss@customer.example\r\nBcc: victim@else.example", "a@customer.example, b@x.example"]
+)
+def test_hostile_cc_is_refused_and_nothing_is_queued(desk_for: Any, cc: str) -> None:
+    desk: Desk = desk_for(free_port())
+    ticket_id = desk.ticket_from_customer()
+    body = desk.tmp / "body.txt"
+    body.write_text("hi\n", encoding="utf-8")
+    result = run("reply", str(ticket_id), "--body-file", str(body), "--cc", cc, config=desk.path)
+    assert result.exit_code == 1
+    assert "firstline reply:" in result.stderr
+    assert desk.shown(ticket_id)["replies"] == []
+    with Session(desk.server.engine) as session:
+        directions = session.scalars(select(col(KnownMessageId.direction))).all()
+    assert directions == ["in"]
+
+
+def test_reply_to_an_unknown_ticket_is_refused(desk_for: Any) -> None:
+    desk: Desk = desk_for(free_port())
+    body = desk.tmp / "body.txt"
+    body.write_text("hi\n", encoding="utf-8")
+    result = run("reply", "999", "--body-file", str(body), config=desk.path)
+    assert result.exit_code == 1
+    assert "there is no ticket 999" in result.stderr
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    delays = [outbox.retry_delay(n, 60, 3600) for n in range(1, 9)]
+    assert delays == [60, 120, 240, 480, 960, 1920, 3600, 3600]
+    assert outbox.retry_delay(10_000, 60, 3600) == 3600
+
+
+def test_serve_sends_queued_replies_on_its_own(desk_for: Any, relays: Relays) -> None:
+    port, handler = relays.start("starttls")
+    desk: Desk = desk_for(port, worker=True)
+    ticket_id = desk.ticket_from_customer()
+    desk.reply(ticket_id)
+    for _ in range(200):
+        if handler.received:
+            break
+        time.sleep(0.05)
+    [received] = handler.received
+    assert parse(received.data)["In-Reply-To"] == "<q1@customer.example>"
+    health = desk.server.call(desk.server.app.health())
+    assert health["outbox"] == "ok"
