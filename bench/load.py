@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -57,14 +58,21 @@ async def _reply(reader: asyncio.StreamReader) -> bytes:
 
 
 async def _session(
-    host: str, port: int, count: int, offset: int, recipient: str, result: LoadResult, lmtp: bool
+    host: str,
+    port: int,
+    count: int,
+    offset: int,
+    recipient: str,
+    result: LoadResult,
+    lmtp: bool,
+    make: Callable[[int], bytes],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     await _reply(reader)
     writer.write(b"LHLO bench\r\n" if lmtp else b"EHLO bench\r\n")
     await _reply(reader)
     for i in range(count):
-        message = make_message(offset + i)
+        message = make(offset + i)
         writer.write(b"MAIL FROM:<bench@example.net>\r\nRCPT TO:<" + recipient.encode() + b">\r\nDATA\r\n")
         await _reply(reader)
         await _reply(reader)
@@ -89,12 +97,13 @@ async def run_load(
     per_session: int = 40,
     recipient: str = "support@example.com",
     lmtp: bool = False,
+    messages: Callable[[int], bytes] = make_message,
 ) -> LoadResult:
     result = LoadResult(0, 0, 0.0, [])
     started = time.perf_counter()
     await asyncio.gather(
         *(
-            _session(host, port, per_session, s * per_session, recipient, result, lmtp)
+            _session(host, port, per_session, s * per_session, recipient, result, lmtp, messages)
             for s in range(sessions)
         )
     )

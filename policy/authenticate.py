@@ -237,12 +237,6 @@ class Authenticator:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def stamp(self, raw: bytes, verdict: Verdict) -> bytes:
-        """The message as stored: forged headers of ours removed, ours on top."""
-        if verdict.authentication_results is None:
-            return authresults.strip_ours(raw, self.authserv_id)
-        return authresults.stamp(raw, self.authserv_id, verdict.authentication_results)
-
     async def verify(
         self, raw: bytes, envelope: Envelope, mailbox: MailboxConfig, policy: PolicyConfig
     ) -> Verdict:

@@ -109,8 +109,3 @@ def strip_ours(raw: bytes, authserv_id: str) -> bytes:
             continue
         kept.append(field)
     return b"".join(kept) + body
-
-
-def stamp(raw: bytes, authserv_id: str, value: str) -> bytes:
-    """``raw`` without forged headers of ours, with our header on top."""
-    return FIELD + b": " + value.encode("ascii") + b"\r\n" + strip_ours(raw, authserv_id)

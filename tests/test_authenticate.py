@@ -333,28 +333,6 @@ async def test_trusted_network_checks_spf_for_the_hop_before_it(
     assert untrusted.action is Action.REJECT
 
 
-async def test_stamp_replaces_forged_results_and_keeps_others(
-    dns_server: DnsServer, authenticator: Authenticator
-) -> None:
-    raw = (
-        b"Authentication-Results: MX.HELP.EXAMPLE; dkim=pass header.d=example.com\r\n"
-        b"Authentication-Results: (forged) mx.help.example;\r\n\tdmarc=pass\r\n"
-        b"Authentication-Results: mx.forwarder.example; dmarc=pass\r\n"
-    ) + publish_sender(dns_server).sign(message())
-    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
-    stored = authenticator.stamp(raw, verdict)
-    head = stored.split(b"\r\n\r\n", 1)[0]
-    ours = [
-        line
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"authentication-results: mx.help")
-    ]
-    assert len(ours) == 1
-    assert b"mx.forwarder.example; dmarc=pass" in head
-    assert b"(forged)" not in head
-    assert stored.endswith(raw.split(b"\r\n\r\n", 1)[1])
-
-
 @pytest.fixture
 def pool_authenticator(dns_server: DnsServer) -> Iterator[Authenticator]:
     with process_pool() as pool:
