@@ -172,6 +172,23 @@ def test_reply_is_delivered_threaded_and_the_answer_comes_back(
     )
 
 
+def test_html_reply_goes_out_sanitised_next_to_the_text(desk_for: Any, relays: Relays) -> None:
+    port, handler = relays.start("ssl")
+    desk: Desk = desk_for(port, encryption="ssl")
+    ticket_id = desk.ticket_from_customer()
+    html = desk.tmp / "body.html"
+    html.write_text("<p>We are <b>on it</b><script>steal()</script></p>", encoding="utf-8")
+    desk.reply(ticket_id, "We are on it.\n", "--html-file", str(html))
+    assert desk.send(utcnow()).sent == 1
+    msg = parse(handler.received[0].data)
+    assert msg.get_content_type() == "multipart/alternative"
+    text_part, html_part = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    assert text_part.get_content() == "We are on it.\n"
+    assert "<b>on it</b>" in html_part.get_content()
+    assert "steal" not in html_part.get_content()
+
+
 def test_451_then_250_is_retried_with_backoff_and_sent(desk_for: Any, relays: Relays) -> None:
     handler = RecordingHandler(data_replies=["451 4.3.0 Mailbox busy, try again later"])
     port, _ = relays.start("starttls", handler=handler)

@@ -49,6 +49,16 @@ async def test_delivers_through_each_encryption(relays: Relays, mode: str) -> No
     assert steps[0].reply.startswith("220 ")
 
 
+async def test_no_encryption_sends_in_plain_text_to_a_local_relay(relays: Relays) -> None:
+    port, handler = relays.start("plain")
+    steps: list[StepDone] = []
+    await send(relays.config(port, "none"), steps)
+    assert [s.step for s in steps] == [
+        Step.CONNECT, Step.LOGIN, Step.SENDER, Step.RECIPIENT, Step.DATA
+    ]  # fmt: skip
+    assert len(handler.received) == 1
+
+
 async def test_wrong_password_is_authentication(relays: Relays) -> None:
     port, handler = relays.start("starttls")
     error = await failing(relays.config(port, password="wrong"))
