@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, Text, and_, or_, select, update
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
@@ -38,6 +38,7 @@ __all__ = [
     "ReplyClaim",
     "ReplyState",
     "claim",
+    "depth",
     "mark_attempt_failed",
     "mark_reply_bounced",
     "mark_sent",
@@ -247,6 +248,16 @@ def reply_view(reply: Reply) -> dict[str, Any]:
     if reply.state == ReplyState.RETRYING:
         view["next_attempt_at"] = _iso(reply.available_at)
     return view
+
+
+def depth(session: Session) -> dict[str, int]:
+    """Replies per delivery state, every state present (for status and metrics)."""
+    counts = dict.fromkeys((s.value for s in ReplyState), 0)
+    for state, count in session.execute(
+        select(col(Reply.state), func.count()).group_by(col(Reply.state))
+    ):
+        counts[ReplyState(state).value] = int(count)
+    return counts
 
 
 def replies_of(session: Session, ticket_id: int) -> list[dict[str, Any]]:

@@ -205,6 +205,10 @@ def test_451_then_250_is_retried_with_backoff_and_sent(desk_for: Any, relays: Re
     assert shown["diagnosis"]["step"] == "data" and shown["diagnosis"]["temporary"] is True
     assert datetime.fromisoformat(shown["next_attempt_at"]) == start + timedelta(seconds=60)
 
+    with Session(desk.server.engine) as session:
+        assert outbox.depth(session) == {
+            "queued": 0, "sending": 0, "sent": 0, "retrying": 1, "failed": 0
+        }  # fmt: skip
     assert desk.send(start + timedelta(seconds=59)).taken == 0
     assert desk.send(start + timedelta(seconds=61)) == OutboxResult(taken=1, sent=1)
     [shown] = desk.shown(ticket_id)["replies"]
