@@ -14,7 +14,6 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable
-from pathlib import Path
 
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import Engine, text
@@ -302,9 +301,11 @@ class App:
         except BaseException:
             self.engine.dispose()  # e.g. a schema this code refuses: close cleanly
             raise
+        run_dir = self.holder.current.server.run_dir
         role = "serve" if self.run_listeners else "worker"
-        control = ControlFiles(Path(self.holder.current.server.run_dir), role)
-        control.claim()
+        control = ControlFiles(run_dir, role) if run_dir is not None else None
+        if control is not None and not control.claim():
+            control = None
         reloads = asyncio.create_task(self._reload_when(reload, control), name="reload")
         try:
             await stop.wait()
@@ -313,11 +314,14 @@ class App:
             reloads.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloads
-            control.release()
+            if control is not None:
+                control.release()
             await self.stop()
 
-    async def _reload_when(self, requested: asyncio.Event, control: ControlFiles) -> None:
+    async def _reload_when(self, requested: asyncio.Event, control: ControlFiles | None) -> None:
         while True:
             await requested.wait()
             requested.clear()
-            control.publish(await self.reloader.reload())
+            result = await self.reloader.reload()
+            if control is not None:
+                control.publish(result)

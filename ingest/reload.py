@@ -134,9 +134,18 @@ class ControlFiles:
         self.pid_file = run_dir / f"{role}.pid"
         self.result_file = run_dir / f"{role}.reload"
 
-    def claim(self) -> None:
+    def claim(self) -> bool:
+        """Write our pid file, unless a live firstline process already has it."""
+        other = read_pid(self.pid_file)
+        if other is not None and other != os.getpid() and _is_firstline(other):
+            log.warning(
+                "%s belongs to running process %d; `firstline reload` will not reach this "
+                "one (give each process its own server.run_dir)", self.pid_file, other,
+            )  # fmt: skip
+            return False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write_atomically(self.pid_file, f"{os.getpid()}\n")
+        return True
 
     def release(self) -> None:
         """Remove our files at exit (a pid file another process has since claimed stays)."""

@@ -108,8 +108,9 @@ class ServerConfig(_Model):
     max_connections_per_ip: int = Field(default=20, ge=1)
     timeout: float = Field(default=300, gt=0, description="seconds a session may idle")
     tls: TlsConfig | None = None
-    # Where serve/worker keep their pid files and reload outcomes for `firstline reload`.
-    run_dir: Path = Path("./data")
+    # Where serve/worker keep their pid files and reload outcomes for `firstline reload`
+    # (unset: no pid files; reload with SIGHUP).
+    run_dir: Path | None = None
 
     @field_validator("hostname")
     @classmethod

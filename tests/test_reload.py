@@ -144,6 +144,12 @@ def test_unbindable_address_and_database_change_are_refused(
     assert live.app.servers["LMTP"].is_serving()
 
 
+def test_reload_command_needs_a_run_dir(config_path: Path) -> None:
+    result = run("reload", config=config_path)
+    assert result.exit_code == 1
+    assert "server.run_dir is not set" in result.stderr
+
+
 @pytest.mark.slow
 def test_sighup_and_firstline_reload_on_a_real_serve_process(
     config_path: Path, db_url: str, tmp_path: Path

@@ -32,6 +32,11 @@ def reload(config_path: str, as_json: bool, run_dir: Path | None, timeout: float
     """
     if run_dir is None:
         run_dir = load(config_path).server.run_dir
+    if run_dir is None:
+        raise click.ClickException(
+            "server.run_dir is not set, so running processes leave no pid file: set it, "
+            "or send SIGHUP yourself (systemctl reload firstline)"
+        )
     outcomes = request_reload(run_dir, timeout=timeout)
     if not outcomes:
         raise click.ClickException(f"no running firstline process has a pid file in {run_dir}")
