@@ -149,8 +149,15 @@ def _alive(pid: int) -> bool:
 
 
 def production_verifier(config: Config) -> Authenticator:
-    """What ``firstline serve`` runs: the configured resolver and a process pool."""
-    return Authenticator.from_config(config, process_pool())
+    """What ``firstline serve`` runs: the configured resolver and a process pool.
+
+    The workers are started now, in the background, so that the first
+    message does not wait for the fork server and its imports.
+    """
+    pool = process_pool()
+    for _ in range(os.cpu_count() or 1):
+        pool.submit(os.getpid)
+    return Authenticator.from_config(config, pool)
 
 
 def _in(ip: str, networks: list[Network]) -> bool:
