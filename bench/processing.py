@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import hashlib
 import time
 from collections.abc import Callable
 
@@ -28,9 +27,9 @@ from ingest.tickets import file_message
 from policy.config import load_config
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter, Incoming
-from storage.models import StoredMessage
 from storage.schema import prepare
 from tests.corpus.cases import CASES
+from tests.mailflow import stored_message
 
 ROUNDS = 3
 COPIES = 20  # the corpus this many times over, each copy with its own Message-IDs
@@ -73,24 +72,7 @@ async def _enqueue(engine_url: str, raws: list[bytes]) -> None:
     writer.start()
     try:
         await asyncio.gather(
-            *(
-                writer.submit(
-                    Incoming(
-                        StoredMessage(
-                            trace_id="bench",
-                            digest=hashlib.sha256(raw).hexdigest(),
-                            size=len(raw),
-                            raw=raw,
-                            proto="ESMTP",
-                            client_ip="127.0.0.1",
-                            mail_from="alice@customer.example",
-                            rcpt_tos=["support@example.com"],
-                        ),
-                        ["support@example.com"],
-                    )
-                )
-                for raw in raws
-            )
+            *(writer.submit(Incoming(stored_message(raw), ["support@example.com"])) for raw in raws)
         )
     finally:
         await writer.close()

@@ -15,7 +15,9 @@ Not every message becomes a new ticket message:
   Message-ID in our server's domain) is dropped from ticketing — its raw
   bytes stay in the store;
 * a bounce joins the ticket of the message it reports on, flagged, with the
-  delivery status in ``details["bounce"]``; a bounce of mail we do not know
+  delivery status in ``details["bounce"]``; when that message is a reply we
+  sent, the reply's delivery state becomes failed with the bounce's status
+  (:func:`storage.outbox.mark_reply_bounced`); a bounce of mail we do not know
   opens nothing — unless a postmaster-like From is all that makes it look like
   one, since postmasters are people who write to helpdesks too.
 
@@ -29,7 +31,7 @@ import logging
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -45,6 +47,7 @@ from storage.models import (
     TicketMessage,
     utcnow,
 )
+from storage.outbox import mark_reply_bounced
 from storage.queue import Claim
 
 log = logging.getLogger("mail.tickets")
@@ -57,6 +60,7 @@ def file_message(
     assert stored.raw is not None and stored.id is not None
     parsed = parse_message(stored.raw, mail_from=stored.mail_from)
     mailbox = claim.mailbox
+    _one_filer_per_message_id(session, mailbox, parsed.message_id)
     duplicate = find_duplicate(session, mailbox, parsed.message_id, parsed.content_digest)
     if duplicate is not None:
         log.info("entry %d: duplicate of ticket message %d", claim.entry_id, duplicate)
@@ -73,6 +77,8 @@ def file_message(
         else None
     )
     if original is not None:
+        if original.direction == "out":
+            mark_reply_bounced(session, original.message_id, _bounce_reason(parsed))
         match: ThreadMatch | None = ThreadMatch(original.ticket_id, "bounce", original.message_id)
     elif parsed.bounce.is_certain:
         log.info("entry %d: bounce of mail we do not know; no ticket", claim.entry_id)
@@ -81,6 +87,18 @@ def file_message(
         match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
     ticket = _ticket(session, mailbox, match, parsed, sender or stored.mail_from or "unknown")
     return _store(session, claim, stored, ticket, parsed, match)
+
+
+def _one_filer_per_message_id(session: Session, mailbox: str, message_id: str) -> None:
+    """Two workers filing two deliveries of one mail at once would each miss the
+    other's uncommitted ticket message and both file it. On PostgreSQL the
+    second waits here until the first commits (SQLite writers are serial anyway:
+    every transaction begins IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"firstline.file\n{mailbox}\n{message_id}"},
+        )
 
 
 def find_duplicate(session: Session, mailbox: str, message_id: str, digest: str) -> int | None:
@@ -100,6 +118,11 @@ def find_duplicate(session: Session, mailbox: str, message_id: str, digest: str)
         )
         .limit(1)
     ).scalar_one_or_none()
+
+
+def _bounce_reason(parsed: ParsedMessage) -> str:
+    bounce = parsed.bounce
+    return " ".join(filter(None, [bounce.status, bounce.diagnostic])) or "; ".join(bounce.reasons)
 
 
 def _is_own(session: Session, mailbox: str, parsed: ParsedMessage, config: Config) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import select
@@ -22,6 +23,41 @@ def deliver(
 ) -> None:
     with server.smtp() as client:
         assert client.sendmail(mail_from, [rcpt], raw) == {}
+
+
+def stored_message(
+    raw: bytes, *, mail_from: str = "alice@customer.example", mailbox: str = "support@example.com"
+) -> StoredMessage:
+    """A received message as intake records it, for queueing without SMTP."""
+    return StoredMessage(
+        trace_id="test",
+        digest=hashlib.sha256(raw).hexdigest(),
+        size=len(raw),
+        raw=raw,
+        proto="ESMTP",
+        client_ip="127.0.0.1",
+        mail_from=mail_from,
+        rcpt_tos=[mailbox],
+    )
+
+
+def enqueue(
+    session: Session,
+    raw: bytes,
+    *,
+    mail_from: str = "alice@customer.example",
+    mailbox: str = "support@example.com",
+) -> int:
+    """Queue a message the way intake does, skipping SMTP (for input SMTP would refuse)."""
+    stored = stored_message(raw, mail_from=mail_from, mailbox=mailbox)
+    session.add(stored)
+    session.flush()
+    assert stored.id is not None
+    entry = QueueEntry(message_id=stored.id, mailbox=mailbox, digest=stored.digest)
+    session.add(entry)
+    session.flush()
+    assert entry.id is not None
+    return entry.id
 
 
 def tickets(server: ServerThread) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +19,7 @@ from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState, StoredMessage, TicketMessage
 from storage.schema import prepare
 from tests.corpus.cases import CASES
+from tests.mailflow import enqueue
 
 TOKENS = [
     b"\r",
@@ -141,27 +141,6 @@ def test_generated_mime(raw: bytes) -> None:
     assert_storable(parse_message(b"From: a@b.example\r\nMIME-Version: 1.0\r\n" + raw))
 
 
-def _enqueue(session: Session, raw: bytes, mail_from: str) -> int:
-    stored = StoredMessage(
-        trace_id="fuzz",
-        digest=hashlib.sha256(raw).hexdigest(),
-        size=len(raw),
-        raw=raw,
-        proto="ESMTP",
-        client_ip="127.0.0.1",
-        mail_from=mail_from,
-        rcpt_tos=["support@example.com"],
-    )
-    session.add(stored)
-    session.flush()
-    assert stored.id is not None
-    entry = QueueEntry(message_id=stored.id, mailbox="support@example.com", digest=stored.digest)
-    session.add(entry)
-    session.flush()
-    assert entry.id is not None
-    return entry.id
-
-
 def test_batch_files_or_fails_every_message(make_config: Callable[..., Config]) -> None:
     """Nothing escapes the batch, and every message ends as a ticket message
     (or a recognised bounce or loop) with its raw bytes kept."""
@@ -177,7 +156,7 @@ def test_batch_files_or_fails_every_message(make_config: Callable[..., Config]) 
     )
     def check(raws: list[bytes], mail_from: str) -> None:
         with Session(engine) as session, session.begin():
-            ids = [_enqueue(session, raw, mail_from) for raw in raws]
+            ids = [enqueue(session, raw, mail_from=mail_from) for raw in raws]
         asyncio.run(batch.drain(config))
         with Session(engine) as session:
             for entry_id, raw in zip(ids, raws, strict=True):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.models import KnownMessageId
+from ingest.batch import Batch
+from ingest.tickets import file_message
+from policy.config import Config
+from storage.engine import make_engine
+from storage.models import KnownMessageId, QueueEntry, QueueState, TicketMessage
+from storage.outbox import Reply, ReplyState
+from storage.schema import prepare
 from tests.corpus.cases import ALICE, BILLING, BOB, mail, multipart, part
-from tests.mailflow import deliver, queue_outcomes, ticket_of, tickets
+from tests.mailflow import deliver, enqueue, queue_outcomes, ticket_of, tickets
 from tests.server import ServerThread
 
 BOB_ADDR = "bob@other.example"
@@ -214,6 +223,15 @@ def test_bounce_of_our_reply_joins_its_ticket_flagged(server: ServerThread) -> N
     first = _first(server)
     ours = "<ticket-1.msg-3.def@mx.firstline.test>"
     _sent(server, first["id"], ours)
+    with Session(server.engine) as session, session.begin():
+        reply = Reply(
+            ticket_id=first["id"],
+            mailbox="support@example.com",
+            message_id=ours,
+            raw=b"Subject: our reply\r\n\r\nhello",
+            state=ReplyState.SENT,
+        )
+        session.add(reply)
     deliver(server, _bounce("bounce-known", ours), mail_from="")
     deliver(server, _bounce("bounce-unknown", "<someone-else@x.example>"), mail_from="")
     server.process()
@@ -225,6 +243,10 @@ def test_bounce_of_our_reply_joins_its_ticket_flagged(server: ServerThread) -> N
     assert bounce["details"]["bounce"]["status"] == "5.2.2"
     assert bounce["details"]["bounce"]["diagnostic"] == "552 5.2.2 mailbox full"
     assert bounce["details"]["bounce"]["recipients"] == ["alice@customer.example"]
+    with Session(server.engine) as session:
+        [delivery] = session.scalars(select(Reply)).all()
+    assert delivery.state == ReplyState.FAILED
+    assert delivery.last_error == "bounced: 5.2.2 552 5.2.2 mailbox full"
     assert [e.state.value for e, _ in queue_outcomes(server)] == ["done"] * 3
 
 
@@ -297,3 +319,30 @@ def test_a_postmaster_writing_to_us_gets_a_ticket(server: ServerThread) -> None:
     [ticket] = tickets(server)
     assert ticket["requester"] == "postmaster@customer.example"
     assert ticket["messages"][0]["auto_reply"] is True
+
+
+def test_racing_workers_file_one_delivery_once(make_config: Callable[..., Config]) -> None:
+    """Two workers holding two deliveries of one mail at the same moment."""
+    config = make_config(batch={"size": 1})
+    engine = make_engine(config.storage.url)
+    prepare(engine)
+    raw = mail("raced", "Raced", b"delivered eight times\r\n")
+    try:
+        with Session(engine) as session, session.begin():
+            for _ in range(8):
+                enqueue(session, raw)
+
+        async def race() -> None:
+            workers = [Batch(engine, file_message) for _ in range(2)]
+            await asyncio.gather(*(w.drain(config) for w in workers))
+
+        asyncio.run(race())
+        with Session(engine) as session:
+            messages = session.scalars(select(TicketMessage)).all()
+            entries = session.scalars(select(QueueEntry)).all()
+        assert len(messages) == 1
+        assert {(e.state, e.ticket_message_id) for e in entries} == {
+            (QueueState.DONE, messages[0].id)
+        }
+    finally:
+        engine.dispose()
