@@ -87,10 +87,9 @@ def test_health_is_200_only_while_listeners_and_storage_work(measured: ServerThr
     host, port = measured.app.metrics.address
     healthy = httpx.get(f"http://{host}:{port}/health", timeout=10)
     assert healthy.status_code == 200
-    assert healthy.json() == {
-        "status": "ok",
-        "checks": {"smtp": "ok", "lmtp": "ok", "storage": "ok"},
-    }
+    body = healthy.json()
+    assert body["status"] == "ok" and set(body["checks"].values()) == {"ok"}
+    assert {"smtp", "lmtp", "storage"} <= set(body["checks"])
     measured.app.servers["LMTP"].close()
     broken = httpx.get(f"http://{host}:{port}/health", timeout=10)
     assert broken.status_code == 503
