@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from ingest.rejections import record_batch_rejection
+from ingest.scanning import scan_message
+from policy.antivirus import ScanResult
 from policy.config import Config
-from policy.errors import TempFail
-from storage import queue
+from policy.errors import ScannerUnavailable, TempFail
+from storage import quarantine, queue
 from storage.models import QueueState, StoredMessage
 
 log = logging.getLogger("mail.batch")
@@ -46,6 +49,12 @@ class BatchResult:
         self.quarantined += other.quarantined
 
 
+def _finding(scan: ScanResult) -> str:
+    """The scanner's finding as the queue, quarantine and rejection log show it."""
+    where = f" in {scan.filename}" if scan.filename else ""
+    return f"{scan.reason}: {scan.signature or scan.detail}{where} ({scan.scanner})"
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
@@ -63,7 +72,7 @@ class Batch:
         claims = await asyncio.to_thread(self._claim, config)
         result = BatchResult(taken=len(claims))
         for claim in claims:
-            outcome = await asyncio.to_thread(self._process, claim, config)
+            outcome = await self._scan_then_process(claim, config)
             if outcome == QueueState.DONE:
                 result.tickets += 1
             elif outcome == QueueState.FAILED:
@@ -92,6 +101,62 @@ class Batch:
                 lease_seconds=config.batch.lease_seconds,
                 max_attempts=config.batch.max_attempts,
             )
+
+    async def _scan_then_process(self, claim: queue.Claim, config: Config) -> QueueState | None:
+        """Antivirus first: a finding never becomes a ticket; a scanner away means wait."""
+        raw = await asyncio.to_thread(self._raw, claim)
+        if raw is not None:
+            try:
+                scan = await scan_message(raw, config.antivirus)
+            except ScannerUnavailable as exc:
+                return await asyncio.to_thread(
+                    self._fail, claim, config, f"temporary: {exc}", temporary=True
+                )
+            if not scan.passes:
+                finding = _finding(scan)
+                if not await asyncio.to_thread(self._overruled, claim, finding):
+                    return await asyncio.to_thread(self._refuse, claim, config, scan, finding)
+        return await asyncio.to_thread(self._process, claim, config)
+
+    def _raw(self, claim: queue.Claim) -> bytes | None:
+        with Session(self.engine) as session:
+            stored = session.get(StoredMessage, claim.message_id)
+            return stored.raw if stored is not None else None
+
+    def _overruled(self, claim: queue.Claim, finding: str) -> bool:
+        """Whether an operator already released this message despite this very finding."""
+        with Session(self.engine) as session:
+            if quarantine.released_reason(session, claim.entry_id) != finding:
+                return False
+        log.info("entry %d: %s, released by an operator: filing it", claim.entry_id, finding)
+        return True
+
+    def _refuse(
+        self, claim: queue.Claim, config: Config, scan: ScanResult, finding: str
+    ) -> QueueState | None:
+        """Quarantine or fail per ``antivirus.action``, with its rejection record."""
+        try:
+            with Session(self.engine) as session, session.begin():
+                if config.antivirus.action == "quarantine":
+                    queue.quarantine(session, claim, reason=finding)
+                    quarantine.record_quarantined(session, claim.entry_id, by="batch")
+                    state = QueueState.QUARANTINED
+                else:
+                    # A finding is final: no attempts left to retry it with.
+                    state = queue.fail(session, claim, error=finding, max_attempts=0)
+                stored = session.get(StoredMessage, claim.message_id)
+                if stored is not None:
+                    record_batch_rejection(
+                        session,
+                        stored,
+                        mailbox=claim.mailbox,
+                        reason=scan.reason,
+                        outcome=f"{state.value}: {finding}",
+                    )
+        except queue.LeaseLost:
+            return None
+        log.warning("entry %d: %s → %s", claim.entry_id, finding, state.value)
+        return state
 
     def _process(self, claim: queue.Claim, config: Config) -> QueueState | None:
         try:
