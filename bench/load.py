@@ -73,7 +73,9 @@ async def _session(
     await _reply(reader)
     for i in range(count):
         message = make(offset + i)
-        writer.write(b"MAIL FROM:<bench@example.net>\r\nRCPT TO:<" + recipient.encode() + b">\r\nDATA\r\n")
+        writer.write(
+            b"MAIL FROM:<bench@example.net>\r\nRCPT TO:<" + recipient.encode() + b">\r\nDATA\r\n"
+        )
         await _reply(reader)
         await _reply(reader)
         await _reply(reader)

@@ -75,7 +75,9 @@ def test_password_from_file(tmp_path: Path) -> None:
     assert config.mailboxes[0].smtp.password.get_secret_value() == SECRET
 
 
-def test_port_25_is_refused_with_line_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_port_25_is_refused_with_line_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FIRSTLINE_TEST_SECRET", SECRET)
     path = write(tmp_path, VALID.replace("port: 587", "port: 25"))
     code, output = run("check-config", "-c", path)
@@ -110,10 +112,17 @@ def test_every_problem_is_reported_with_its_line(tmp_path: Path) -> None:
         parse_config(text, "c.yaml")
     lines = [str(p) for p in info.value.problems]
     assert "c.yaml:2: server.max_recipients: Input should be greater than or equal to 1" in lines
-    assert any(line.startswith("c.yaml:3: server.smtp.listen: 'nowhere' is neither") for line in lines)
-    assert any(line.startswith("c.yaml:9: mailboxes[0].address: email aliases are not supported") for line in lines)
+    assert any(
+        line.startswith("c.yaml:3: server.smtp.listen: 'nowhere' is neither") for line in lines
+    )
+    assert any(
+        line.startswith("c.yaml:9: mailboxes[0].address: email aliases are not supported")
+        for line in lines
+    )
     assert any(line.startswith("c.yaml:11: mailboxes[1].name:") for line in lines)
-    assert any(line.startswith("c.yaml:12: mailboxes[1].address: 'not-an-address'") for line in lines)
+    assert any(
+        line.startswith("c.yaml:12: mailboxes[1].address: 'not-an-address'") for line in lines
+    )
     assert "c.yaml:13: mailboxes[1].colour: unknown setting" in lines
     assert (
         "c.yaml:17: mailboxes[1].smtp.password: environment variable "
