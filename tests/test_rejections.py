@@ -204,7 +204,7 @@ def evidence(config: Config, config_path: Path) -> Iterator[ServerThread]:
             Rejection(created_at=now - timedelta(days=2), stage="RCPT", reason="unknown_mailbox",
                       reply="550 5.1.1 <old@example.com>: no such service mailbox here",
                       client_ip="192.0.2.1", mail_from="bob@old.example",
-                      rcpt_to=["old@example.com"]),
+                      message_id="old@old.example", rcpt_to=["old@example.com"]),
             Rejection(created_at=now - timedelta(hours=3), stage="DATA", reason="dmarc_reject",
                       reply="550 5.7.1 Unauthenticated email", client_ip="192.0.2.2",
                       mail_from="bounce@mailer.example",
@@ -236,6 +236,8 @@ def test_filters_combine_and_list_newest_first(evidence: ServerThread, config_pa
         (["--until", until, "--since", "30d"], ["dmarc_reject", "unknown_mailbox"]),
         (["--message-id", "<m1@customer.example>"], ["dmarc_reject"]),
         (["--message-id", "m1@customer.example"], ["dmarc_reject"]),
+        (["--message-id", "old@old.example"], ["unknown_mailbox"]),  # all that is kept
+        (["--message-id", "old@old.example", "--since", "1d"], []),
         (["--sender", "ALICE@customer.example"], ["dmarc_reject"]),  # header From
         (["--sender", "bounce@mailer.example"], ["dmarc_reject"]),  # envelope
         (["--sender", "customer.example"], ["dmarc_reject"]),  # a domain

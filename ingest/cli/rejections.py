@@ -44,9 +44,8 @@ _HEADERS = ["ID", "TIME (UTC)", "STAGE", "REASON", "CLIENT", "FROM", "TO", "MESS
 @click.option(
     "--since",
     type=_When(),
-    default="24h",
-    show_default=True,
-    help="a duration back from now (30m, 24h, 7d) or a date/time (UTC)",
+    help="a duration back from now (30m, 24h, 7d) or a date/time (UTC); default 24h, "
+    "or everything kept when --message-id is given",
 )
 @click.option("--until", type=_When(), help="same forms as --since")
 @click.option("--message-id", help="angle brackets optional")
@@ -67,7 +66,7 @@ def rejections(
     ctx: click.Context,
     config_path: str,
     as_json: bool,
-    since: datetime,
+    since: datetime | None,
     until: datetime | None,
     message_id: str | None,
     sender: str | None,
@@ -82,6 +81,8 @@ def rejections(
     ctx.obj["config_path"] = config_path
     if ctx.invoked_subcommand is not None:
         return
+    if since is None and not message_id:
+        since = parse_time("24h")
     query = RejectionFilter(since, until, message_id, sender, mailbox, reason)
     engine = open_store(load(config_path))
     try:
