@@ -23,14 +23,8 @@ from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixtur
 from tests.server import ServerThread, running
 from tests.signing import Signer, message
 
-MESSAGE = (
-    b"From: Alice <alice@customer.example>\r\n"
-    b"To: support@example.com\r\n"
-    b"Subject: Printer on fire\r\n"
-    b"Message-ID: <fire-1@customer.example>\r\n"
-    b"\r\n"
-    b"Please help.\r\n"
-)
+MESSAGE = message(sender="Alice <alice@customer.example>", to="support@example.com")
+MESSAGE_ID = MESSAGE.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()
 
 
 def records(server: ServerThread) -> list[Rejection]:
@@ -158,11 +152,19 @@ def test_batch_refusal_commits_with_its_transaction(
         "BATCH", "virus", "rejected: virus Eicar-Signature",
     )  # fmt: skip
     assert record.trace_id == stored.trace_id
-    assert record.message_id == "fire-1@customer.example"
+    assert record.message_id == MESSAGE_ID
     assert record.headers is not None and record.headers.startswith("Received: from ")
     [line] = reject_lines(caplog)
     assert line.startswith("reject: BATCH from unknown[127.0.0.1]: rejected: virus Eicar")
-    assert line.endswith("msgid=<fire-1@customer.example> reason=virus")
+    assert line.endswith(f"msgid=<{MESSAGE_ID}> reason=virus")
+
+
+def refuse_a_recipient(server: ServerThread, greeting: bytes) -> None:
+    client = server.raw()
+    client.cmd(greeting)
+    client.cmd(b"MAIL FROM:<x@y.example>")
+    client.cmd(b"RCPT TO:<nobody@example.com>")
+    client.close()
 
 
 def test_client_name_is_forward_confirmed_reverse_dns(
@@ -172,20 +174,12 @@ def test_client_name_is_forward_confirmed_reverse_dns(
     dns_server.add("mx.customer.example", "A", "127.0.0.1")
     config = make_config(dns={"nameservers": [dns_server.address], "timeout": 0.5})
     with running(config) as server:
-        client = server.raw()
-        client.cmd(b"EHLO relay.test")
-        client.cmd(b"MAIL FROM:<x@y.example>")
-        client.cmd(b"RCPT TO:<nobody@example.com>")
-        client.close()
+        refuse_a_recipient(server, b"EHLO relay.test")
         dns_server.records.clear()
         dns_server.add("1.0.0.127.in-addr.arpa", "PTR", "liar.example")
         dns_server.add("liar.example", "A", "192.0.2.1")
-        with running(config) as second:
-            client = second.raw()
-            client.cmd(b"HELO relay.test")
-            client.cmd(b"MAIL FROM:<x@y.example>")
-            client.cmd(b"RCPT TO:<nobody@example.com>")
-            client.close()
+        with running(config) as second:  # a fresh resolver cache
+            refuse_a_recipient(second, b"HELO relay.test")
             names = [r.client_name for r in records(second)]
     assert names == ["mx.customer.example", None]
 
