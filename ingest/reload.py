@@ -183,9 +183,10 @@ def _is_firstline(pid: int) -> bool:
     if not cmdline.exists():
         return True  # no /proc to ask (not Linux): trust the pid file
     try:
-        return b"firstline" in cmdline.read_bytes() or b"ingest.cli" in cmdline.read_bytes()
+        command = cmdline.read_bytes()
     except OSError:
         return False
+    return b"firstline" in command or b"ingest.cli" in command
 
 
 @dataclass(frozen=True)

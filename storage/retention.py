@@ -102,6 +102,9 @@ def purge(
         .execution_options(synchronize_session=False)
     )
     session.execute(delete(Rejection).where(old_rejections))
-    for entry_id in report.quarantined:
-        quarantine.remove(session, entry_id, by=RETENTION_ACTOR, action="purged")
+    for entry_id in list(report.quarantined):
+        try:
+            quarantine.remove(session, entry_id, by=RETENTION_ACTOR, action="purged")
+        except quarantine.NotQuarantined:  # released or deleted by an operator meanwhile
+            report.quarantined.remove(entry_id)
     return report
