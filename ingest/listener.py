@@ -20,7 +20,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.headers import HeaderSummary, one_line, summarize
-from ingest.metrics import MESSAGES_ACCEPTED
+from ingest.metrics import MESSAGES_ACCEPTED, count_verification
 from ingest.rejections import Peer, RejectionLog
 from ingest.reverse import confirmed_name
 from policy.authresults import strip_ours
@@ -151,6 +151,7 @@ class IngestHandler:
         except Exception:
             log.exception("verification failed")
             return self._per_recipient(mailboxes, INTERNAL_ERROR)
+        count_verification(verdict.authentication_results)
         if verdict.action in (Action.REJECT, Action.TEMPFAIL):
             reply = verdict.reply or INTERNAL_ERROR
             self._reject(

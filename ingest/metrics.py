@@ -20,6 +20,8 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import authres
+import authres.core
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -106,6 +108,27 @@ PURGED = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+
+
+def count_verification(authentication_results: str | None) -> None:
+    """Count each method's result in our Authentication-Results value (RFC 8601).
+
+    The header is the verifier's public output, so counting from it needs
+    nothing from the verifier's internals; a value authres cannot parse is
+    counted once as ``parse``/``error`` rather than guessed at. The verifier
+    writes the value, so it parses; the guard is for a verifier that changes.
+    """
+    if not authentication_results:
+        return
+    try:
+        header = authres.AuthenticationResultsHeader.parse(
+            f"Authentication-Results: {authentication_results}"
+        )
+    except authres.core.AuthResError:
+        VERIFICATION_RESULTS.labels("parse", "error").inc()
+        return
+    for result in header.results:
+        VERIFICATION_RESULTS.labels(str(result.method), str(result.result)).inc()
 
 
 def observe_batch(seconds: float, taken: int, outcomes: dict[str, int]) -> None:

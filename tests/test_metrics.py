@@ -8,7 +8,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from policy.authenticate import Authenticator
 from policy.config import Config
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 from tests.server import ServerThread, running
 from tests.signing import message
 
@@ -98,3 +100,27 @@ def test_health_is_200_only_while_listeners_and_storage_work(measured: ServerThr
 
 def test_metrics_are_off_unless_configured(server: ServerThread) -> None:
     assert server.app.metrics is None
+
+
+def test_verification_results_are_counted_per_method(
+    make_config: Callable[..., Config], dns_server: DnsServer
+) -> None:
+    dns_server.add("customer.example", "TXT", "v=spf1 -all")
+    dns_server.add("_dmarc.customer.example", "TXT", "v=DMARC1; p=reject")
+    config = make_config(
+        metrics={"listen": "127.0.0.1:0"},
+        dns={"nameservers": [dns_server.address], "timeout": 0.5},
+    )
+    with running(config, verifier_factory=Authenticator.from_config) as server:
+        before = scrape(server)
+        raw = message(sender="Alice <alice@customer.example>", to="support@example.com")
+        with server.smtp() as client:
+            client.ehlo("mx.customer.example")
+            client.mail("alice@customer.example")
+            client.rcpt("support@example.com")
+            assert client.data(raw)[0] == 550
+        after = scrape(server)
+    for check, result in (("spf", "fail"), ("dmarc", "fail"), ("dkim", "none")):
+        name = "firstline_verification_results_total"
+        labels = {"check": check, "result": result}
+        assert value(after, name, **labels) - value(before, name, **labels) == 1, check
