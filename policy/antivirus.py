@@ -21,9 +21,10 @@ backend looks into those). Members compressed with anything but stored or
 deflate are refused as unscannable: zipfile cannot bound the output of its
 bzip2 and lzma decompressors per read.
 
-The scanner works on the raw message bytes and walks the MIME tree itself with
-the standard library, so it depends on nothing else in firstline and sees
-every leaf part, including those of attached messages. It does no I/O.
+:func:`scan_message_bytes` works on the raw message and walks the MIME tree
+itself with the standard library, so it depends on nothing else in firstline
+and sees every leaf part, including those of attached messages;
+:func:`scan_parts` takes parts already decoded. It does no I/O.
 
 Reason codes (stable; they go to the rejection log):
 
@@ -160,12 +161,15 @@ CLEAN = ScanResult(Outcome.CLEAN)
 class ScanLimits:
     """How far the scanner goes before it calls an archive a bomb.
 
-    ``max_total_bytes`` bounds the bytes decompressed for one message (and so
-    the memory held); ``max_ratio`` applies to a member once it has produced
+    ``max_depth`` counts zip archives inside each other, ``max_mime_depth``
+    multiparts and attached messages; ``max_entries`` counts MIME parts and
+    zip members together. ``max_total_bytes`` bounds the bytes decompressed
+    for one message (and so the memory held); ``max_ratio`` applies to a member once it has produced
     more than ``ratio_floor`` bytes, because tiny members compress wildly.
     """
 
     max_depth: int = 4
+    max_mime_depth: int = 32
     max_entries: int = 1000
     max_total_bytes: int = 64 * 1024 * 1024
     max_ratio: int = 200
@@ -200,7 +204,7 @@ def _blocked(reason: str, filename: str, detail: str) -> _Found:
 _MIME_ERRORS = (ValueError, IndexError, TypeError, AttributeError, LookupError)
 
 
-def mime_parts(raw: bytes, limits: ScanLimits = DEFAULT_LIMITS) -> Iterator[Part]:
+def _mime_parts(raw: bytes, limits: ScanLimits) -> Iterator[Part]:
     """Yield every leaf part of ``raw``, attached messages included.
 
     Raises ``_Found`` (``archive_limits``) on a message with more parts or
@@ -217,7 +221,7 @@ def mime_parts(raw: bytes, limits: ScanLimits = DEFAULT_LIMITS) -> Iterator[Part
     count = 0
     while stack:
         part, depth = stack.pop()
-        if depth > limits.max_depth * 4:
+        if depth > limits.max_mime_depth:
             raise _blocked("archive_limits", "", "MIME nesting too deep")
         payload = part.get_payload() if part.is_multipart() else None
         if isinstance(payload, list):
@@ -251,14 +255,15 @@ def _leaf(part: Message, index: int) -> Part:
 
 def scan_message_bytes(raw: bytes, limits: ScanLimits = DEFAULT_LIMITS) -> ScanResult:
     """Scan a whole message as received."""
-    try:
-        return scan_parts(mime_parts(raw, limits), limits)
-    except _Found as found:
-        return found.result
+    return scan_parts(_mime_parts(raw, limits), limits)
 
 
 def scan_parts(parts: Iterable[Part], limits: ScanLimits = DEFAULT_LIMITS) -> ScanResult:
-    """Scan decoded parts; the first finding wins."""
+    """Scan decoded parts; the first finding wins.
+
+    ``parts`` may be a lazy iterator that raises ``_Found`` itself (the MIME
+    walk does), which is why it is consumed inside the ``try``.
+    """
     budget = _Budget(limits)
     try:
         for part in parts:

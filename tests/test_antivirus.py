@@ -375,12 +375,23 @@ def test_arbitrary_corruption_of_a_zip(noise: bytes, at: int) -> None:
     assert result.outcome in (Outcome.CLEAN, Outcome.BLOCKED)
 
 
-def test_deeply_nested_mime_is_refused_not_crashed() -> None:
-    depth = 2000
+def nested_mime(depth: int) -> bytes:
     head = b"".join(
         b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
         for i in range(depth)
     )
-    raw = b"From: a@example.net\r\nMIME-Version: 1.0\r\n" + head + b"\r\nleaf\r\n"
-    result = scan_message_bytes(raw)
-    assert (result.outcome, result.reason) == (Outcome.BLOCKED, "archive_limits")
+    return b"From: a@example.net\r\nMIME-Version: 1.0\r\n" + head + b"\r\nleaf\r\n"
+
+
+@pytest.mark.parametrize("depth", [40, 2000])  # past the limit; past the stdlib's stack
+def test_deeply_nested_mime_is_refused_not_crashed(depth: int) -> None:
+    result = scan_message_bytes(nested_mime(depth))
+    assert (result.outcome, result.reason, result.detail) == (
+        Outcome.BLOCKED,
+        "archive_limits",
+        "MIME nesting too deep",
+    )
+
+
+def test_nesting_within_the_mime_limit_passes() -> None:
+    assert scan_message_bytes(nested_mime(30)).outcome is Outcome.CLEAN
