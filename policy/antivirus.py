@@ -10,7 +10,8 @@ no business receiving and what it cannot look into:
   hide their extension behind bidirectional-text controls;
 * macro-enabled Office files (:data:`MACRO_EXTENSIONS`, OOXML holding
   ``vbaProject.bin``, OLE2 files holding a ``_VBA_PROJECT`` stream);
-* encrypted zip members, which no scanner can see into;
+* encrypted zip members and password-protected Office documents, which no
+  scanner can see into (the password travels in the mail's text);
 * zip archives that nest, count or expand beyond :class:`ScanLimits`; those
   are looked into member by member, decompressing in bounded chunks and
   counting every byte actually produced (headers lie), so a zip bomb costs at
@@ -31,7 +32,8 @@ Reason codes (stable; they go to the rejection log):
 ``virus``               a signature matched (EICAR here; anything clamd finds)
 ``blocked_attachment``  an executable or script, by content or by name
 ``macro_document``      an Office document that carries macros
-``encrypted_archive``   a zip member is encrypted
+``encrypted_archive``   a zip member is encrypted, or an Office document is
+                        password-protected
 ``archive_limits``      nesting, member count, expanded size or compression
                         ratio beyond :class:`ScanLimits` (zip bombs)
 ``unscannable``         an archive or message we cannot read completely
@@ -100,6 +102,8 @@ EICAR_SIGNATURE = "EICAR-Test-File"
 _EICAR_TAIL = frozenset(b" \t\r\n\x1a")
 _BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _VBA_PROJECT_OLE = "_VBA_PROJECT".encode("utf-16-le")
+# A password-protected OOXML file is an OLE2 container around this stream.
+_ENCRYPTED_PACKAGE_OLE = "EncryptedPackage".encode("utf-16-le")
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _LNK_MAGIC = b"L\x00\x00\x00\x01\x14\x02\x00"
 _MACHO_MAGICS = (
@@ -352,6 +356,8 @@ def _scan_blob(path: str, data: bytes, depth: int, budget: _Budget) -> None:
         raise _blocked("blocked_attachment", path, kind)
     if data.startswith(_OLE_MAGIC) and _VBA_PROJECT_OLE in data:
         raise _blocked("macro_document", path, "OLE document with a VBA project")
+    if data.startswith(_OLE_MAGIC) and _ENCRYPTED_PACKAGE_OLE in data:
+        raise _blocked("encrypted_archive", path, "password-protected Office document")
     if data.startswith(_ZIP_MAGICS) or name.lower().endswith(".zip"):
         _scan_zip(path, data, depth + 1, budget)
 

@@ -232,6 +232,15 @@ def test_ole_document_with_vba_project() -> None:
     assert result.reason == "macro_document"
 
 
+def test_password_protected_office_document() -> None:
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500) + "EncryptedPackage".encode("utf-16-le")
+    result = scan_message_bytes(mail(("salaries.xlsx", ole)))
+    assert (result.reason, result.detail) == (
+        "encrypted_archive",
+        "password-protected Office document",
+    )
+
+
 def test_ole_document_without_macros_passes() -> None:
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500) + "WordDocument".encode("utf-16-le")
     assert scan_message_bytes(mail(("old.doc", ole))).passes
