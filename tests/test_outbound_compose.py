@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import email
 from datetime import UTC, datetime
 from email import policy
@@ -11,8 +10,6 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,6 +26,7 @@ from ingest.compose import (
 from ingest.dkimsign import SigningFailed, dkim_sign
 from policy.autoreply import is_own_mail
 from policy.config import DkimConfig
+from tests.signing import rsa_key
 
 SENDER = Sender("Example Support", "support@example.com")
 DATE = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -186,24 +184,10 @@ def test_own_message_ids_carry_the_ticket_and_are_unique() -> None:
     assert first != new_message_id(12, 34, "mx.example.com")
 
 
-def _rsa_key(tmp_path: Path) -> tuple[Path, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path / "dkim.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-
 def test_dkim_signature_verifies_with_the_published_key(tmp_path: Path) -> None:
-    key_file, record = _rsa_key(tmp_path)
+    pem, record = rsa_key(2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(pem)
     raw = to_bytes(compose(draft(), SENDER, DATE))
     signed = dkim_sign(raw, DkimConfig(selector="s1", key_file=key_file), SENDER.address)
     assert signed.endswith(raw)
@@ -211,7 +195,7 @@ def test_dkim_signature_verifies_with_the_published_key(tmp_path: Path) -> None:
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
         looked_up.append(name)
-        return record
+        return record.encode()
 
     assert dkim.verify(signed, dnsfunc=dns)
     assert looked_up == [b"s1._domainkey.example.com."]

@@ -9,6 +9,7 @@ from email import policy
 from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -17,6 +18,7 @@ from relay import PASSWORD, USER, RecordingHandler, Relays, free_port, relays_fi
 from ingest.cli import main
 from ingest.smtpfail import smtp_warnings
 from policy.config import parse_config
+from tests.signing import rsa_key
 
 
 def write_config(tmp_path: Path, relays: Relays, port: int, **smtp: Any) -> Path:
@@ -182,3 +184,34 @@ def test_check_config_prints_the_warnings(tmp_path: Path, relays: Relays) -> Non
         "  warning: mailboxes[0].smtp (support@example.com): encryption is 'none'" in result.output
     )
     assert PASSWORD not in result.output
+
+
+def test_test_message_is_dkim_signed_when_configured(tmp_path: Path, relays: Relays) -> None:
+    pem, record = rsa_key(2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(pem)
+    port, handler = relays.start("starttls")
+    dkim_settings = {"selector": "s1", "key_file": str(key_file)}
+    path = write_config(tmp_path, relays, port, dkim=dkim_settings)
+    result = run(path, "support@example.com", "--to", "me@x.test")
+    assert result.exit_code == 0, result.output
+    [received] = handler.received
+    assert received.data.startswith(b"DKIM-Signature:")
+    looked_up: list[bytes] = []
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        looked_up.append(name)
+        return record.encode()
+
+    assert dkim.verify(received.data, dnsfunc=dns)
+    assert looked_up == [b"s1._domainkey.example.com."]
+
+
+def test_unreadable_dkim_key_fails_the_send_test(tmp_path: Path, relays: Relays) -> None:
+    port, handler = relays.start("starttls")
+    dkim_settings = {"selector": "s1", "key_file": str(tmp_path / "missing.pem")}
+    path = write_config(tmp_path, relays, port, dkim=dkim_settings)
+    result = run(path, "support@example.com", "--to", "me@x.test")
+    assert result.exit_code == 1
+    assert "cannot read DKIM key file" in result.output and "missing.pem" in result.output
+    assert handler.data_attempts == 0
