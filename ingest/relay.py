@@ -69,8 +69,8 @@ async def speaks_tls(host: str, port: int, wait: float) -> bool:
     except (OSError, TimeoutError):
         return False
     writer.close()
-    with contextlib.suppress(OSError, ssl.SSLError):
-        await writer.wait_closed()
+    with contextlib.suppress(OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), wait)
     return True
 
 
@@ -90,8 +90,17 @@ class Relay:
             timeout=smtp.timeout,
             use_tls=smtp.encryption == "ssl",
             start_tls=False,
-            tls_context=tls_context(smtp) if smtp.encryption != "none" else None,
         )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.smtp.encryption == "none":
+            return None
+        try:
+            return tls_context(self.smtp)
+        except (OSError, ssl.SSLError) as exc:
+            text = f"cannot load the CA file {self.smtp.ca_file}: {exc}"
+            hint = "ca_file must be a readable PEM file of the CA certificates to trust"
+            raise failure(Diagnosis(Step.CONNECT, Kind.TLS, False, text, hint)) from None
 
     async def _run(
         self, step: Step, detail: str, action: Awaitable[aiosmtplib.SMTPResponse]
@@ -118,11 +127,12 @@ class Relay:
     async def __aenter__(self) -> Relay:
         smtp = self.smtp
         how = {"ssl": "implicit TLS", "starttls": "STARTTLS", "none": "no encryption"}
+        context = self._tls_context()
         try:
             await self._run(
                 Step.CONNECT,
                 f"{smtp.host}:{smtp.port} ({how[smtp.encryption]})",
-                self._client.connect(),
+                self._client.connect(tls_context=context),
             )
             self._socket = self._client.get_transport_info("socket")
             if smtp.encryption == "starttls":

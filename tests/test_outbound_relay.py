@@ -101,6 +101,15 @@ async def test_untrusted_certificate_is_tls_without_the_mailbox_ca(relays: Relay
     assert "set ca_file" in d.hint
 
 
+async def test_unreadable_ca_file_is_tls_before_connecting(relays: Relays) -> None:
+    port, handler = relays.start("starttls")
+    error = await failing(relays.config(port, ca_file=relays.ca_file.with_name("absent.pem")))
+    d = error.diagnosis
+    assert (d.step, d.kind, d.temporary) == (Step.CONNECT, Kind.TLS, False)
+    assert "absent.pem" in d.server_text and "ca_file" in d.hint
+    assert handler.data_attempts == 0
+
+
 async def test_server_without_starttls_is_never_used_in_plain_text(relays: Relays) -> None:
     port, handler = relays.start("plain")
     error = await failing(relays.config(port, "starttls"))
