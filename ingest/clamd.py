@@ -76,15 +76,7 @@ async def _exchange(target: Listen, data: bytes) -> str:
     # clamd answers at once and closes, so our next write fails, and a stream
     # transport would then drop the answer waiting in the receive buffer.
     loop = asyncio.get_running_loop()
-    address: str | tuple[Any, ...]
-    if target.is_unix:
-        family, address = socket.AF_UNIX, target.listen
-    else:
-        host, port = target.host_port
-        family, _, _, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setblocking(False)
-        await loop.sock_connect(sock, address)
+    with await _connect(target) as sock:
         try:
             await loop.sock_sendall(sock, b"zINSTREAM\0")
             for start in range(0, len(data), CHUNK_SIZE):
@@ -100,6 +92,33 @@ async def _exchange(target: Listen, data: bytes) -> str:
                 break
             reply += received
     return reply.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+
+
+async def _connect(target: Listen) -> socket.socket:
+    """A connected non-blocking socket; each address of a host name is tried in turn."""
+    loop = asyncio.get_running_loop()
+    candidates: list[tuple[int, Any]]
+    if target.is_unix:
+        candidates = [(socket.AF_UNIX, target.listen)]
+    else:
+        host, port = target.host_port
+        found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        candidates = [(family, address) for family, _, _, _, address in found]
+    error: OSError = OSError(f"no address for {target.listen}")
+    for family, address in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:  # cancelled by the timeout
+            sock.close()
+            raise
+        return sock
+    raise error
 
 
 def parse_reply(reply: str, address: str) -> ClamdReply:

@@ -62,6 +62,12 @@ async def test_signature_across_chunk_boundary(clamd_address: str) -> None:
     assert reply == ClamdReply(ClamdStatus.FOUND, MARKER_NAME)
 
 
+@pytest.mark.parametrize("clamd_address", ["tcp"], indirect=True)
+async def test_host_name(clamd_address: str) -> None:
+    address = clamd_address.replace("127.0.0.1", "localhost")
+    assert (await ClamdClient(address, 20).instream(EICAR)).signature == EICAR_NAME
+
+
 async def test_empty_stream(clamd_address: str) -> None:
     assert (await ClamdClient(clamd_address, 20).instream(b"")).status is ClamdStatus.OK
 
