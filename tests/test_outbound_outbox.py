@@ -343,6 +343,17 @@ def test_hostile_cc_is_refused_and_nothing_is_queued(desk_for: Any, cc: str) -> 
     assert directions == ["in"]
 
 
+def test_a_body_that_is_not_utf8_is_a_usage_error(desk_for: Any) -> None:
+    desk: Desk = desk_for(free_port())
+    ticket_id = desk.ticket_from_customer()
+    body = desk.tmp / "body.txt"
+    body.write_bytes(b"Gr\xfc\xdfe\n")
+    result = run("reply", str(ticket_id), "--body-file", str(body), config=desk.path)
+    assert result.exit_code == 2
+    assert "must be UTF-8 text" in result.output
+    assert desk.shown(ticket_id)["replies"] == []
+
+
 def test_reply_to_an_unknown_ticket_is_refused(desk_for: Any) -> None:
     desk: Desk = desk_for(free_port())
     body = desk.tmp / "body.txt"

@@ -40,8 +40,13 @@ def reply(
 ) -> None:
     """Queue a reply to TICKET's requester; print the reply's id."""
     config = load(config_path)
-    text = body_file.read()
-    html = html_file.read() if html_file is not None else None
+    try:
+        text = body_file.read()
+        html = html_file.read() if html_file is not None else None
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(
+            f"the body and HTML files must be UTF-8 text ({exc.reason})"
+        ) from None
     engine = open_store(config)
     try:
         with Session(engine) as session, session.begin():
