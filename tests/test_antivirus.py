@@ -404,3 +404,44 @@ def test_deeply_nested_mime_is_refused_not_crashed(depth: int) -> None:
 
 def test_nesting_within_the_mime_limit_passes() -> None:
     assert scan_message_bytes(nested_mime(30)).outcome is Outcome.CLEAN
+
+
+def test_header_that_crashes_the_stdlib_parser_is_unscannable() -> None:
+    """Found by fuzzing: a bare CR inside a parameter name raises IndexError in the stdlib."""
+    raw = (
+        b"From: a@example.net\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; bounda*\r09ry="x"\n\n--x\nhi\n--x--\n'
+    )
+    result = scan_message_bytes(raw)
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, "unscannable")
+
+
+MUTATION_BYTES = b"=?*;\"'\\%\r\n :/bq-_09aZ\x00\xff\xe2\x80\xae"
+
+
+MUTATION_BASE = mail(
+    ("a b.zip", make_zip({"x.txt": b"hi" * 100})), ("=?utf-8?q?x=2Ejs?=", b"x")
+).replace(b'filename="a b.zip"', b"filename*0*=utf-8''a%20b; filename*1=.zip")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=1, exclude_max=True),
+            st.binary(max_size=6).map(
+                lambda b: bytes(MUTATION_BYTES[x % len(MUTATION_BYTES)] for x in b)
+            ),
+            st.integers(min_value=0, max_value=8),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_mutated_mail_with_attachments(edits: list[tuple[float, bytes, int]]) -> None:
+    """Insertions and deletions in a real mail with encoded names never crash the scanner."""
+    data = bytearray(MUTATION_BASE)
+    for where, insert, delete in edits:
+        at = int(where * len(data))
+        data[at : at + delete] = insert
+    assert scan_message_bytes(bytes(data)).outcome in set(Outcome)
