@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from storage import status
+from storage import outbox, status
 from storage.models import utcnow
 
 log = logging.getLogger("mail.metrics")
@@ -149,7 +149,7 @@ class StoreCollector(Collector):
         with Session(self.engine) as session:
             depth = status.queue_depth(session)
             oldest = status.oldest_waiting(session)
-            outbox = status.outbox_depth(session)
+            replies_by_state = outbox.depth(session)
         queue = GaugeMetricFamily(
             "firstline_queue_depth", "inbound queue entries by state", labels=["state"]
         )
@@ -162,13 +162,12 @@ class StoreCollector(Collector):
             "age of the oldest entry still queued or leased (0 when none)",
             value=max(age, 0.0),
         )
-        if outbox is not None:
-            family = GaugeMetricFamily(
-                "firstline_outbox_depth", "outbound replies by state", labels=["state"]
-            )
-            for state, count in outbox.items():
-                family.add_metric([state], count)
-            yield family
+        replies = GaugeMetricFamily(
+            "firstline_outbox_replies", "outbound replies by delivery state", labels=["state"]
+        )
+        for state, count in replies_by_state.items():
+            replies.add_metric([state], count)
+        yield replies
 
 
 class _Shared(Collector):

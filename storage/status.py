@@ -1,8 +1,7 @@
 """The state of the store at a glance: ``firstline status`` and the metrics read this.
 
 Everything here is a handful of aggregate queries, cheap enough to run on
-every Prometheus scrape. The outbox belongs to the outbound replies; it is
-reported when its table exists (a ``state`` column counted like the queue's).
+every Prometheus scrape; the outbox is the replies' own queue (``storage/outbox.py``).
 """
 
 from __future__ import annotations
@@ -10,13 +9,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import MetaData, Table, func, inspect, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from storage import outbox
 from storage.models import BatchRun, QueueEntry, QueueState, Rejection, aware, utcnow
-
-OUTBOX_TABLE = "outbox"
 
 
 def queue_depth(session: Session) -> dict[str, int]:
@@ -72,18 +70,6 @@ def rejections_since(session: Session, since: datetime) -> dict[str, int]:
     return {reason: int(count) for reason, count in rows}
 
 
-def outbox_depth(session: Session) -> dict[str, int] | None:
-    """Outbound replies per state, or None while there is no outbox table."""
-    connection = session.connection()
-    if not inspect(connection).has_table(OUTBOX_TABLE):
-        return None
-    outbox = Table(OUTBOX_TABLE, MetaData(), autoload_with=connection)
-    if "state" not in outbox.c:
-        return None
-    rows = connection.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state))
-    return {str(state): int(count) for state, count in rows}
-
-
 def summary(session: Session, now: datetime | None = None) -> dict[str, Any]:
     """Everything ``firstline status --json`` prints."""
     now = now or utcnow()
@@ -94,5 +80,5 @@ def summary(session: Session, now: datetime | None = None) -> dict[str, Any]:
         "oldest_waiting_seconds": (now - oldest).total_seconds() if oldest else 0.0,
         "batches": batch_runs(session),
         "rejections_24h": rejections_since(session, now - timedelta(hours=24)),
-        "outbox": outbox_depth(session),
+        "outbox": outbox.depth(session),
     }

@@ -60,6 +60,7 @@ def test_scrape_parses_and_counts_what_happened(measured: ServerThread) -> None:
     assert value(after, "firstline_queue_depth", state="queued") == 1
     assert value(after, "firstline_queue_depth", state="done") == 0
     assert value(after, "firstline_queue_oldest_age_seconds") >= 0
+    assert ("firstline_outbox_replies", (("state", "failed"),)) in after
 
     app = measured.app
     measured.call(app.worker.housekeeping.run_batch(app.worker.batch, app.holder.current))

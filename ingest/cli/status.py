@@ -43,9 +43,7 @@ def status(config_path: str, as_json: bool) -> None:
     refused = found["rejections_24h"]
     click.echo("refused in 24h: " + (", ".join(f"{reason} {count}" for reason, count
                                               in sorted(refused.items())) or "none"))  # fmt: skip
-    outbox = found["outbox"]
-    if outbox is not None:
-        click.echo("outbox:  " + (", ".join(f"{s} {c}" for s, c in outbox.items()) or "empty"))
+    click.echo("outbox:  " + ", ".join(f"{s} {c}" for s, c in found["outbox"].items()))
 
 
 def _duration(seconds: float) -> str:
