@@ -201,32 +201,49 @@ def _claim(
         )
 
 
+async def _send(
+    engine: Engine, config: Config, claim: outbox.ReplyClaim, now: datetime | None
+) -> outbox.ReplyState | None:
+    outcome = await _attempt(config, claim)
+    state = await asyncio.to_thread(_record, engine, config, claim, outcome, now)
+    if isinstance(outcome, Delivered):
+        log.info("reply %d (ticket %d) sent: %s", claim.reply_id, claim.ticket_id, outcome.reply)
+    else:
+        log.warning(
+            "reply %d (ticket %d) attempt %d: %s → %s",
+            claim.reply_id, claim.ticket_id, claim.attempts, outcome.error,
+            state.value if state else "lease lost",
+        )  # fmt: skip
+    return state
+
+
 async def send_due_replies(
     engine: Engine, config: Config, *, owner: str, now: datetime | None = None
 ) -> OutboxResult:
-    """Send every reply that is due (up to ``batch.size``) and record each outcome."""
+    """Send every reply that is due (up to ``batch.size``) and record each outcome.
+
+    Mailboxes are served side by side, each one's replies in order: a relay
+    that hangs until its timeout delays only its own mailbox.
+    """
     claims = await asyncio.to_thread(_claim, engine, config, owner, now)
-    result = OutboxResult(taken=len(claims))
+    by_mailbox: dict[str, list[outbox.ReplyClaim]] = {}
     for claim in claims:
-        outcome = await _attempt(config, claim)
-        state = await asyncio.to_thread(_record, engine, config, claim, outcome, now)
-        if isinstance(outcome, Delivered):
-            log.info(
-                "reply %d (ticket %d) sent: %s", claim.reply_id, claim.ticket_id, outcome.reply
-            )
-        else:
-            log.warning(
-                "reply %d (ticket %d) attempt %d: %s → %s",
-                claim.reply_id, claim.ticket_id, claim.attempts, outcome.error,
-                state.value if state else "lease lost",
-            )  # fmt: skip
-        if state == outbox.ReplyState.SENT:
-            result.sent += 1
-        elif state == outbox.ReplyState.RETRYING:
-            result.retrying += 1
-        elif state == outbox.ReplyState.FAILED:
-            result.failed += 1
-    return result
+        by_mailbox.setdefault(claim.mailbox, []).append(claim)
+
+    async def in_order(group: list[outbox.ReplyClaim]) -> list[outbox.ReplyState | None]:
+        return [await _send(engine, config, claim, now) for claim in group]
+
+    states = [
+        state
+        for group in await asyncio.gather(*(in_order(g) for g in by_mailbox.values()))
+        for state in group
+    ]
+    return OutboxResult(
+        taken=len(claims),
+        sent=states.count(outbox.ReplyState.SENT),
+        retrying=states.count(outbox.ReplyState.RETRYING),
+        failed=states.count(outbox.ReplyState.FAILED),
+    )
 
 
 async def run_outbox(current: Callable[[], Config], engine: Engine, owner: str) -> None:

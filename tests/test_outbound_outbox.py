@@ -90,7 +90,14 @@ def smtp_settings(relays: Relays, port: int, **changes: Any) -> dict[str, Any]:
 def desk_for(tmp_path: Path, db_url: str, relays: Relays) -> Any:
     started: list[Any] = []
 
-    def make(port: int, *, max_attempts: int = 4, worker: bool = False, **smtp: Any) -> Desk:
+    def make(
+        port: int,
+        *,
+        max_attempts: int = 4,
+        worker: bool = False,
+        more_mailboxes: tuple[dict[str, Any], ...] = (),
+        **smtp: Any,
+    ) -> Desk:
         mailbox = {
             "channel": "helpdesk",
             "name": "Example Support",
@@ -100,7 +107,7 @@ def desk_for(tmp_path: Path, db_url: str, relays: Relays) -> Any:
         path = write_config(
             tmp_path / "config.yaml",
             db_url,
-            mailboxes=[mailbox],
+            mailboxes=[mailbox, *more_mailboxes],
             outbox={"max_attempts": max_attempts, "retry_seconds": 60, "interval": 0.05},
         )
         config = load_config(path)
@@ -170,6 +177,32 @@ def test_reply_is_delivered_threaded_and_the_answer_comes_back(
     assert (
         second["References"] == f"<q1@customer.example> {msg['Message-ID']} <q2@customer.example>"
     )
+
+
+def test_each_mailbox_replies_through_its_own_relay(desk_for: Any, relays: Relays) -> None:
+    support_port, support_relay = relays.start("starttls")
+    billing_port, billing_relay = relays.start("ssl")
+    billing = {
+        "channel": "helpdesk",
+        "name": "Example Billing",
+        "address": "billing@example.com",
+        "smtp": smtp_settings(relays, billing_port, encryption="ssl"),
+    }
+    desk: Desk = desk_for(support_port, more_mailboxes=(billing,))
+    support_ticket = desk.ticket_from_customer()
+    invoice = CUSTOMER_MAIL.replace(b"q1@", b"q9@").replace(b"Printer on fire", b"Invoice")
+    deliver(desk.server, invoice, rcpt="billing@example.com")
+    desk.server.process()
+    [billing_ticket] = [t["id"] for t in tickets(desk.server) if t["id"] != support_ticket]
+    desk.reply(support_ticket)
+    desk.reply(billing_ticket)
+    assert desk.send(utcnow()) == OutboxResult(taken=2, sent=2)
+    [to_support] = support_relay.received
+    [to_billing] = billing_relay.received
+    assert to_support.mail_from == "support@example.com"
+    assert to_billing.mail_from == "billing@example.com"
+    assert parse(to_billing.data)["From"] == "Example Billing <billing@example.com>"
+    assert parse(to_billing.data)["Subject"] == f"Re: [#{billing_ticket}] Invoice"
 
 
 def test_html_reply_goes_out_sanitised_next_to_the_text(desk_for: Any, relays: Relays) -> None:
