@@ -14,6 +14,7 @@ Classified failures join the project's error tree::
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl
@@ -216,4 +217,9 @@ def smtp_warnings(config: Config) -> list[str]:
         swapped = swap_hint(smtp)
         if swapped:
             warnings.append(f"{where}: {swapped}")
+        key_file = smtp.dkim.key_file if smtp.dkim is not None else None
+        files = [("ca_file", smtp.ca_file), ("dkim.key_file", key_file)]
+        for name, path in files:
+            if path is not None and not os.access(path, os.R_OK):
+                warnings.append(f"{where}: {name} {path} cannot be read: replies will fail")
     return warnings

@@ -174,6 +174,25 @@ def test_check_config_warns_about_plain_text_and_swaps() -> None:
     assert "try encryption: ssl" in warnings[2]
 
 
+def test_check_config_warns_about_files_it_cannot_read(tmp_path: Path) -> None:
+    readable = tmp_path / "ca.pem"
+    readable.write_text("x", encoding="utf-8")
+    smtp = {"host": "smtp.example.com", "port": 587, "ca_file": str(readable)}
+    missing = {"ca_file": str(tmp_path / "no-ca.pem"),
+               "dkim": {"selector": "s1", "key_file": str(tmp_path / "no-key.pem")}}  # fmt: skip
+    mailboxes = [
+        {"channel": "c", "name": n, "address": f"{n}@example.com", "smtp": settings}
+        for n, settings in [("a", smtp), ("b", {**smtp, **missing})]
+    ]
+    text = yaml.safe_dump({"channels": [{"name": "c"}], "mailboxes": mailboxes})
+    assert smtp_warnings(parse_config(text)) == [
+        f"mailboxes[1].smtp (b@example.com): ca_file {tmp_path}/no-ca.pem cannot be read: "
+        "replies will fail",
+        f"mailboxes[1].smtp (b@example.com): dkim.key_file {tmp_path}/no-key.pem cannot be "
+        "read: replies will fail",
+    ]
+
+
 def test_check_config_prints_the_warnings(tmp_path: Path, relays: Relays) -> None:
     path = write_config(tmp_path, relays, 2525, encryption="none")
     result = CliRunner().invoke(
