@@ -168,12 +168,22 @@ def _in(ip: str, networks: list[Network]) -> bool:
     return any(address in network for network in networks)
 
 
+def _local(ip: str) -> bool:
+    """A unix-socket or loopback peer is an MTA on this host handing mail over."""
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return True
+
+
 def spf_origin(received: list[str], envelope: Envelope, trusted: list[Network]) -> tuple[str, str]:
     """(ip, helo) SPF should judge: the client, or the hop into our trusted relays.
 
-    ``received`` are the Received header values, newest first.
+    ``received`` are the Received header values, newest first. A local peer
+    (Postfix handing over by LMTP) is always a trusted hop: judging it would
+    fail every sender's SPF.
     """
-    if not _in(envelope.client_ip, trusted):
+    if not (_local(envelope.client_ip) or _in(envelope.client_ip, trusted)):
         return envelope.client_ip, envelope.helo
     for value in received:
         match = _RECEIVED_FROM.match(value)
@@ -183,7 +193,7 @@ def spf_origin(received: list[str], envelope: Envelope, trusted: list[Network]) 
         if ip_match is None:
             continue
         ip = ip_match.group("ip")
-        if not _in(ip, trusted):
+        if not (_local(ip) or _in(ip, trusted)):
             return ip, match.group("helo").strip("[]")
     return envelope.client_ip, envelope.helo
 

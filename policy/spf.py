@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -164,6 +165,14 @@ class ResultCache:
             self._entries.popitem(last=False)
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
@@ -176,6 +185,12 @@ async def check_spf(
     With a null reverse-path, RFC 7208 2.4 checks ``postmaster@HELO`` as the
     MAIL FROM identity, so the HELO result is also the MAIL FROM result.
     """
+    if not _is_ip(ip):
+        # A local hand-off whose Received headers name no outside hop: there is
+        # no client address to judge, which RFC 7208 has no result for but none.
+        why = "no client IP address to check (local hand-off without a Received hop)"
+        helo_check = SpfCheck("helo", helo.lower().rstrip("."), "none", why)
+        return replace(helo_check, identity="mailfrom", domain=_domain(mail_from)), helo_check
     identities: list[tuple[Identity, str]] = [("helo", "")]
     if mail_from:
         identities.append(("mailfrom", mail_from))

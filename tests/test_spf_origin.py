@@ -1,0 +1,43 @@
+"""Which hop SPF judges when mail is handed over locally (Postfix → LMTP)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from policy.authenticate import spf_origin
+from policy.spf import check_spf
+from policy.verdict import Envelope
+
+RECEIVED = [
+    "from mail.customer.example (mail.customer.example [198.51.100.7]) by mx.example.com",
+    "from laptop (unknown [10.0.0.5]) by mail.customer.example",
+]
+
+
+def envelope(ip: str) -> Envelope:
+    return Envelope(ip, None, "postfix.local", "alice@customer.example", ("support@example.com",))
+
+
+@pytest.mark.parametrize("peer", ["unix", "127.0.0.1", "::1"])
+def test_local_peer_is_a_trusted_hop(peer: str) -> None:
+    assert spf_origin(RECEIVED, envelope(peer), []) == ("198.51.100.7", "mail.customer.example")
+
+
+def test_remote_peer_is_judged_itself() -> None:
+    assert spf_origin(RECEIVED, envelope("203.0.113.9"), []) == ("203.0.113.9", "postfix.local")
+
+
+def test_trusted_network_is_skipped() -> None:
+    trusted = [ipaddress.ip_network("203.0.113.0/24")]
+    origin = spf_origin(RECEIVED, envelope("203.0.113.9"), trusted)
+    assert origin == ("198.51.100.7", "mail.customer.example")
+
+
+async def test_no_address_at_all_is_spf_none_not_a_crash() -> None:
+    ip, helo = spf_origin([], envelope("unix"), [])
+    assert ip == "unix"
+    mailfrom, helo_check = await check_spf(None, ip, "alice@customer.example", helo)  # type: ignore[arg-type]
+    assert (mailfrom.result, mailfrom.domain) == ("none", "customer.example")
+    assert helo_check.result == "none"
