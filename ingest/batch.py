@@ -158,6 +158,16 @@ class Batch:
         log.warning("entry %d: %s → %s", claim.entry_id, finding, state.value)
         return state
 
+    @staticmethod
+    def _record_failure(session: Session, claim: queue.Claim, error: str) -> None:
+        """Given up on: no ticket unless an operator retries it, so it is a batch refusal."""
+        stored = session.get(StoredMessage, claim.message_id)
+        if stored is not None:
+            record_batch_rejection(
+                session, stored, mailbox=claim.mailbox, reason="processing_failed",
+                outcome=f"failed after {claim.attempts} attempt(s): {error}",
+            )  # fmt: skip
+
     def _process(self, claim: queue.Claim, config: Config) -> QueueState | None:
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
@@ -189,6 +199,8 @@ class Batch:
                     temporary=temporary,
                     retry_after=0 if not temporary else config.batch.interval,
                 )
+                if state == QueueState.FAILED:
+                    self._record_failure(session, claim, error)
         except queue.LeaseLost:
             return None
         log.warning("entry %d: %s (%s)", claim.entry_id, error, state.value)

@@ -84,8 +84,12 @@ def test_trace_in_every_state(verifying: ServerThread, tmp_path: Path, db_url: s
             ))
         ).one()  # fmt: skip
     assert states(traced(verifying, filed)) == [f"on ticket {ticket_id}"]
-    [failed] = states(traced(verifying, broken))
+    traced_broken = traced(verifying, broken)
+    [failed] = states(traced_broken)
     assert failed.startswith("failed after 1 attempt(s): LookupError: the raw message is gone")
+    [refusal] = [e for e in traced_broken["events"] if e["event"] == "rejected"]  # type: ignore[attr-defined]
+    assert (refusal["stage"], refusal["reason"]) == ("BATCH", "processing_failed")
+    assert refusal["reply"].startswith("failed after 1 attempt(s): LookupError")
     assert states(traced(verifying, waiting)) == ["queued"]
     with Session(verifying.engine) as session, session.begin():
         claims = queue.claim(session, owner="test-worker", limit=10, lease_seconds=60,
