@@ -120,6 +120,24 @@ def desk_for(tmp_path: Path, db_url: str, relays: Relays) -> Any:
         context.__exit__(None, None, None)
 
 
+@pytest.fixture
+def replying(desk_for: Any, relays: Relays) -> Any:
+    """A desk with a customer's ticket and one queued reply to it, and the relay's handler."""
+
+    def make(
+        handler: RecordingHandler | None = None, port: int | None = None, **options: Any
+    ) -> tuple[Desk, int, RecordingHandler]:
+        handler = handler or RecordingHandler()
+        if port is None:
+            port, _ = relays.start("starttls", handler=handler)
+        desk: Desk = desk_for(port, **options)
+        ticket_id = desk.ticket_from_customer()
+        desk.reply(ticket_id)
+        return desk, ticket_id, handler
+
+    return make
+
+
 def parse(data: bytes) -> EmailMessage:
     msg = email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=policy.default)
     assert isinstance(msg, EmailMessage)
@@ -222,12 +240,9 @@ def test_html_reply_goes_out_sanitised_next_to_the_text(desk_for: Any, relays: R
     assert "steal" not in html_part.get_content()
 
 
-def test_451_then_250_is_retried_with_backoff_and_sent(desk_for: Any, relays: Relays) -> None:
+def test_451_then_250_is_retried_with_backoff_and_sent(replying: Any) -> None:
     handler = RecordingHandler(data_replies=["451 4.3.0 Mailbox busy, try again later"])
-    port, _ = relays.start("starttls", handler=handler)
-    desk: Desk = desk_for(port)
-    ticket_id = desk.ticket_from_customer()
-    desk.reply(ticket_id)
+    desk, ticket_id, _ = replying(handler)
     start = utcnow()
 
     assert desk.send(start) == OutboxResult(taken=1, retrying=1)
@@ -249,12 +264,8 @@ def test_451_then_250_is_retried_with_backoff_and_sent(desk_for: Any, relays: Re
     assert handler.data_attempts == 2 and len(handler.received) == 1
 
 
-def test_550_fails_at_once(desk_for: Any, relays: Relays) -> None:
-    handler = RecordingHandler(data_replies=["550 5.7.1 Relaying denied"])
-    port, _ = relays.start("starttls", handler=handler)
-    desk: Desk = desk_for(port)
-    ticket_id = desk.ticket_from_customer()
-    desk.reply(ticket_id)
+def test_550_fails_at_once(replying: Any) -> None:
+    desk, ticket_id, _ = replying(RecordingHandler(data_replies=["550 5.7.1 Relaying denied"]))
     assert desk.send(utcnow()) == OutboxResult(taken=1, failed=1)
     assert desk.send(utcnow() + timedelta(days=30)).taken == 0
     [shown] = desk.shown(ticket_id)["replies"]
@@ -266,14 +277,11 @@ def test_550_fails_at_once(desk_for: Any, relays: Relays) -> None:
 
 
 def test_wrong_password_fails_at_once_and_is_never_shown(
-    desk_for: Any, relays: Relays, caplog: pytest.LogCaptureFixture
+    replying: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    port, handler = relays.start("starttls")
     wrong = "not-the-password-4711"
-    desk: Desk = desk_for(port, password=wrong)
-    ticket_id = desk.ticket_from_customer()
-    desk.reply(ticket_id)
+    desk, ticket_id, handler = replying(password=wrong)
     assert desk.send(utcnow()).failed == 1
     [shown] = desk.shown(ticket_id)["replies"]
     assert shown["error_class"] == "authentication"
@@ -284,10 +292,8 @@ def test_wrong_password_fails_at_once_and_is_never_shown(
     assert handler.received == []
 
 
-def test_connection_refused_retries_until_attempts_run_out(desk_for: Any) -> None:
-    desk: Desk = desk_for(free_port(), max_attempts=2)
-    ticket_id = desk.ticket_from_customer()
-    desk.reply(ticket_id)
+def test_connection_refused_retries_until_attempts_run_out(replying: Any) -> None:
+    desk, ticket_id, _ = replying(port=free_port(), max_attempts=2)
     start = utcnow()
     assert desk.send(start).retrying == 1
     [shown] = desk.shown(ticket_id)["replies"]
@@ -317,13 +323,8 @@ def test_two_workers_never_send_the_same_reply_twice(desk_for: Any, relays: Rela
     assert len(sent_ids) == len(set(sent_ids)) == len(ids)
 
 
-def test_a_reply_abandoned_mid_send_is_taken_again_then_given_up(
-    desk_for: Any, relays: Relays
-) -> None:
-    port, handler = relays.start("starttls")
-    desk: Desk = desk_for(port, max_attempts=2)
-    ticket_id = desk.ticket_from_customer()
-    desk.reply(ticket_id)
+def test_a_reply_abandoned_mid_send_is_taken_again_then_given_up(replying: Any) -> None:
+    desk, ticket_id, handler = replying(max_attempts=2)
     engine, start = desk.server.engine, utcnow()
 
     def take(owner: str, now: datetime) -> list[outbox.ReplyClaim]:
@@ -344,11 +345,8 @@ def test_a_reply_abandoned_mid_send_is_taken_again_then_given_up(
     assert handler.received == []
 
 
-def test_a_bounce_marks_a_sent_reply_failed(desk_for: Any, relays: Relays) -> None:
-    port, _ = relays.start("starttls")
-    desk: Desk = desk_for(port)
-    ticket_id = desk.ticket_from_customer()
-    desk.reply(ticket_id)
+def test_a_bounce_marks_a_sent_reply_failed(replying: Any) -> None:
+    desk, ticket_id, _ = replying()
     desk.send(utcnow())
     [shown] = desk.shown(ticket_id)["replies"]
     with Session(desk.server.engine) as session, session.begin():
@@ -402,11 +400,8 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert outbox.retry_delay(10_000, 60, 3600) == 3600
 
 
-def test_serve_sends_queued_replies_on_its_own(desk_for: Any, relays: Relays) -> None:
-    port, handler = relays.start("starttls")
-    desk: Desk = desk_for(port, worker=True)
-    ticket_id = desk.ticket_from_customer()
-    desk.reply(ticket_id)
+def test_serve_sends_queued_replies_on_its_own(replying: Any) -> None:
+    desk, _, handler = replying(worker=True)
     for _ in range(200):
         if handler.received:
             break
