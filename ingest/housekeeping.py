@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -33,32 +34,39 @@ class Housekeeping:
         self._next_purge = 0.0
 
     async def run_batch(self, batch: Batch, config: Config) -> BatchResult:
-        """One batch, timed, counted and recorded, whether it succeeds or raises."""
+        """One batch, timed, counted and recorded, whether it succeeds or raises.
+
+        A cancelled batch (shutdown) is not recorded: it did not finish.
+        """
         started = utcnow()
         clock = time.monotonic()
-        result = BatchResult()
-        error: str | None = None
         try:
             result = await batch.run(config)
-            return result
         except Exception as exc:
-            error = f"{exc.__class__.__name__}: {exc}"[:2000]
+            # The first line only: database errors go on with the SQL and its parameters.
+            error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            error = error[:500]
+            await self._account(started, time.monotonic() - clock, BatchResult(), error)
             raise
-        finally:
-            seconds = time.monotonic() - clock
-            observe_batch(seconds, result.taken, {
-                "ticket": result.tickets, "failed": result.failed,
-                "deferred": result.deferred, "quarantined": result.quarantined,
-            })  # fmt: skip
-            run = BatchRun(
-                owner=self.owner, started_at=started, finished_at=utcnow(), duration=seconds,
-                taken=result.taken, tickets=result.tickets, failed=result.failed,
-                deferred=result.deferred, quarantined=result.quarantined, error=error,
-            )  # fmt: skip
-            try:
-                await asyncio.to_thread(self._record, run)
-            except Exception as exc:  # bookkeeping must not stop the batch
-                log.warning("batch run not recorded: %s", exc.__class__.__name__)
+        await self._account(started, time.monotonic() - clock, result, None)
+        return result
+
+    async def _account(
+        self, started: datetime, seconds: float, result: BatchResult, error: str | None
+    ) -> None:
+        observe_batch(seconds, result.taken, {
+            "ticket": result.tickets, "failed": result.failed,
+            "deferred": result.deferred, "quarantined": result.quarantined,
+        })  # fmt: skip
+        run = BatchRun(
+            owner=self.owner, started_at=started, finished_at=utcnow(), duration=seconds,
+            taken=result.taken, tickets=result.tickets, failed=result.failed,
+            deferred=result.deferred, quarantined=result.quarantined, error=error,
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(self._record, run)
+        except Exception as exc:  # bookkeeping must not stop the batch
+            log.warning("batch run not recorded: %s", exc.__class__.__name__)
 
     def _record(self, run: BatchRun) -> None:
         with Session(self.engine) as session, session.begin():

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import sqlalchemy
+
 from tests.cli import run, write_config
 from tests.server import ServerThread
 from tests.signing import message
@@ -52,3 +55,23 @@ def test_status_shows_queue_batches_and_refusals(
     assert "taken 2, tickets 2" in human.stdout
     assert "refused in 24h: unknown_mailbox 1" in human.stdout
     assert "outbox:  queued 0, sending 0, sent 0, retrying 0, failed 0" in human.stdout
+
+
+def test_a_failing_batch_is_recorded_with_its_error(
+    server: ServerThread, tmp_path: Path, db_url: str
+) -> None:
+    app = server.app
+    with server.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE queue RENAME TO queue_away")
+    try:
+        with pytest.raises(sqlalchemy.exc.DatabaseError):
+            server.call(app.worker.housekeeping.run_batch(app.worker.batch, app.holder.current))
+    finally:
+        with server.engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE queue_away RENAME TO queue")
+    config_path = write_config(tmp_path / "firstline.yaml", db_url)
+    [batch] = json.loads(run("status", "--json", config=config_path).stdout)["batches"]
+    assert batch["taken"] == 0
+    assert batch["error"].startswith(("OperationalError: ", "ProgrammingError: "))
+    assert "\n" not in batch["error"] and "SELECT" not in batch["error"].upper()
+    assert "ERROR" in run("status", config=config_path).stdout
