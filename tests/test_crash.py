@@ -35,7 +35,7 @@ def settings(dns: DnsServer) -> dict[str, Any]:
     return {
         # Short leases so a killed worker's entries come back within seconds;
         # attempts high enough that repeated kills never fail an innocent message.
-        "batch": {"interval": 0.2, "size": 10, "lease_seconds": 1, "max_attempts": 100},
+        "batch": {"interval": 0.2, "size": 25, "lease_seconds": 2, "max_attempts": 100},
         "server": {"max_message_size": 16384},
         "dns": {"nameservers": [dns.address], "timeout": 2},
         "logging": {"level": "WARNING"},
@@ -72,7 +72,7 @@ def send_all(fleet: Fleet, mails: Sequence[Mail], clients: int = 4) -> dict[str,
 
 
 class Chaos(threading.Thread):
-    """SIGKILL a worker at random moments, mostly one holding leases, and restart it."""
+    """SIGKILL workers at random moments, mostly ones holding leases, and restart them."""
 
     def __init__(
         self, workers: list[Node], engine: Engine, rng: random.Random, max_kills: int
@@ -96,19 +96,25 @@ class Chaos(threading.Thread):
         return [w for w in self.workers if w.process is not None and w.process.pid in pids]
 
     def run(self) -> None:
-        while self.kills < self.max_kills and not self.halt.wait(self.rng.uniform(0.1, 1)):
-            holders = self._lease_holders()
-            if not holders and self.rng.random() < 0.8:
-                continue  # mostly wait for a worker caught mid-batch
-            victim = self.rng.choice(holders or self.workers)
+        other_kills = 0
+        while self.lease_holder_kills < self.max_kills and not self.halt.wait(
+            self.rng.uniform(0.1, 1)
+        ):
+            if holders := self._lease_holders():
+                victim = self.rng.choice(holders)
+                self.lease_holder_kills += 1
+            elif other_kills < 2 and self.rng.random() < 0.1:
+                victim = self.rng.choice(self.workers)  # starting up, or idle
+                other_kills += 1
+            else:
+                continue
             victim.kill()
             self.kills += 1
-            self.lease_holder_kills += bool(holders)
             time.sleep(self.rng.uniform(0, 0.3))
             victim.start()
 
 
-def settle(engine: Engine, fleet: Fleet, expected: int, timeout: float = 120) -> None:
+def settle(engine: Engine, fleet: Fleet, expected: int, timeout: float = 300) -> None:
     """Wait until every queue entry has reached a final state (bounded; reports on failure)."""
     deadline = time.monotonic() + timeout
     open_states = [QueueState.QUEUED, QueueState.LEASED]
