@@ -79,12 +79,10 @@ class Reloader:
         self._current = current
         self._apply = apply
         self._lock = asyncio.Lock()
-        self.last: ReloadResult | None = None
 
     async def reload(self) -> ReloadResult:
         async with self._lock:
             result = await self._reload()
-        self.last = result
         RELOADS.labels("accepted" if result.accepted else "refused").inc()
         return result
 
