@@ -15,18 +15,26 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from ingest.outbound import queue_reply
+from policy.config import load_config
 from storage.engine import make_engine
-from storage.models import QueueEntry, QueueState, StoredMessage, TicketMessage
+from storage.lease import table_of
+from storage.models import QueueEntry, QueueState, StoredMessage, Ticket, TicketMessage
+from storage.outbox import Reply, ReplyState
+from storage.schema import prepare
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.fleet import Fleet, Mail, Node, deliver, mail, running
+from tests.fleet import Fleet, Mail, Node, deliver, mail, running, write_config
+from tests.relay import PASSWORD, USER, Relays, relays_fixture  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -71,25 +79,42 @@ def send_all(fleet: Fleet, mails: Sequence[Mail], clients: int = 4) -> dict[str,
     return codes
 
 
+@dataclass(frozen=True)
+class Work:
+    """A leased work table: inbound queue entries or outbound replies."""
+
+    table: Table
+    leased: str
+    open_states: tuple[str, ...]
+
+
+INBOUND = Work(table_of(QueueEntry), QueueState.LEASED, (QueueState.QUEUED, QueueState.LEASED))
+REPLIES = Work(
+    table_of(Reply),
+    ReplyState.SENDING,
+    (ReplyState.QUEUED, ReplyState.SENDING, ReplyState.RETRYING),
+)
+
+
 class Chaos(threading.Thread):
     """SIGKILL workers at random moments, mostly ones holding leases, and restart them."""
 
     def __init__(
-        self, workers: list[Node], engine: Engine, rng: random.Random, max_kills: int
+        self, workers: list[Node], engine: Engine, rng: random.Random, max_kills: int, work: Work
     ) -> None:
         super().__init__(daemon=True)
         self.workers, self.engine, self.rng, self.max_kills = workers, engine, rng, max_kills
+        self.work = work
         self.halt = threading.Event()
         self.kills = 0
         self.lease_holder_kills = 0
 
     def _lease_holders(self) -> list[Node]:
-        with Session(self.engine) as session:
+        table = self.work.table
+        with self.engine.connect() as connection:
             owners = set(
-                session.scalars(
-                    select(col(QueueEntry.lease_owner)).where(
-                        col(QueueEntry.state) == QueueState.LEASED
-                    )
+                connection.scalars(
+                    select(table.c.lease_owner).where(table.c.state == self.work.leased)
                 )
             )
         pids = {int(owner.split(":")[1]) for owner in owners if owner}
@@ -114,22 +139,22 @@ class Chaos(threading.Thread):
             victim.start()
 
 
-def settle(engine: Engine, fleet: Fleet, expected: int, timeout: float = 300) -> None:
-    """Wait until every queue entry has reached a final state (bounded; reports on failure)."""
+def settle(
+    engine: Engine, fleet: Fleet, expected: int, work: Work = INBOUND, timeout: float = 300
+) -> None:
+    """Wait until every row has reached a final state (bounded; reports on failure)."""
     deadline = time.monotonic() + timeout
-    open_states = [QueueState.QUEUED, QueueState.LEASED]
+    table = work.table
     while time.monotonic() < deadline:
-        with Session(engine) as session:
-            entries = session.scalar(select(func.count()).select_from(QueueEntry)) or 0
-            pending = session.scalar(
-                select(func.count())
-                .select_from(QueueEntry)
-                .where(col(QueueEntry.state).in_(open_states))
+        with engine.connect() as connection:
+            rows = connection.scalar(select(func.count()).select_from(table)) or 0
+            pending = connection.scalar(
+                select(func.count()).select_from(table).where(table.c.state.in_(work.open_states))
             )
-        if entries >= expected and not pending:
+        if rows >= expected and not pending:
             return
         time.sleep(0.2)
-    pytest.fail(f"the queue did not drain: {entries} entries, {pending} open\n{fleet.report()}")
+    pytest.fail(f"{table.name} did not drain: {rows} rows, {pending} open\n{fleet.report()}")
 
 
 def check_outcome(engine: Engine, codes: dict[str, int]) -> Counter[int]:
@@ -182,7 +207,7 @@ def crash_run(
             codes = send_all(fleet, mails[: count // 2])
             for worker in fleet.workers:
                 worker.start()
-            chaos = Chaos(fleet.workers, engine, rng, kills)
+            chaos = Chaos(fleet.workers, engine, rng, kills, INBOUND)
             chaos.start()
             try:
                 codes.update(send_all(fleet, mails[count // 2 :]))
@@ -220,5 +245,84 @@ def test_postgres_two_listeners_three_workers_killed_at_random(
 ) -> None:
     crash_run(
         tmp_path, postgres_schema_url, dns_server,
-        listeners=2, workers=3, count=2000, kills=12, seed=seed,
+        listeners=2, workers=3, count=2000, kills=8, seed=seed,
     )  # fmt: skip
+
+
+def queue_replies(engine: Engine, config_path: Path, count: int) -> None:
+    """One ticket per customer and a reply to each, composed and queued as an agent would."""
+    config = load_config(config_path)
+    with Session(engine) as session, session.begin():
+        for n in range(count):
+            ticket = Ticket(
+                mailbox="support@example.com", subject=f"Question {n}",
+                requester=f"c{n}@customer.example",
+            )  # fmt: skip
+            session.add(ticket)
+            session.flush()
+            assert ticket.id is not None
+            queue_reply(session, config, ticket.id, text=f"Answer {n}")
+
+
+@pytest.mark.postgres
+def test_postgres_replies_sent_by_workers_killed_at_random(
+    tmp_path: Path, postgres_schema_url: str, dns_server: DnsServer, relays: Relays, seed: int
+) -> None:
+    """Every reply reaches the relay; one reaches it twice only if its sender died mid-send.
+
+    Between the relay's ``250`` and the commit that records it, a SIGKILL
+    leaves the reply ``sending``: after its lease it is sent again, with the
+    same Message-ID (SMTP has no way to ask the relay whether it already took
+    it). Two live workers never send the same reply: a duplicate whose reply
+    was only ever claimed once would fail this test.
+    """
+    rng = random.Random(seed)
+    port, relay = relays.start("starttls")
+    smtp = {
+        "host": "127.0.0.1", "port": port, "account": USER, "password": PASSWORD,
+        "encryption": "starttls", "ca_file": str(relays.ca_file), "timeout": 10,
+    }  # fmt: skip
+    changes = {
+        "mailboxes": [{"channel": "helpdesk", "name": "Example Support",
+                       "address": "support@example.com", "smtp": smtp}],
+        "outbox": {"interval": 0.2, "lease_seconds": 3, "max_attempts": 100,
+                   "retry_seconds": 0.5},
+    }  # fmt: skip
+    # A claim's replies go out one after another under one lease: keep claims small
+    # enough to finish well within it, so only a kill lets a lease run out.
+    batch = {**settings(dns_server)["batch"], "size": 3}
+    fleet = Fleet(
+        tmp_path, postgres_schema_url, {**settings(dns_server), **changes, "batch": batch}
+    )
+    for _ in range(3):
+        fleet.add_worker()
+    engine = make_engine(postgres_schema_url)
+    count = 150
+    try:
+        prepare(engine)
+        queue_replies(
+            engine, write_config(tmp_path / "agent.yaml", postgres_schema_url, **changes), count
+        )
+        with running(fleet):
+            chaos = Chaos(fleet.workers, engine, rng, 5, REPLIES)
+            chaos.start()
+            try:
+                settle(engine, fleet, count, REPLIES)
+            finally:
+                chaos.halt.set()
+                chaos.join(30)
+            settle(engine, fleet, count, REPLIES)
+        with Session(engine) as session:
+            replies = {r.message_id: r for r in session.scalars(select(Reply))}
+    finally:
+        engine.dispose()
+    delivered = Counter(
+        str(message_from_bytes(item.data)["Message-ID"]) for item in list(relay.received)
+    )
+    assert set(delivered) == set(replies)  # every reply went out, nothing else did
+    assert {r.state for r in replies.values()} == {ReplyState.SENT}
+    twice = {mid: n for mid, n in delivered.items() if n > 1}
+    assert all(replies[mid].attempts > 1 for mid in twice), twice
+    assert any(r.attempts > 1 for r in replies.values()), "no kill interrupted a send"
+    assert chaos.lease_holder_kills >= 1
+    print(f"{len(twice)} of {count} replies delivered twice after {chaos.kills} kills")
