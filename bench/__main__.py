@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import platform
 
-from bench import ingest, processing, verification
+from bench import ingest, postgres, processing, verification
 
 
 def main() -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    for section in (ingest, processing, verification):
+    for section in (ingest, processing, verification, postgres):
         for line in section.run():
             print(line, flush=True)
 
