@@ -16,6 +16,7 @@ import pytest
 import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import Engine, inspect, text
 from sqlmodel import SQLModel
@@ -57,6 +58,14 @@ def test_migrations_match_the_models(engine: Engine) -> None:
         differences = compare_metadata(context, metadata)
     assert differences == [], "models changed without a migration: firstline db revision -m …"
     assert set(inspect(engine).get_table_names()) == set(metadata.tables) | {schema.VERSION_TABLE}
+
+
+def test_migrations_form_one_line() -> None:
+    """Two migrations written from the same head must be chained, not left as two heads."""
+    scripts = ScriptDirectory.from_config(schema.alembic_config())
+    heads = scripts.get_heads()
+    assert len(heads) == 1, f"several heads {heads}: point one's down_revision at the other"
+    assert [r.down_revision for r in scripts.walk_revisions()][-1] is None
 
 
 def test_prepare_creates_an_empty_database_once_and_then_does_nothing(engine: Engine) -> None:
