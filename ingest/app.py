@@ -18,15 +18,24 @@ from collections.abc import Callable
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import Engine, text
 
+from ingest.api import create_app
 from ingest.batch import Batch, BatchResult
+from ingest.events import filing_with_events, on_intake
 from ingest.housekeeping import Housekeeping
 from ingest.listener import ConfigHolder, IngestHandler
-from ingest.metrics import CONNECTIONS, CONNECTIONS_REFUSED, MetricsServer, scrape_registry
+from ingest.metrics import (
+    CONNECTIONS,
+    CONNECTIONS_REFUSED,
+    HttpServer,
+    MetricsServer,
+    scrape_registry,
+)
 from ingest.outbound import run_outbox
 from ingest.rejections import RejectionLog
 from ingest.reload import ControlFiles, Reloader
 from ingest.smtpd import Gate, protocol_factory, start_listener
 from ingest.tickets import file_message
+from ingest.webhooks import Deliverer
 from policy.config import Config, Listen
 from policy.dns import Resolver
 from policy.errors import ConfigProblem
@@ -47,7 +56,7 @@ class Worker:
 
     def __init__(self, holder: ConfigHolder, engine: Engine) -> None:
         self.holder = holder
-        self.batch = Batch(engine, file_message)
+        self.batch = Batch(engine, filing_with_events(file_message))
         self.housekeeping = Housekeeping(engine, self.batch.owner)
         self._poke = asyncio.Event()
         self.last: BatchResult | None = None
@@ -102,10 +111,16 @@ class App:
         self.run_worker = worker
         self.verifier_factory = verifier_factory
         self.engine = make_engine(config.storage.url)
-        self.writer = GroupCommitWriter(self.engine)
+        self.writer = GroupCommitWriter(
+            self.engine, on_write=on_intake(lambda: self.holder.current)
+        )
         self.gate = Gate(config.server.max_connections, config.server.max_connections_per_ip)
         self.servers: dict[str, asyncio.Server] = {}
         self.worker = Worker(self.holder, self.engine)
+        self.deliverer = Deliverer(
+            lambda: self.holder.current, self.engine, self.worker.batch.owner
+        )
+        self.api: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.resolver = Resolver.from_config(config.dns)
         self.verifier: Verifier | None = None
@@ -123,9 +138,14 @@ class App:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
             replies = run_outbox(lambda: self.holder.current, self.engine, self.worker.batch.owner)
             self._tasks.append(asyncio.create_task(replies, name="outbox"))
+        # Webhook delivery runs wherever firstline runs: it only touches event rows.
+        self._tasks.append(asyncio.create_task(self.deliverer.run(), name="webhooks"))
         listen = self.holder.current.metrics.listen
         if listen:
             self.metrics = await self._start_metrics(listen)
+        api = self.holder.current.api.listen
+        if api:
+            self.api = await self._start_api(api)
 
     async def _start_listeners(self) -> None:
         config = self.holder.current
@@ -165,6 +185,16 @@ class App:
     def _refused(proto: str, ip: str, reply: str) -> None:
         CONNECTIONS_REFUSED.labels(proto).inc()
         log.warning("connect from [%s]: %s", ip, reply)
+
+    async def _start_api(self, listen: str) -> HttpServer:
+        config = self.holder.current
+        registry = scrape_registry(self.engine) if config.metrics.listen else None
+        asgi = create_app(
+            lambda: self.holder.current, self.engine, health=self.health, registry=registry
+        )
+        server = HttpServer(listen, asgi, name="api", description="HTTP API")
+        await server.start()
+        return server
 
     async def _start_metrics(self, listen: str) -> MetricsServer:
         server = MetricsServer(listen, scrape_registry(self.engine), self.health)
@@ -279,6 +309,8 @@ class App:
             server.close()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.api is not None:
+            await self.api.stop()
         await self.gate.drain(grace)
         for task in self._tasks:
             task.cancel()

@@ -7,6 +7,7 @@ import click
 from ingest.cli import (
     check_config,
     db,
+    events,
     process,
     purge,
     quarantine,
@@ -40,5 +41,6 @@ main.add_command(purge.purge)
 main.add_command(quarantine.quarantine)
 main.add_command(reload.reload)
 main.add_command(status.status)
+main.add_command(events.events)
 main.add_command(smtp_test)
 main.add_command(reply)

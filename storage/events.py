@@ -1,0 +1,309 @@
+"""Webhook events: what the helpdesk must hear about, kept until it has.
+
+An event row is written in the same transaction as the change it reports
+(a ticket filed, a reply sent, a message refused), so none is lost and none
+is invented. Delivery claims rows like the inbound queue (:mod:`storage.lease`)::
+
+    queued ──claim──▶ leased(owner, token, expires_at) ──2xx──▶ delivered
+                        │   │
+                        │   └── 4xx (not 408/429), or window over ──▶ dead ──retry──▶ queued
+                        └── 5xx, 408, 429, timeout, refused ──▶ retrying(next attempt) ──▶ …
+
+Order per ticket: an event is only claimed when no earlier event of the same
+channel and ticket is still on its way (queued, leased or retrying). A dead
+event does not hold the ticket's later events back — the helpdesk would
+otherwise hear nothing more of that ticket until an operator acts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, ColumnElement, Index, Text, and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
+from sqlmodel import Field, SQLModel, col
+
+from storage import lease
+from storage.lease import LeaseLost
+from storage.models import _when, aware, utcnow
+
+__all__ = [
+    "EventClaim",
+    "EventState",
+    "LeaseLost",
+    "WebhookEvent",
+    "add",
+    "claim",
+    "deadline",
+    "event_view",
+    "list_events",
+    "mark_dead",
+    "mark_delivered",
+    "mark_retrying",
+    "replay",
+]
+
+
+class EventState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    DEAD = "dead"
+
+
+_ON_THE_WAY = (EventState.QUEUED, EventState.LEASED, EventState.RETRYING)
+
+
+class WebhookEvent(SQLModel, table=True):
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index("ix_webhook_events_due", "state", "next_attempt_at"),
+        Index("ix_webhook_events_order", "channel", "ordering_key", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The idempotency key receivers dedupe on: the same in every attempt and replay.
+    event_id: str = Field(max_length=64, unique=True)
+    type: str = Field(max_length=32, index=True)
+    channel: str = Field(max_length=255, index=True)
+    mailbox: str | None = Field(default=None, max_length=320)
+    ticket_id: int | None = Field(default=None, index=True)
+    # Events with the same key are delivered in id order ("ticket:12"); an
+    # event about no ticket is its own key.
+    ordering_key: str = Field(max_length=80)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: EventState = Field(default=EventState.QUEUED, max_length=16)
+    attempts: int = 0
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _when(default=None, nullable=True)
+    next_attempt_at: datetime = _when(default_factory=utcnow)
+    # Retries stop ``retry_window`` seconds after this: the first attempt's time.
+    window_start: datetime = _when(default_factory=utcnow)
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _when(default_factory=utcnow)
+    state_changed_at: datetime = _when(default_factory=utcnow)
+    delivered_at: datetime | None = _when(default=None, nullable=True)
+
+
+@dataclass(frozen=True)
+class EventClaim:
+    """An event leased for one delivery attempt; ``token`` fences the outcome."""
+
+    id: int
+    event_id: str
+    type: str
+    channel: str
+    payload: dict[str, Any]
+    attempts: int
+    window_start: datetime
+    claimed_at: datetime
+    token: str
+
+    @property
+    def retries_since(self) -> datetime:
+        """Where the retry window opened: at the first attempt (after creation or replay)."""
+        return self.claimed_at if self.attempts == 1 else self.window_start
+
+
+def add(
+    session: Session,
+    *,
+    type: str,
+    channel: str,
+    mailbox: str | None,
+    ticket_id: int | None,
+    data: dict[str, Any],
+    now: datetime | None = None,
+) -> WebhookEvent:
+    """Queue one event in the caller's transaction; the payload is fixed from now on."""
+    now = now or utcnow()
+    event_id = f"evt_{uuid.uuid4().hex}"
+    event = WebhookEvent(
+        event_id=event_id,
+        type=type,
+        channel=channel,
+        mailbox=mailbox,
+        ticket_id=ticket_id,
+        ordering_key=f"ticket:{ticket_id}" if ticket_id is not None else event_id,
+        payload={
+            "id": event_id,
+            "type": type,
+            "created_at": now.isoformat(),
+            "channel": channel,
+            "data": data,
+        },
+        next_attempt_at=now,
+        window_start=now,
+        created_at=now,
+        state_changed_at=now,
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def claim(
+    session: Session, *, owner: str, limit: int, lease_seconds: float, now: datetime | None = None
+) -> list[EventClaim]:
+    """Lease due events whose earlier events (same channel and ticket) are all settled."""
+    now = now or utcnow()
+    earlier = aliased(WebhookEvent)
+    due = and_(
+        or_(
+            and_(col(WebhookEvent.state).in_([EventState.QUEUED, EventState.RETRYING]),
+                 col(WebhookEvent.next_attempt_at) <= now),
+            and_(col(WebhookEvent.state) == EventState.LEASED,
+                 col(WebhookEvent.lease_expires_at) < now),
+        ),
+        ~exists().where(
+            col(earlier.channel) == col(WebhookEvent.channel),
+            col(earlier.ordering_key) == col(WebhookEvent.ordering_key),
+            col(earlier.id) < col(WebhookEvent.id),
+            col(earlier.state).in_(_ON_THE_WAY),
+        ),
+    )  # fmt: skip
+    token, rows = lease.take(
+        session,
+        WebhookEvent,
+        due,
+        leased=EventState.LEASED,
+        owner=owner,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        now=now,
+        returning=[
+            col(WebhookEvent.id),
+            col(WebhookEvent.event_id),
+            col(WebhookEvent.type),
+            col(WebhookEvent.channel),
+            col(WebhookEvent.payload),
+            col(WebhookEvent.attempts),
+            col(WebhookEvent.window_start),
+        ],
+    )
+    claims = [EventClaim(r[0], r[1], r[2], r[3], r[4], r[5], aware(r[6]), now, token) for r in rows]
+    return sorted(claims, key=lambda c: c.id)
+
+
+def _transition(session: Session, claim: EventClaim, **values: object) -> None:
+    lease.release(session, WebhookEvent, claim.id, claim.token, leased=EventState.LEASED, **values)
+
+
+def mark_delivered(session: Session, claim: EventClaim, *, status: int) -> None:
+    _transition(
+        session,
+        claim,
+        state=EventState.DELIVERED,
+        last_status=status,
+        last_error=None,
+        delivered_at=utcnow(),
+    )
+
+
+def mark_retrying(
+    session: Session, claim: EventClaim, *, error: str, status: int | None, at: datetime
+) -> None:
+    _transition(
+        session,
+        claim,
+        state=EventState.RETRYING,
+        last_status=status,
+        last_error=error,
+        next_attempt_at=at,
+        window_start=claim.retries_since,
+    )
+
+
+def mark_dead(session: Session, claim: EventClaim, *, error: str, status: int | None) -> None:
+    _transition(session, claim, state=EventState.DEAD, last_status=status, last_error=error)
+
+
+def replay(
+    session: Session,
+    ids: Sequence[int | str] | None,
+    *,
+    from_states: Sequence[EventState],
+    now: datetime | None = None,
+) -> list[int]:
+    """Operator action: send these events again, with a fresh attempt count and window.
+
+    ``ids`` are row ids or event ids (``evt_…``); ``None`` means every event in
+    ``from_states``. The event keeps its id, so a receiver that did see it can
+    recognise the replay.
+    """
+    now = now or utcnow()
+    condition: ColumnElement[bool] = col(WebhookEvent.state).in_(from_states)
+    if ids is not None:
+        numbers = [i for i in ids if isinstance(i, int)]
+        names = [i for i in ids if isinstance(i, str)]
+        condition = and_(
+            condition,
+            or_(col(WebhookEvent.id).in_(numbers), col(WebhookEvent.event_id).in_(names)),
+        )
+    rows = session.execute(
+        update(WebhookEvent)
+        .where(condition)
+        .values(
+            state=EventState.QUEUED,
+            attempts=0,
+            next_attempt_at=now,
+            window_start=now,
+            state_changed_at=now,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        .returning(col(WebhookEvent.id))
+    ).all()
+    return sorted(r[0] for r in rows if r[0] is not None)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return aware(value).isoformat() if value else None
+
+
+def event_view(event: WebhookEvent) -> dict[str, Any]:
+    """An event's delivery state as JSON-ready data (``events list --json``)."""
+    return {
+        "id": event.id,
+        "event_id": event.event_id,
+        "type": event.type,
+        "channel": event.channel,
+        "mailbox": event.mailbox,
+        "ticket_id": event.ticket_id,
+        "state": EventState(event.state).value,
+        "attempts": event.attempts,
+        "created_at": _iso(event.created_at),
+        "state_changed_at": _iso(event.state_changed_at),
+        "next_attempt_at": _iso(event.next_attempt_at)
+        if event.state in (EventState.QUEUED, EventState.RETRYING)
+        else None,
+        "delivered_at": _iso(event.delivered_at),
+        "last_status": event.last_status,
+        "last_error": event.last_error,
+    }
+
+
+def list_events(
+    session: Session, states: Sequence[EventState], *, limit: int = 1000
+) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(WebhookEvent)
+        .where(col(WebhookEvent.state).in_(states))
+        .order_by(col(WebhookEvent.id))
+        .limit(limit)
+    ).all()
+    return [event_view(e) for e in rows]
+
+
+def deadline(window_start: datetime, retry_window: float) -> datetime:
+    """When retries stop for an event whose window opened at ``window_start``."""
+    return aware(window_start) + timedelta(seconds=retry_window)

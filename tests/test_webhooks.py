@@ -1,0 +1,377 @@
+"""Webhook channels end to end: mail in, a real HTTP helpdesk on loopback receives events.
+
+The receiver verifies every signature with the few lines ``docs/webhooks.md``
+gives integrators, answers as each test scripts it (500, a hang past the
+timeout, 410) and counts what arrives, so "once each", "retried", "dead after
+the window" and "replayed" are observed on the wire, not in our tables only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from policy.authenticate import Authenticator
+from policy.config import Config
+from storage.events import EventState, WebhookEvent
+from tests.cli import json_lines, run, write_config
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from tests.mailflow import deliver, tickets
+from tests.server import ServerThread, running
+from tests.signing import message
+
+SECRET = "whsec-test-0123456789"
+
+
+def verify(secret: bytes, header: str, body: bytes, tolerance: int = 300) -> bool:
+    """The receiver's check, as docs/webhooks.md shows it."""
+    try:
+        fields = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    expected = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    fresh = abs(time.time() - timestamp) <= tolerance
+    return fresh and hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event: dict[str, Any]
+    verified: bool
+    answered: int | str
+
+    @property
+    def id(self) -> str:
+        return str(self.event["id"])
+
+    @property
+    def type(self) -> str:
+        return str(self.event["type"])
+
+
+class Receiver:
+    """A helpdesk on loopback: answers each POST as scripted, then with ``default``."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret.encode()
+        self.script: list[int | str] = []
+        self.default: int = 200
+        self.deliveries: list[Delivery] = []
+        self.hanging = 0
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                signature = self.headers.get("Firstline-Signature", "")
+                with receiver._lock:
+                    answer = receiver.script.pop(0) if receiver.script else receiver.default
+                    receiver.deliveries.append(
+                        Delivery(json.loads(body), verify(receiver.secret, signature, body), answer)
+                    )
+                if answer == "hang":
+                    with receiver._lock:
+                        receiver.hanging += 1
+                    receiver.release.wait(30)
+                    answer = 200
+                self.send_response(int(answer))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/hooks/firstline"
+
+    def of_type(self, type: str) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self.deliveries if d.type == type]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver(SECRET)
+    yield started
+    started.close()
+
+
+def webhook(receiver: Receiver, **changes: Any) -> dict[str, Any]:
+    channel = {
+        "name": "helpdesk", "type": "webhook", "url": receiver.url, "secret": SECRET,
+        "backoff": 0.05, "retry_window": 60, "timeout": 2,
+    }  # fmt: skip
+    channel.update(changes)
+    return channel
+
+
+@pytest.fixture
+def desk(
+    make_config: Callable[..., Config], receiver: Receiver
+) -> Callable[..., Iterator[ServerThread]]:
+    def make(**channel: Any) -> Any:
+        config = make_config(channels=[webhook(receiver, **channel), {"name": "sales-desk"}])
+        return running(config)
+
+    return make
+
+
+def mail(
+    subject: str, message_id: str, *, reply_to: str | None = None, attach: bool = False
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Alice <alice@customer.example>"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{message_id}>"
+    msg["Date"] = "Mon, 05 Jan 2026 10:00:00 +0000"
+    if reply_to:
+        msg["In-Reply-To"] = f"<{reply_to}>"
+        msg["References"] = f"<{reply_to}>"
+    msg.set_content(f"Text of {subject}.\n")
+    if attach:
+        msg.add_attachment(b"%PDF-1.4 fake", maintype="application", subtype="pdf",
+                           filename="invoice.pdf")  # fmt: skip
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+def poke(server: ServerThread) -> None:
+    server.loop.call_soon_threadsafe(server.app.deliverer.poke)
+
+
+def file_mail(server: ServerThread, *raws: bytes, rcpt: str = "support@example.com") -> None:
+    for raw in raws:
+        deliver(server, raw, rcpt=rcpt)
+    server.process()
+    poke(server)
+
+
+def stored_events(server: ServerThread) -> list[WebhookEvent]:
+    with Session(server.engine) as session:
+        return list(session.scalars(select(WebhookEvent).order_by(col(WebhookEvent.id))).all())
+
+
+def test_each_event_arrives_once_signed_in_order_with_the_ticket(
+    desk: Callable[..., Any], receiver: Receiver
+) -> None:
+    with desk() as server:
+        file_mail(server, mail("Printer on fire", "q1@customer.example", attach=True))
+        file_mail(server, mail("Re: Printer on fire", "q2@customer.example",
+                               reply_to="q1@customer.example"))  # fmt: skip
+        file_mail(server, mail("Lunch?", "x1@customer.example"), rcpt="sales@example.org")
+        wait_for(lambda: receiver.of_type("ticket.message_added"), "the follow-up's event")
+        server.process()  # nothing new: nothing more is sent
+        poke(server)
+        wait_for(
+            lambda: all(e.state == EventState.DELIVERED for e in stored_events(server)),
+            "every event delivered",
+        )
+        # The sales desk is a local channel: its ticket exists, no event was queued for it.
+        mailboxes = {t["mailbox"] for t in tickets(server)}
+        assert mailboxes == {"support@example.com", "sales@example.org"}
+        assert {e.channel for e in stored_events(server)} == {"helpdesk"}
+
+    assert [d.type for d in receiver.deliveries] == ["ticket.created", "ticket.message_added"]
+    assert all(d.verified for d in receiver.deliveries)
+    assert len({d.id for d in receiver.deliveries}) == 2
+    created, added = (d.event for d in receiver.deliveries)
+    assert created["channel"] == "helpdesk" and created["created_at"]
+    ticket = created["data"]["ticket"]
+    assert ticket["subject"] == "Printer on fire" and ticket["mailbox"] == "support@example.com"
+    [first] = ticket["messages"]
+    assert first["text"].startswith("Text of Printer on fire")
+    assert first["forwarding"] == "direct" and "authentication_results" in first
+    [attachment] = first["attachments"]
+    assert attachment["filename"] == "invoice.pdf"
+    assert attachment["download_url"] == f"/api/v1/attachments/{attachment['id']}"
+    assert added["data"]["ticket"]["id"] == ticket["id"]
+    assert [m["message_id"] for m in added["data"]["ticket"]["messages"]] == [
+        first["message_id"], added["data"]["ticket"]["messages"][1]["message_id"]
+    ]  # fmt: skip
+    assert added["data"]["message_id"] == added["data"]["ticket"]["messages"][1]["id"]
+
+
+def test_5xx_and_timeouts_are_retried_and_the_ticket_s_next_event_waits(
+    desk: Callable[..., Any], receiver: Receiver
+) -> None:
+    receiver.script = [500, "hang", 503]
+    with desk(timeout=0.5) as server:
+        deliver(server, mail("Printer on fire", "q1@customer.example"))
+        deliver(server, mail("Re: Printer on fire", "q2@customer.example",
+                             reply_to="q1@customer.example"))  # fmt: skip
+        server.process()
+        poke(server)
+        wait_for(lambda: receiver.of_type("ticket.message_added"), "the second event")
+        receiver.release.set()
+        wait_for(
+            lambda: all(e.state == EventState.DELIVERED for e in stored_events(server)),
+            "both delivered",
+        )
+        created, added = stored_events(server)
+
+    answers = [(d.type, d.answered) for d in receiver.deliveries]
+    assert answers == [
+        ("ticket.created", 500), ("ticket.created", "hang"), ("ticket.created", 503),
+        ("ticket.created", 200), ("ticket.message_added", 200),
+    ]  # fmt: skip
+    assert len({d.id for d in receiver.of_type("ticket.created")}) == 1  # one idempotency key
+    assert all(d.verified for d in receiver.deliveries)
+    assert created.attempts == 4 and added.attempts == 1
+
+
+def test_410_is_dead_at_once_and_events_retry_replays_it(
+    desk: Callable[..., Any], receiver: Receiver, tmp_path: Path, db_url: str
+) -> None:
+    receiver.script = [410]
+    with desk() as server:
+        file_mail(server, mail("Printer on fire", "q1@customer.example"))
+        wait_for(lambda: stored_events(server)[0].state == EventState.DEAD, "dead letter")
+        path = write_config(tmp_path / "firstline.yaml", db_url,
+                            channels=[webhook(receiver), {"name": "sales-desk"}])  # fmt: skip
+        [dead] = json_lines(run("events", "list", "--failed", "--json", config=path))
+        assert dead["type"] == "ticket.created" and dead["last_status"] == 410
+        assert dead["last_error"] == "HTTP 410" and dead["attempts"] == 1
+        assert len(receiver.deliveries) == 1  # a 4xx is not retried
+
+        replayed = run("events", "retry", dead["event_id"], config=path)
+        assert replayed.exit_code == 0 and f"re-queued 1 event(s): {dead['id']}" in replayed.stdout
+        poke(server)
+        wait_for(lambda: stored_events(server)[0].state == EventState.DELIVERED, "replay")
+        assert json_lines(run("events", "list", "--failed", "--json", config=path)) == []
+
+    assert [d.answered for d in receiver.deliveries] == [410, 200]
+    assert receiver.deliveries[0].id == receiver.deliveries[1].id == dead["event_id"]
+
+
+def test_dead_letter_after_the_retry_window_then_retry_failed(
+    desk: Callable[..., Any], receiver: Receiver, tmp_path: Path, db_url: str
+) -> None:
+    receiver.default = 503
+    with desk(retry_window=0.3, backoff=0.05) as server:
+        file_mail(server, mail("Printer on fire", "q1@customer.example"))
+        wait_for(lambda: stored_events(server)[0].state == EventState.DEAD, "dead letter")
+        [event] = stored_events(server)
+        assert event.attempts >= 2 and event.last_status == 503
+        assert event.last_error is not None and "gave up after" in event.last_error
+        tried = len(receiver.deliveries)
+        assert tried == event.attempts
+
+        # A dead event does not hold the ticket's later events back.
+        receiver.default = 200
+        file_mail(server, mail("Re: Printer on fire", "q2@customer.example",
+                               reply_to="q1@customer.example"))  # fmt: skip
+        wait_for(lambda: receiver.of_type("ticket.message_added"), "the next event")
+
+        path = write_config(tmp_path / "firstline.yaml", db_url,
+                            channels=[webhook(receiver), {"name": "sales-desk"}])  # fmt: skip
+        replayed = run("events", "retry", "--failed", config=path)
+        assert "re-queued 1 event(s)" in replayed.stdout
+        poke(server)
+        wait_for(lambda: stored_events(server)[0].state == EventState.DELIVERED, "replay")
+        listed = json_lines(run("events", "list", "--all", "--json", config=path))
+        assert [(e["type"], e["state"]) for e in listed] == [
+            ("ticket.created", "delivered"), ("ticket.message_added", "delivered"),
+        ]  # fmt: skip
+
+    created = receiver.of_type("ticket.created")
+    assert len(created) == tried + 1 and created[-1].answered == 200
+
+
+def test_a_hung_helpdesk_blocks_neither_ingestion_nor_the_batch_nor_other_tickets(
+    desk: Callable[..., Any], receiver: Receiver
+) -> None:
+    receiver.script = ["hang"]
+    with desk(timeout=30) as server:
+        file_mail(server, mail("Stuck", "s1@customer.example"))
+        wait_for(lambda: receiver.hanging == 1, "the helpdesk to hang")
+        file_mail(server, *(mail(f"Other {n}", f"o{n}@customer.example") for n in range(3)))
+        # Mail kept being accepted and filed while the first request hangs …
+        assert len(tickets(server)) == 4
+        # … and the other tickets' events went through meanwhile.
+        wait_for(lambda: len(receiver.deliveries) == 4, "the other tickets' events")
+        assert receiver.hanging == 1 and not receiver.release.is_set()
+        receiver.release.set()
+        wait_for(
+            lambda: all(e.state == EventState.DELIVERED for e in stored_events(server)),
+            "everything delivered",
+        )
+    assert len({d.id for d in receiver.deliveries}) == 4
+
+
+def test_quarantine_makes_an_event_and_refusals_only_for_channels_that_opt_in(
+    make_config: Callable[..., Config], receiver: Receiver, dns_server: DnsServer
+) -> None:
+    dns_server.add("_dmarc.held.example", "TXT", "v=DMARC1; p=quarantine")
+    dns_server.add("_dmarc.refused.example", "TXT", "v=DMARC1; p=reject")
+    wants_all = webhook(receiver, events=["message.quarantined", "message.rejected"])
+    config = make_config(
+        dns={"nameservers": [dns_server.address], "timeout": 0.5},
+        channels=[wants_all, {"name": "sales-desk", "type": "webhook", "url": receiver.url,
+                              "secret": SECRET}],
+    )  # fmt: skip
+    with running(config, verifier_factory=Authenticator.from_config) as server:
+        for sender, rcpt in [("held.example", "support@example.com"),
+                             ("refused.example", "support@example.com"),
+                             ("refused.example", "sales@example.org")]:  # fmt: skip
+            raw = message(sender=f"Bob <bob@{sender}>", to=rcpt, subject=f"from {sender}")
+            with server.smtp() as client:
+                try:
+                    client.sendmail(f"bob@{sender}", [rcpt], raw)
+                except Exception as refused:  # the DMARC reject
+                    assert "550" in str(refused) or "5.7" in str(refused)
+        server.flush()
+        poke(server)
+        wait_for(lambda: len(receiver.deliveries) >= 2, "quarantine and refusal events")
+        assert {e.channel for e in stored_events(server)} == {"helpdesk"}
+
+    by_type = {d.type: d.event for d in receiver.deliveries}
+    assert set(by_type) == {"message.quarantined", "message.rejected"}
+    held = by_type["message.quarantined"]["data"]["message"]
+    assert held["subject"] == "from held.example" and held["reason"] == "dmarc_quarantine"
+    refused = by_type["message.rejected"]["data"]["rejection"]
+    assert (
+        refused["mailbox"] == "support@example.com"
+        and refused["mail_from"] == "bob@refused.example"
+    )
+    # sales-desk takes the default event types: its refusal made no event.
+    assert all(d.verified for d in receiver.deliveries)
