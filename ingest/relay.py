@@ -26,6 +26,8 @@ from ingest.smtpfail import HINT_TLS, Diagnosis, Kind, Step, diagnose, failure, 
 from policy.config import MailboxConfig, SmtpConfig
 
 _CLOSE_POLLS = 100
+# The probe only runs after a failure; a short configured timeout must not cut it off.
+_PROBE = 5.0
 _QUEUE_ID = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)>?", re.I)
 
 
@@ -120,7 +122,7 @@ class Relay:
             step is Step.CONNECT
             and self.smtp.encryption != "ssl"
             and isinstance(exc, aiosmtplib.SMTPTimeoutError)
-            and await speaks_tls(self.smtp.host, self.smtp.port, self.smtp.timeout)
+            and await speaks_tls(self.smtp.host, self.smtp.port, max(self.smtp.timeout, _PROBE))
         )
         return diagnose(exc, step, self.smtp, tls_server=tls_server)
 

@@ -167,7 +167,7 @@ class Relays:
             "password": PASSWORD,
             "encryption": encryption,
             "ca_file": self.ca_file,
-            "timeout": 2,
+            "timeout": 10,
         }
         values.update(changes)
         return SmtpConfig.model_validate(values)

@@ -80,7 +80,7 @@ def smtp_settings(relays: Relays, port: int, **changes: Any) -> dict[str, Any]:
         "password": PASSWORD,
         "encryption": "starttls",
         "ca_file": str(relays.ca_file),
-        "timeout": 2,
+        "timeout": 10,
     }
     settings.update(changes)
     return settings

@@ -29,7 +29,7 @@ def write_config(tmp_path: Path, relays: Relays, port: int, **smtp: Any) -> Path
         "password": "${TEST_RELAY_PASSWORD}",
         "encryption": "starttls",
         "ca_file": str(relays.ca_file),
-        "timeout": 2,
+        "timeout": 10,
     }
     settings.update(smtp)
     data = {
