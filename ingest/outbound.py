@@ -39,7 +39,7 @@ from ingest.smtpfail import SmtpFailure
 from policy.config import Config
 from policy.errors import PermFail
 from storage import outbox
-from storage.models import KnownMessageId, Ticket, utcnow
+from storage.models import KnownMessageId, Ticket, TicketMessage, utcnow
 
 log = logging.getLogger("mail.outbound")
 
@@ -64,9 +64,21 @@ class OutboxResult:
 
 
 def _thread(session: Session, ticket_id: int) -> tuple[list[str], str | None]:
+    """The conversation's Message-IDs in order, and the customer's latest one.
+
+    Auto-replies and bounces on the ticket are left out: the customer's mail
+    client never saw them, and answering "in reply to" an out-of-office
+    notice threads the answer under the wrong message.
+    """
+    automatic = select(col(TicketMessage.message_id)).where(
+        col(TicketMessage.ticket_id) == ticket_id, col(TicketMessage.auto_reply)
+    )
     known = session.scalars(
         select(KnownMessageId)
-        .where(col(KnownMessageId.ticket_id) == ticket_id)
+        .where(
+            col(KnownMessageId.ticket_id) == ticket_id,
+            col(KnownMessageId.message_id).not_in(automatic),
+        )
         .order_by(col(KnownMessageId.id))
     ).all()
     ids = list(dict.fromkeys(k.message_id for k in known))
