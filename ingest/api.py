@@ -32,6 +32,7 @@ from urllib.parse import quote
 import inscriptis
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -41,6 +42,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.compose import InvalidReply
@@ -58,6 +60,7 @@ PROBLEM_TYPE = "application/problem+json"
 MAX_BODY = 2 * 1024 * 1024
 MAX_TEXT = 512 * 1024
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+_ISO_TIME = r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+)?(Z|[+-]\d{2}:?\d{2})?$"
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 HealthCheck = Callable[[], Awaitable[dict[str, str]]]
@@ -114,8 +117,8 @@ class ProblemOut(BaseModel):
     status: int
     code: str = Field(
         description="stable: unauthorized, not_found, validation_failed, invalid_cursor, "
-        "invalid_parameter, body_too_large, method_not_allowed, reply_refused, "
-        "metrics_off, internal_error"
+        "invalid_parameter, bad_request, body_too_large, method_not_allowed, "
+        "reply_refused, metrics_off, internal_error"
     )
     detail: str | None = None
     errors: list[dict[str, Any]] | None = None
@@ -333,6 +336,14 @@ def safe_content_type(value: str) -> str:
     return value if _CONTENT_TYPE.match(value) else "application/octet-stream"
 
 
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time as an aware UTC datetime (numbers are not times, unlike pydantic's)."""
+    try:
+        return aware(datetime.fromisoformat(text)).astimezone(UTC)
+    except ValueError:
+        raise Problem(400, "invalid_parameter", f"{text!r} is not an ISO 8601 time") from None
+
+
 def encode_cursor(updated_at: datetime, ticket_id: int) -> str:
     raw = json.dumps([aware(updated_at).isoformat(), ticket_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -436,7 +447,8 @@ def list_tickets(
     mailbox: Annotated[str | None, Query(max_length=320)] = None,
     status: TicketStatus | None = None,
     updated_since: Annotated[
-        datetime | None, Query(description="ISO 8601; without a zone, UTC")
+        str | None,
+        Query(pattern=_ISO_TIME, description="ISO 8601 date or time; without a zone, UTC"),
     ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -447,7 +459,7 @@ def list_tickets(
     if status is not None:
         query = query.where(col(Ticket.status) == status)
     if updated_since is not None:
-        query = query.where(col(Ticket.updated_at) >= aware(updated_since).astimezone(UTC))
+        query = query.where(col(Ticket.updated_at) >= _instant(updated_since))
     if cursor is not None:
         after, after_id = decode_cursor(cursor)
         query = query.where(
@@ -489,7 +501,7 @@ def get_ticket(access: Auth, session: Db, ticket_id: Id) -> dict[str, Any]:
 @router.patch(
     f"{PREFIX}/tickets/{{ticket_id}}",
     response_model=TicketSummaryOut,
-    responses=_errors(401, 404, 413, 422),
+    responses=_errors(400, 401, 404, 413, 422),
 )
 def patch_ticket(access: Auth, session: Db, ticket_id: Id, change: TicketPatch) -> dict[str, Any]:
     """Set the status; a customer's next message reopens a pending or closed ticket."""
@@ -509,7 +521,7 @@ def patch_ticket(access: Auth, session: Db, ticket_id: Id, change: TicketPatch) 
     f"{PREFIX}/tickets/{{ticket_id}}/replies",
     response_model=ReplyOut,
     status_code=202,
-    responses=_errors(401, 404, 413, 422),
+    responses=_errors(400, 401, 404, 413, 422),
 )
 def post_reply(
     access: Auth, session: Db, ticket_id: Id, reply: ReplyIn, response: Response
@@ -545,7 +557,10 @@ def get_reply(access: Auth, session: Db, reply_id: Id) -> dict[str, Any]:
     f"{PREFIX}/attachments/{{attachment_id}}",
     response_class=Response,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "the bytes"},
+        200: {
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the bytes, with the attachment's own content type",
+        },
         **_errors(401, 404, 422),
     },
 )
@@ -663,12 +678,24 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _http(_request: Request, exc: Exception) -> Response:
+def _allowed(request: Request) -> str:
+    """Every method the path has, across the routes that share it (Starlette names one)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
+async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
-        problem = Problem(405, "method_not_allowed", "method not allowed", headers=exc.headers)
+        headers = {"Allow": _allowed(request)}
+        problem = Problem(405, "method_not_allowed", "method not allowed", headers=headers)
     elif exc.status_code == 404:
         problem = _not_found("resource")
+    elif exc.status_code == 400:
+        problem = Problem(400, "bad_request", "the request cannot be read", str(exc.detail))
     else:
         problem = Problem(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
     return problem_response(problem)
