@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from ingest import events
 from ingest.rejections import record_batch_rejection
 from ingest.scanning import scan_message
 from policy.antivirus import ScanResult
@@ -146,27 +147,31 @@ class Batch:
                     state = queue.fail(session, claim, error=finding, max_attempts=0)
                 stored = session.get(StoredMessage, claim.message_id)
                 if stored is not None:
-                    record_batch_rejection(
+                    rejection = record_batch_rejection(
                         session,
                         stored,
                         mailbox=claim.mailbox,
                         reason=scan.reason,
                         outcome=f"{state.value}: {finding}",
                     )
+                    events.rejected(session, config, rejection)
+                if state == QueueState.QUARANTINED:
+                    events.quarantined(session, config, claim.entry_id)
         except queue.LeaseLost:
             return None
         log.warning("entry %d: %s → %s", claim.entry_id, finding, state.value)
         return state
 
     @staticmethod
-    def _record_failure(session: Session, claim: queue.Claim, error: str) -> None:
+    def _record_failure(session: Session, claim: queue.Claim, config: Config, error: str) -> None:
         """Given up on: no ticket unless an operator retries it, so it is a batch refusal."""
         stored = session.get(StoredMessage, claim.message_id)
         if stored is not None:
-            record_batch_rejection(
+            rejection = record_batch_rejection(
                 session, stored, mailbox=claim.mailbox, reason="processing_failed",
                 outcome=f"failed after {claim.attempts} attempt(s): {error}",
             )  # fmt: skip
+            events.rejected(session, config, rejection)
 
     def _process(self, claim: queue.Claim, config: Config) -> QueueState | None:
         try:
@@ -200,7 +205,7 @@ class Batch:
                     retry_after=0 if not temporary else config.batch.interval,
                 )
                 if state == QueueState.FAILED:
-                    self._record_failure(session, claim, error)
+                    self._record_failure(session, claim, config, error)
         except queue.LeaseLost:
             return None
         log.warning("entry %d: %s (%s)", claim.entry_id, error, state.value)

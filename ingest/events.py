@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from ingest.batch import FileMessage
 from policy.config import ChannelConfig, Config, EventType
 from storage import events, views
 from storage.intake import Incoming, Item, WriteHook
@@ -30,6 +29,9 @@ from storage.outbox import Reply, ReplyState, replies_of, reply_view
 from storage.quarantine import show as quarantine_view
 from storage.queue import Claim
 from storage.rejections import rejection_view
+
+if TYPE_CHECKING:
+    from ingest.batch import FileMessage
 
 log = logging.getLogger("mail.events")
 
@@ -124,6 +126,17 @@ def message_filed(session: Session, config: Config, claim: Claim, ticket_message
     count = session.scalar(select(func.count()).where(col(TicketMessage.ticket_id) == ticket.id))
     type: EventType = "ticket.created" if count == 1 else "ticket.message_added"
     _ticket_event(session, config, type, ticket.id, message_id=message.id)
+    thread = message.details.get("thread") or {}
+    if thread.get("rule") == "bounce":  # it may report on one of our replies
+        bounced = session.scalar(
+            select(col(Reply.id)).where(
+                col(Reply.message_id) == thread.get("evidence"),
+                col(Reply.ticket_id) == ticket.id,
+                col(Reply.state) == ReplyState.FAILED,
+            )
+        )
+        if bounced is not None:
+            reply_settled(session, config, bounced)
 
 
 def filing_with_events(file_message: FileMessage) -> FileMessage:
@@ -164,6 +177,9 @@ def quarantined(session: Session, config: Config, entry_id: int) -> None:
 
 def rejected(session: Session, config: Config, rejection: Rejection) -> None:
     """A refusal for one of a channel's mailboxes (opt-in per channel)."""
+    if not channels_for(config, rejection.mailbox, "message.rejected"):
+        return
+    session.flush()  # the record's id is part of the event
     emit(
         session,
         config,

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from ingest import events
 from ingest.compose import (
     Draft,
     InvalidReply,
@@ -179,9 +180,10 @@ def _record(
                 outbox.mark_sent(
                     session, claim, server_reply=result.reply, queue_id=result.queue_id
                 )
+                events.reply_settled(session, config, claim.reply_id)
                 return outbox.ReplyState.SENT
             settings = config.outbox
-            return outbox.mark_attempt_failed(
+            state = outbox.mark_attempt_failed(
                 session,
                 claim,
                 error=result.error,
@@ -194,6 +196,8 @@ def _record(
                 ),
                 now=now,
             )
+            events.reply_settled(session, config, claim.reply_id)  # if it failed for good
+            return state
     except outbox.LeaseLost:
         log.warning("reply %d: lease lost while sending; another worker owns it", claim.reply_id)
         return None

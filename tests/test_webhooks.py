@@ -26,12 +26,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from ingest.outbound import queue_reply, send_due_replies
+from policy.antivirus import EICAR
 from policy.authenticate import Authenticator
 from policy.config import Config
 from storage.events import EventState, WebhookEvent
 from tests.cli import json_lines, run, write_config
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 from tests.mailflow import deliver, tickets
+from tests.relay import PASSWORD, USER, Relays, relays_fixture  # noqa: F401  (fixture)
 from tests.server import ServerThread, running
 from tests.signing import message
 
@@ -287,7 +290,7 @@ def test_dead_letter_after_the_retry_window_then_retry_failed(
     desk: Callable[..., Any], receiver: Receiver, tmp_path: Path, db_url: str
 ) -> None:
     receiver.default = 503
-    with desk(retry_window=0.3, backoff=0.05) as server:
+    with desk(retry_window=1.5, backoff=0.05) as server:
         file_mail(server, mail("Printer on fire", "q1@customer.example"))
         wait_for(lambda: stored_events(server)[0].state == EventState.DEAD, "dead letter")
         [event] = stored_events(server)
@@ -375,3 +378,49 @@ def test_quarantine_makes_an_event_and_refusals_only_for_channels_that_opt_in(
     )
     # sales-desk takes the default event types: its refusal made no event.
     assert all(d.verified for d in receiver.deliveries)
+
+
+def test_reply_outcomes_and_a_virus_in_the_batch_are_events(
+    make_config: Callable[..., Config], receiver: Receiver, relays: Relays
+) -> None:
+    port, relay = relays.start("starttls")
+    smtp = {
+        "host": "127.0.0.1", "port": port, "account": USER, "password": PASSWORD,
+        "encryption": "starttls", "ca_file": str(relays.ca_file), "timeout": 2,
+    }  # fmt: skip
+    config = make_config(
+        channels=[webhook(receiver, events=["reply.sent", "reply.failed",
+                                            "message.quarantined", "message.rejected"]),
+                  {"name": "sales-desk"}],
+        mailboxes=[{"channel": "helpdesk", "name": "Support", "address": "support@example.com",
+                    "smtp": smtp}],
+    )  # fmt: skip
+    with running(config) as server:
+        file_mail(server, mail("Printer on fire", "q1@customer.example"))
+        [ticket] = tickets(server)
+        with Session(server.engine) as session, session.begin():
+            sent = queue_reply(session, config, ticket["id"], text="On it.\n").reply_id
+        server.call(send_due_replies(server.engine, config, owner="test"))
+        relay.data_replies = ["550 5.7.1 relaying denied"]
+        with Session(server.engine) as session, session.begin():
+            refused = queue_reply(session, config, ticket["id"], text="Again.\n").reply_id
+        server.call(send_due_replies(server.engine, config, owner="test"))
+
+        virus = EmailMessage()
+        virus["From"], virus["To"], virus["Subject"] = "m@bad.example", "support@example.com", "hi"
+        virus.set_content("see attachment\n")
+        virus.add_attachment(EICAR, maintype="text", subtype="plain", filename="eicar.com.txt")
+        file_mail(server, virus.as_bytes(policy=policy.SMTP))
+        poke(server)
+        wait_for(lambda: len(receiver.deliveries) == 4, "four events")
+
+    by_type = {d.type: d.event["data"] for d in receiver.deliveries}
+    assert set(by_type) == {"reply.sent", "reply.failed", "message.quarantined", "message.rejected"}
+    assert by_type["reply.sent"]["reply"]["id"] == sent
+    assert by_type["reply.sent"]["reply"]["state"] == "sent"
+    assert by_type["reply.failed"]["reply"]["id"] == refused
+    assert "550 5.7.1" in by_type["reply.failed"]["reply"]["error"]
+    assert by_type["reply.sent"]["ticket"]["id"] == ticket["id"]
+    assert by_type["message.quarantined"]["message"]["reason"].startswith("virus: EICAR")
+    rejection = by_type["message.rejected"]["rejection"]
+    assert rejection["stage"] == "BATCH" and rejection["id"] is not None
