@@ -144,7 +144,7 @@ class App:
         if listen:
             self.metrics = await self._start_metrics(listen)
         api = self.holder.current.api.listen
-        if api:
+        if api and self.run_listeners:  # `serve`, not `worker`: one API per host
             self.api = await self._start_api(api)
 
     async def _start_listeners(self) -> None:
