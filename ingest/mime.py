@@ -46,7 +46,7 @@ from policy.autoreply import (
     classify_auto_reply,
     classify_bounce,
 )
-from policy.charsets import clean_text, decode_bytes
+from policy.charsets import clean_text, decode_bytes, decode_escaped
 from policy.html import html_to_text, normalise_content_id, sanitise_html
 from policy.ids import message_ids
 
@@ -220,9 +220,8 @@ def decode_header_value(raw: str) -> tuple[str, bool]:
     """
     repaired = False
     value = _FOLD.sub("", raw)
-    if any("\udc80" <= c <= "\udcff" for c in value):
-        decoded = decode_bytes(value.encode("ascii", "surrogateescape"), "utf-8")
-        value, repaired = decoded.text, decoded.repaired
+    escaped = decode_escaped(value)
+    value, repaired = escaped.text, escaped.repaired
     pieces: list[str] = []
     position = 0
     previous_was_word = False

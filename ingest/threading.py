@@ -14,7 +14,8 @@ has two tickets):
    part in ticket 1234 (its requester, or the sender or a To/Cc recipient of
    one of its messages). A stranger quoting a ticket number gets a ticket of
    their own instead of a seat in someone else's conversation.
-3. Otherwise: a new ticket.
+3. Otherwise: a new ticket — unless a message it answers is still waiting in
+   the queue (:func:`earlier_unfiled`); then it waits for that one.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from storage.models import KnownMessageId, Ticket, TicketMessage
+from storage.models import (
+    KnownMessageId,
+    QueueEntry,
+    QueueState,
+    StoredMessage,
+    Ticket,
+    TicketMessage,
+)
 
 TICKET_TOKEN = re.compile(r"\[#(\d{1,18})\]")
 
@@ -68,6 +76,32 @@ def known_message(
         if matching:
             return min(matching, key=lambda r: r.ticket_id)
     return None
+
+
+def earlier_unfiled(
+    session: Session, mailbox: str, entry_id: int, reply_ids: Sequence[str]
+) -> int | None:
+    """An earlier queue entry of ``mailbox``, not yet filed, holding a message
+    this one answers.
+
+    Filing the answer first would open a second ticket. One worker files in
+    arrival order anyway; this matters when several workers (or a retry)
+    reorder a message and its reply, and the caller defers the reply.
+    """
+    bare = [i.strip("<>") for i in reply_ids]  # the form intake stores
+    if not bare:
+        return None
+    return session.scalar(
+        select(col(QueueEntry.id))
+        .join(StoredMessage, col(StoredMessage.id) == col(QueueEntry.message_id))
+        .where(
+            col(QueueEntry.mailbox) == mailbox,
+            col(QueueEntry.id) < entry_id,
+            col(QueueEntry.state).in_([QueueState.QUEUED, QueueState.LEASED]),
+            col(StoredMessage.header_message_id).in_(bare),
+        )
+        .limit(1)
+    )
 
 
 def is_participant(session: Session, ticket: Ticket, address: str) -> bool:

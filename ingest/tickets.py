@@ -21,6 +21,10 @@ Not every message becomes a new ticket message:
   opens nothing — unless a postmaster-like From is all that makes it look like
   one, since postmasters are people who write to helpdesks too.
 
+A reply whose original still waits in the queue (several workers can take
+them out of order) is deferred with a :class:`~policy.errors.TempFail` until
+the original is filed, rather than opening a ticket of its own.
+
 Auto-replies are filed like any message, flagged ``auto_reply`` so that
 nothing ever answers them automatically.
 """
@@ -36,9 +40,10 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from ingest.mime import ParsedMessage, parse_message
-from ingest.threading import ThreadMatch, find_ticket, known_message
+from ingest.threading import ThreadMatch, earlier_unfiled, find_ticket, known_message
 from policy.autoreply import is_own_mail
 from policy.config import Config
+from policy.errors import TempFail
 from storage.models import (
     Attachment,
     KnownMessageId,
@@ -84,6 +89,12 @@ def file_message(
         log.info("entry %d: bounce of mail we do not know; no ticket", claim.entry_id)
         return None
     else:
+        # Asked before the lookup: on PostgreSQL each statement sees the latest
+        # commits, so the other way round the original could be filed unseen
+        # between the two questions.
+        waiting_for = earlier_unfiled(session, mailbox, claim.entry_id, parsed.reply_ids)
+        if waiting_for is not None:
+            raise TempFail(f"answers queue entry {waiting_for}, which is not filed yet")
         match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
     ticket = _ticket(session, mailbox, match, parsed, sender or stored.mail_from or "unknown")
     return _store(session, claim, stored, ticket, parsed, match)

@@ -13,6 +13,7 @@ or ``?`` in place of letters.
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass
 
 import charset_normalizer
@@ -80,6 +81,7 @@ _MAIL_CHARSETS = (
     "cp949",
 )
 
+_ESCAPES = re.compile("[\udc80-\udcff]+")
 _C1_FROM_ESCAPES = {0xDC00 + b: b for b in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
 
 _SINGLE_BYTE_PREFIXES = ("cp12", "cp87", "iso8859", "latin", "koi8", "mac")
@@ -184,21 +186,41 @@ def _detect(data: bytes, declared: str | None, codec: str | None) -> Decoded:
     return Decoded(text, fallback, True, f"{why}, undecodable bytes replaced")
 
 
-def clean_text(value: str) -> str:
-    """Text safe to store anywhere: no lone surrogates, no NUL.
+def decode_escaped(value: str) -> Decoded:
+    """Text in which undecodable bytes arrived as surrogate escapes, decoded.
 
-    The ``email`` package hands undecodable header bytes over as surrogate
-    escapes; they are decoded like a body part here, since neither UTF-8 nor
-    PostgreSQL can hold them (nor a NUL).
+    The ``email`` package hands such bytes over this way (in headers, and in
+    names it decoded itself); neither UTF-8 nor PostgreSQL can hold them.
     """
-    if any("\ud800" <= c <= "\udfff" for c in value):
-        raw = value.encode("utf-8", "surrogateescape") if _escapes_only(value) else None
-        value = decode_bytes(raw, "utf-8").text if raw is not None else _replace(value)
-    return value.replace("\x00", "\ufffd")
+    if not any("\ud800" <= c <= "\udfff" for c in value):
+        return Decoded(value, "utf-8", False)
+    if all(c.isascii() or "\udc80" <= c <= "\udcff" for c in value):
+        # Raw 8-bit text: decode it whole, so detection sees all of it.
+        return decode_bytes(value.encode("ascii", "surrogateescape"), "utf-8")
+    # Letters the stdlib already decoded next to bytes it could not: decode
+    # each run of bytes on its own, as UTF-8 or else as Windows-1252.
+    repaired = False
+
+    def run(match: re.Match[str]) -> str:
+        nonlocal repaired
+        data = match.group().encode("ascii", "surrogateescape")
+        text = _strict(data, "utf-8")
+        if text is None:
+            repaired = True
+            text = data.decode("cp1252", errors="surrogateescape").translate(_C1_FROM_ESCAPES)
+        return text
+
+    text = _ESCAPES.sub(run, value)
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        text, repaired = _replace(text), True
+    return Decoded(
+        text, "utf-8", repaired, "undecodable bytes in decoded text" if repaired else None
+    )
 
 
-def _escapes_only(value: str) -> bool:
-    return all(not "\ud800" <= c <= "\udfff" or "\udc80" <= c <= "\udcff" for c in value)
+def clean_text(value: str) -> str:
+    """Text safe to store anywhere: no surrogates, no NUL."""
+    return decode_escaped(value).text.replace("\x00", "\ufffd")
 
 
 def _replace(value: str) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from ingest.headers import summarize
 from storage import views
 from storage.models import QueueEntry, StoredMessage
 from tests.server import ServerThread
@@ -38,6 +39,7 @@ def stored_message(
         client_ip="127.0.0.1",
         mail_from=mail_from,
         rcpt_tos=[mailbox],
+        header_message_id=summarize(raw).message_id,
     )
 
 

@@ -87,6 +87,9 @@ def test_header_decoding() -> None:
         True,
     )
     assert decode_header_value("nul\x00byte") == ("nul byte", False)
+    # A name the stdlib half-decoded: real letters next to escaped bytes.
+    assert decode_header_value("J\udcc3\udcbcrgen M\xfcller") == ("Jürgen Müller", False)
+    assert decode_header_value("x\ud800y") == ("x?y", True)
 
 
 def test_attached_message_is_kept_whole_and_parses_back() -> None:

@@ -346,3 +346,46 @@ def test_racing_workers_file_one_delivery_once(make_config: Callable[..., Config
         }
     finally:
         engine.dispose()
+
+
+def test_racing_workers_thread_a_reply_onto_its_original(
+    make_config: Callable[..., Config],
+) -> None:
+    """Two workers take a message and its reply at once; the reply waits for it."""
+    config = make_config(batch={"size": 1, "interval": 0.05})
+    engine = make_engine(config.storage.url)
+    prepare(engine)
+    pairs = 6
+    try:
+        with Session(engine) as session, session.begin():
+            for n in range(pairs):
+                enqueue(session, mail(f"orig-{n}", f"Question {n}", b"?\r\n"))
+                reply = mail(
+                    f"re-{n}",
+                    "Re: it",
+                    b"!\r\n",
+                    headers=[f"In-Reply-To: <orig-{n}@customer.example>"],
+                )
+                enqueue(session, reply)
+
+        async def race_until_filed() -> None:
+            workers = [Batch(engine, file_message) for _ in range(2)]
+            for _ in range(500):
+                await asyncio.gather(*(w.drain(config) for w in workers))
+                with Session(engine) as session:
+                    states = set(session.scalars(select(QueueEntry.state)).all())
+                if states == {QueueState.DONE}:
+                    return
+                await asyncio.sleep(0.05)  # deferred replies come due again
+            raise AssertionError(f"queue never drained: {states}")
+
+        asyncio.run(race_until_filed())
+        with Session(engine) as session:
+            rows = session.execute(select(TicketMessage.message_id, TicketMessage.ticket_id))
+            ticket_of_id = {message_id: ticket_id for message_id, ticket_id in rows}
+        assert len(set(ticket_of_id.values())) == pairs
+        for n in range(pairs):
+            original = ticket_of_id[f"<orig-{n}@customer.example>"]
+            assert ticket_of_id[f"<re-{n}@customer.example>"] == original, n
+    finally:
+        engine.dispose()
