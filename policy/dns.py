@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dns.asyncresolver
 import dns.exception
@@ -73,7 +73,9 @@ class Resolver:
     ``negative_ttl`` is how long an empty answer is remembered (our test
     server and many real ones send no SOA to take it from); ``max_ttl`` caps
     what a hostile zone can pin in our memory, and ``max_entries`` bounds the
-    cache (least recently used entries go first).
+    cache (least recently used entries go first). ``on_query(rdtype)`` and
+    ``on_cache_hit()`` are told about every query sent and every question the
+    cache answered (for metrics).
     """
 
     def __init__(
@@ -84,6 +86,8 @@ class Resolver:
         negative_ttl: float = 60.0,
         max_ttl: float = 3600.0,
         max_entries: int = 20_000,
+        on_query: Callable[[str], None] | None = None,
+        on_cache_hit: Callable[[], None] | None = None,
     ) -> None:
         if nameservers:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
@@ -100,7 +104,9 @@ class Resolver:
         self._max_entries = max_entries
         self._cache: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
         self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
-        self.queries_sent = 0
+        # Observers for metrics (policy/ imports nothing from ingest/).
+        self._on_query = on_query
+        self._on_cache_hit = on_cache_hit
 
     @classmethod
     def from_config(cls, config: DnsConfig) -> Resolver:
@@ -116,6 +122,8 @@ class Resolver:
         if cached is not None:
             if cached[0] > time.monotonic():
                 self._cache.move_to_end(key)
+                if self._on_cache_hit is not None:
+                    self._on_cache_hit()
                 return cached[1]
             del self._cache[key]
         pending = self._inflight.get(key)
@@ -165,7 +173,8 @@ class Resolver:
             self._cache.popitem(last=False)
 
     async def _query(self, name: str, rdtype: str) -> tuple[Answer, float]:
-        self.queries_sent += 1
+        if self._on_query is not None:
+            self._on_query(rdtype)
         qtype = dns.rdatatype.from_text(rdtype)
         try:
             result = await self._resolver.resolve(name, qtype, raise_on_no_answer=False)

@@ -98,3 +98,19 @@ def test_nameserver_forms() -> None:
     assert (v6.address, v6.port) == ("::1", 5300)
     bare6 = parse_nameserver("2001:db8::53")
     assert (bare6.address, bare6.port) == ("2001:db8::53", 53)
+
+
+async def test_observers_see_queries_and_cache_hits(dns_server: DnsServer) -> None:
+    dns_server.add("seen.example.com", "A", "192.0.2.7")
+    queries: list[str] = []
+    hits: list[None] = []
+    resolver = Resolver(
+        [dns_server.address],
+        timeout=2.0,
+        on_query=queries.append,
+        on_cache_hit=lambda: hits.append(None),
+    )
+    for _ in range(3):
+        await resolver.resolve("seen.example.com", "A")
+    await resolver.resolve("seen.example.com", "TXT")
+    assert (queries, len(hits)) == (["A", "TXT"], 2)
