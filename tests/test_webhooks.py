@@ -31,6 +31,7 @@ from policy.antivirus import EICAR
 from policy.authenticate import Authenticator
 from policy.config import Config
 from storage.events import EventState, WebhookEvent
+from storage.outbox import Reply, reply_view
 from tests.cli import json_lines, run, write_config
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 from tests.mailflow import deliver, tickets
@@ -414,13 +415,45 @@ def test_reply_outcomes_and_a_virus_in_the_batch_are_events(
         poke(server)
         wait_for(lambda: len(receiver.deliveries) == 4, "four events")
 
+        # The sent reply bounces later: it failed after all.
+        sent_id = shown_reply(server, sent)["message_id"]
+        deliver(server, bounce_of(sent_id), mail_from="")
+        server.process()
+        poke(server)
+        wait_for(lambda: len(receiver.of_type("reply.failed")) == 2, "the bounce's event")
+
     by_type = {d.type: d.event["data"] for d in receiver.deliveries}
     assert set(by_type) == {"reply.sent", "reply.failed", "message.quarantined", "message.rejected"}
     assert by_type["reply.sent"]["reply"]["id"] == sent
     assert by_type["reply.sent"]["reply"]["state"] == "sent"
-    assert by_type["reply.failed"]["reply"]["id"] == refused
-    assert "550 5.7.1" in by_type["reply.failed"]["reply"]["error"]
+    refusal, bounced = (d.event["data"]["reply"] for d in receiver.of_type("reply.failed"))
+    assert refusal["id"] == refused and "550 5.7.1" in refusal["error"]
+    assert bounced["id"] == sent and bounced["error_class"] == "bounce"
     assert by_type["reply.sent"]["ticket"]["id"] == ticket["id"]
     assert by_type["message.quarantined"]["message"]["reason"].startswith("virus: EICAR")
     rejection = by_type["message.rejected"]["rejection"]
     assert rejection["stage"] == "BATCH" and rejection["id"] is not None
+
+
+def shown_reply(server: ServerThread, reply_id: int) -> dict[str, Any]:
+    with Session(server.engine) as session:
+        row = session.get(Reply, reply_id)
+        assert row is not None
+        return reply_view(row)
+
+
+def bounce_of(message_id: str) -> bytes:
+    """An RFC 3464 report that our reply could not be delivered."""
+    return (
+        "From: MAILER-DAEMON@mx.customer.example\r\nTo: support@example.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <dsn-1@mx.customer.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.customer.example\r\n\r\n"
+        "Final-Recipient: rfc822; alice@customer.example\r\nAction: failed\r\n"
+        "Status: 5.1.1\r\n\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {message_id}\r\nSubject: Re: Printer on fire\r\n\r\n--B--\r\n"
+    ).encode()
