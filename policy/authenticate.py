@@ -52,6 +52,7 @@ import re
 import select
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Any
@@ -148,16 +149,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def production_verifier(config: Config) -> Authenticator:
+def production_verifier(
+    config: Config,
+    *,
+    on_query: Callable[[str], None] | None = None,
+    on_cache_hit: Callable[[], None] | None = None,
+) -> Authenticator:
     """What ``firstline serve`` runs: the configured resolver and a process pool.
 
     The workers are started now, in the background, so that the first
-    message does not wait for the fork server and its imports.
+    message does not wait for the fork server and its imports. The observers
+    go to the resolver (see :class:`policy.dns.Resolver`).
     """
     pool = process_pool()
     for _ in range(os.cpu_count() or 1):
         pool.submit(os.getpid)
-    return Authenticator.from_config(config, pool)
+    resolver = Resolver(
+        config.dns.nameservers,
+        config.dns.timeout,
+        on_query=on_query,
+        on_cache_hit=on_cache_hit,
+    )
+    return Authenticator(resolver, config.server.hostname, pool)
 
 
 def _in(ip: str, networks: list[Network]) -> bool:

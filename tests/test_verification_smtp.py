@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from policy.authenticate import Authenticator, production_verifier
+from ingest.cli.serve import serve_verifier
+from ingest.metrics import REGISTRY
+from policy.authenticate import Authenticator
 from policy.config import Config
 from storage.models import QueueEntry, Rejection, StoredMessage
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
@@ -156,7 +158,11 @@ def test_dns_timeout_is_a_451(make_config: Callable[..., Config], dns_server: Dn
         assert [r.reason for r in rejections(server)] == ["dns_tempfail"]
 
 
-def test_serve_builds_the_process_pool_verifier(
+def dns_metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_serve_verifier_uses_the_pool_and_counts_dns(
     make_config: Callable[..., Config], dns_server: DnsServer
 ) -> None:
     signer = publish(dns_server, "v=DMARC1; p=reject", "v=spf1 ip4:127.0.0.1 -all")
@@ -164,15 +170,21 @@ def test_serve_builds_the_process_pool_verifier(
     built: list[Authenticator] = []
 
     def factory(config: Config) -> Authenticator:
-        built.append(production_verifier(config))
+        built.append(serve_verifier(config))
         return built[-1]
 
+    lookups = dns_metric("firstline_dns_lookups_total", type="TXT")
+    hits = dns_metric("firstline_dns_cache_hits_total")
     try:
         with running(config, verifier_factory=factory) as server:
-            assert send(server, signer.sign(customer_message()))[0] == 250
-            [(stored_message, _entry)] = stored(server)
+            for subject in ("first", "second"):
+                assert send(server, signer.sign(customer_message(subject)))[0] == 250
+            rows = stored(server)
     finally:
         for verifier in built:
             verifier.close()
-    assert stored_message.verdict["reason"] == "accepted"
-    assert stored_message.verdict["dkim"][0]["result"] == "pass"
+    assert [m.verdict["reason"] for m, _entry in rows] == ["accepted", "accepted"]
+    assert rows[0][0].verdict["dkim"][0]["result"] == "pass"
+    # SPF, DMARC and the key were asked once; the second message hit the cache.
+    assert dns_metric("firstline_dns_lookups_total", type="TXT") - lookups >= 3
+    assert dns_metric("firstline_dns_cache_hits_total") - hits >= 2

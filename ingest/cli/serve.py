@@ -10,7 +10,9 @@ import click
 from ingest.app import App
 from ingest.cli.common import config_option, load
 from ingest.logs import setup_logging
-from policy.authenticate import production_verifier
+from ingest.metrics import DNS_CACHE_HITS, DNS_LOOKUPS
+from policy.authenticate import Authenticator, production_verifier
+from policy.config import Config
 from storage.schema import SchemaMismatch
 
 
@@ -25,7 +27,16 @@ def serve(config_path: str, no_worker: bool) -> None:
     """Run the SMTP and LMTP listeners and the batch worker."""
     config = load(config_path)
     setup_logging(config.logging.format, config.logging.level)
-    _run(App(config, worker=not no_worker, verifier_factory=production_verifier))
+    _run(App(config, worker=not no_worker, verifier_factory=serve_verifier))
+
+
+def serve_verifier(config: Config) -> Authenticator:
+    """The production verifier, with its DNS traffic counted in the metrics."""
+    return production_verifier(
+        config,
+        on_query=lambda rdtype: DNS_LOOKUPS.labels(rdtype).inc(),
+        on_cache_hit=DNS_CACHE_HITS.inc,
+    )
 
 
 @click.command()
