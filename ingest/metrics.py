@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from storage import outbox, status
+from storage import events, outbox, status
 from storage.models import utcnow
 
 log = logging.getLogger("mail.metrics")
@@ -102,6 +102,12 @@ RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+WEBHOOK_DELIVERIES = Counter(
+    "firstline_webhook_deliveries",
+    "webhook POSTs by outcome (delivered, retrying, dead)",
+    ["result"],
+    registry=REGISTRY,
+)
 PURGED = Counter(
     "firstline_purged",
     "items removed by retention (kind: raw_messages, rejections, quarantined)",
@@ -140,7 +146,7 @@ def observe_batch(seconds: float, taken: int, outcomes: dict[str, int]) -> None:
 
 
 class StoreCollector(Collector):
-    """Queue depth, oldest waiting age and outbox depth, read at scrape time."""
+    """Queue depth, oldest waiting age, outbox and webhook depth, read at scrape time."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -150,6 +156,7 @@ class StoreCollector(Collector):
             depth = status.queue_depth(session)
             oldest = status.oldest_waiting(session)
             replies_by_state = outbox.depth(session)
+            events_by_state = events.depth(session)
         queue = GaugeMetricFamily(
             "firstline_queue_depth", "inbound queue entries by state", labels=["state"]
         )
@@ -168,6 +175,12 @@ class StoreCollector(Collector):
         for state, count in replies_by_state.items():
             replies.add_metric([state], count)
         yield replies
+        webhook = GaugeMetricFamily(
+            "firstline_webhook_events", "webhook events by delivery state", labels=["state"]
+        )
+        for state, count in events_by_state.items():
+            webhook.add_metric([state], count)
+        yield webhook
 
 
 class _Shared(Collector):

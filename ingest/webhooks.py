@@ -40,6 +40,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from ingest.metrics import WEBHOOK_DELIVERIES
 from policy.config import ChannelConfig, Config
 from storage import events
 from storage.models import utcnow
@@ -209,6 +210,7 @@ class Deliverer:
         if not recorded:
             log.warning("event %s: lease lost; another worker has it now", claim.event_id)
             return
+        WEBHOOK_DELIVERIES.labels(state.value).inc()
         line = "event %s %s to channel %s (attempt %d): %s"
         args = (claim.event_id, claim.type, claim.channel, claim.attempts, state.value)
         if state == events.EventState.DELIVERED:

@@ -24,7 +24,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, ColumnElement, Index, Text, and_, exists, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Index,
+    Text,
+    and_,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 from sqlmodel import Field, SQLModel, col
 
@@ -40,6 +52,7 @@ __all__ = [
     "add",
     "claim",
     "deadline",
+    "depth",
     "event_view",
     "list_events",
     "mark_dead",
@@ -307,3 +320,13 @@ def list_events(
 def deadline(window_start: datetime, retry_window: float) -> datetime:
     """When retries stop for an event whose window opened at ``window_start``."""
     return aware(window_start) + timedelta(seconds=retry_window)
+
+
+def depth(session: Session) -> dict[str, int]:
+    """Events per delivery state, every state present (for metrics)."""
+    counts = dict.fromkeys((s.value for s in EventState), 0)
+    for state, count in session.execute(
+        select(col(WebhookEvent.state), func.count()).group_by(col(WebhookEvent.state))
+    ):
+        counts[EventState(state).value] = int(count)
+    return counts

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from ingest.metrics import scrape_registry
 from ingest.outbound import queue_reply, send_due_replies
 from policy.antivirus import EICAR
 from policy.authenticate import Authenticator
@@ -299,6 +301,8 @@ def test_dead_letter_after_the_retry_window_then_retry_failed(
         assert event.last_error is not None and "gave up after" in event.last_error
         tried = len(receiver.deliveries)
         assert tried == event.attempts
+        scraped = generate_latest(scrape_registry(server.engine)).decode()
+        assert 'firstline_webhook_events{state="dead"} 1.0' in scraped
 
         # A dead event does not hold the ticket's later events back.
         receiver.default = 200
