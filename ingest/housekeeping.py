@@ -84,6 +84,7 @@ class Housekeeping:
         PURGED.labels("raw_messages").inc(len(report.raw_messages))
         PURGED.labels("rejections").inc(report.rejections)
         PURGED.labels("quarantined").inc(len(report.quarantined))
+        PURGED.labels("webhook_events").inc(report.webhook_events)
         if report.raw_messages or report.rejections or report.quarantined:
             log.info(
                 "retention: purged %d raw message(s), %d rejection(s), %d quarantined "

@@ -110,7 +110,7 @@ WEBHOOK_DELIVERIES = Counter(
 )
 PURGED = Counter(
     "firstline_purged",
-    "items removed by retention (kind: raw_messages, rejections, quarantined)",
+    "items removed by retention (kind: raw_messages, rejections, quarantined, webhook_events)",
     ["kind"],
     registry=REGISTRY,
 )

@@ -6,7 +6,9 @@ What goes after the window:
   has been for the whole window (the row stays, with ``purged_at``, so that
   ``trace`` still answers; tickets and their parsed content stay too);
 * rejection records, headers included;
-* quarantined mail nobody released (deleted, with a ``purged`` audit row).
+* quarantined mail nobody released (deleted, with a ``purged`` audit row);
+* webhook events that were delivered or dead-lettered (their payloads are
+  copies of tickets).
 
 Queued, leased and failed mail is never purged: it is work not yet done.
 """
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from storage import quarantine
+from storage.events import EventState, WebhookEvent
 from storage.models import QueueEntry, QueueState, Rejection, StoredMessage, aware, utcnow
 
 RETENTION_ACTOR = "retention"
@@ -34,6 +37,7 @@ class PurgeReport:
     rejections: int = 0
     oldest_rejection: datetime | None = None
     quarantined: list[int] = field(default_factory=list)  # queue entry ids
+    webhook_events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +48,7 @@ class PurgeReport:
             if self.oldest_rejection
             else None,
             "quarantined": self.quarantined,
+            "webhook_events": self.webhook_events,
         }
 
 
@@ -92,6 +97,11 @@ def purge(
         )
         if entry_id is not None
     ]
+    settled_events = and_(
+        col(WebhookEvent.state).in_([EventState.DELIVERED, EventState.DEAD]),
+        col(WebhookEvent.state_changed_at) < cutoff,
+    )
+    report.webhook_events = int(session.scalar(select(func.count()).where(settled_events)) or 0)
     if dry_run:
         return report
 
@@ -102,6 +112,7 @@ def purge(
         .execution_options(synchronize_session=False)
     )
     session.execute(delete(Rejection).where(old_rejections))
+    session.execute(delete(WebhookEvent).where(settled_events))
     for entry_id in list(report.quarantined):
         try:
             quarantine.remove(session, entry_id, by=RETENTION_ACTOR, action="purged")

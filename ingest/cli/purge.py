@@ -33,6 +33,7 @@ def purge(config_path: str, as_json: bool, dry_run: bool) -> None:
     click.echo(f"  {verb} {report.rejections} rejection record(s){oldest}")
     held = [str(entry) for entry in report.quarantined]
     click.echo(f"  {verb} {len(held)} quarantined message(s){_some(held)}")
+    click.echo(f"  {verb} {report.webhook_events} delivered or dead webhook event(s)")
 
 
 def _some(names: list[str], most: int = 20) -> str:
