@@ -57,6 +57,15 @@ def postgres_schema_url() -> Iterator[str]:
     separator = "&" if "?" in url else "?"
     yield f"{url}{separator}options=-csearch_path%3D{schema}"
     with admin.begin() as connection:
+        # A failed test can leave a transaction open (its traceback keeps the
+        # connection alive); its locks would make DROP SCHEMA wait forever.
+        connection.exec_driver_sql(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l "
+            "JOIN pg_class c ON c.oid = l.relation "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %(schema)s AND l.pid <> pg_backend_pid()",
+            {"schema": schema},
+        )
         connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
     admin.dispose()
 

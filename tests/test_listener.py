@@ -335,5 +335,6 @@ def test_starttls_discards_pipelined_plaintext_commands(
             pass
         tls.sendall(b"RCPT TO:<support@example.com>\r\n")
         reply = reader.readline()
+        reader.close()
         tls.close()
     assert reply.startswith(b"503")  # the injected MAIL FROM was never executed
