@@ -619,7 +619,7 @@ def list_rejections(
 
 
 @router.get(
-    f"{PREFIX}/trace/{{message_id}}", response_model=TraceOut, responses=_errors(401, 404, 422)
+    f"{PREFIX}/trace/{{message_id:path}}", response_model=TraceOut, responses=_errors(401, 404, 422)
 )
 def trace(
     access: Auth, session: Db, message_id: Annotated[str, Path(min_length=1, max_length=998)]
