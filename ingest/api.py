@@ -24,7 +24,7 @@ import hmac
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.compose import InvalidReply
 from ingest.events import ticket_document
+from ingest.metrics import HealthCheck
 from ingest.outbound import queue_reply
 from policy.config import ChannelConfig, Config
 from storage import rejections as rejection_log
@@ -62,9 +63,6 @@ MAX_TEXT = 512 * 1024
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 _ISO_TIME = r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+)?(Z|[+-]\d{2}:?\d{2})?$"
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
-
-HealthCheck = Callable[[], Awaitable[dict[str, str]]]
-
 
 # --- problems -----------------------------------------------------------------
 
@@ -133,7 +131,10 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 class BodyLimit:
-    """413 before a byte over ``limit`` is buffered, whether or not Content-Length says so."""
+    """413 before a byte over ``limit`` is buffered, whether or not Content-Length says so.
+
+    FastAPI's own ``max_body_size`` answers in plain text, past the problem handlers.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
