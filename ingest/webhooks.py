@@ -113,6 +113,9 @@ async def post(
         return Attempt("retry", None, f"no answer within {channel.timeout:g}s")
     except httpx.TransportError as exc:
         return Attempt("retry", None, f"{exc.__class__.__name__}: {exc}"[:500])
+    except Exception as exc:  # an unusable URL, say: keep the event, say what happened
+        log.exception("event %s: posting failed unexpectedly", claim.event_id)
+        return Attempt("retry", None, f"{exc.__class__.__name__}: {exc}"[:500])
 
 
 class Deliverer:

@@ -40,7 +40,7 @@ from storage.retention import purge
 from tests.cli import json_lines, run, write_config
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 from tests.mailflow import deliver, tickets
-from tests.relay import PASSWORD, USER, Relays, relays_fixture  # noqa: F401  (fixture)
+from tests.relay import PASSWORD, USER, Relays, free_port, relays_fixture  # noqa: F401  (fixture)
 from tests.server import ServerThread, running
 from tests.signing import message
 
@@ -471,3 +471,16 @@ def bounce_of(message_id: str) -> bytes:
         "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
         f"Message-ID: {message_id}\r\nSubject: Re: Printer on fire\r\n\r\n--B--\r\n"
     ).encode()
+
+
+def test_a_helpdesk_that_is_down_is_retried_until_the_window_closes(
+    make_config: Callable[..., Config], receiver: Receiver
+) -> None:
+    down = webhook(receiver, url=f"http://127.0.0.1:{free_port()}/hooks", retry_window=1.0)
+    with running(make_config(channels=[down, {"name": "sales-desk"}])) as server:
+        file_mail(server, mail("Printer on fire", "q1@customer.example"))
+        wait_for(lambda: stored_events(server)[0].state == EventState.DEAD, "dead letter")
+        [event] = stored_events(server)
+    assert event.attempts >= 2 and event.last_status is None
+    assert event.last_error is not None and event.last_error.startswith("ConnectError")
+    assert "gave up after" in event.last_error
