@@ -26,7 +26,7 @@ from ingest.mime import parse_message
 from ingest.tickets import file_message
 from policy.config import load_config
 from storage.engine import make_engine
-from storage.intake import GroupCommitWriter, Incoming
+from storage.intake import GroupCommitWriter, Incoming, row_of
 from storage.schema import prepare
 from tests.corpus.cases import CASES
 from tests.mailflow import stored_message
@@ -72,7 +72,10 @@ async def _enqueue(engine_url: str, raws: list[bytes]) -> None:
     writer.start()
     try:
         await asyncio.gather(
-            *(writer.submit(Incoming(stored_message(raw), ["support@example.com"])) for raw in raws)
+            *(
+                writer.submit(Incoming(row_of(stored_message(raw)), ["support@example.com"]))
+                for raw in raws
+            )
         )
     finally:
         await writer.close()

@@ -40,7 +40,13 @@ def _sink(messages: list[bytes]) -> LoadResult:
 def _verified(dns: DnsServer, messages: list[bytes]) -> LoadResult:
     with workdir() as tmp:
         smtp, lmtp = free_port(), free_port()
-        config = bench_config(tmp, smtp, lmtp, dns={"nameservers": [dns.address], "timeout": 2})
+        config = bench_config(
+            tmp,
+            smtp,
+            lmtp,
+            dns={"nameservers": [dns.address], "timeout": 2},
+            policy={"verify_senders": True},
+        )
         with process(firstline_cmd("serve", "-c", str(config)), smtp):
             return _measure(smtp, messages)
 

@@ -20,8 +20,6 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import authres
-import authres.core
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -116,25 +114,28 @@ PURGED = Counter(
 )
 
 
-def count_verification(authentication_results: str | None) -> None:
-    """Count each method's result in our Authentication-Results value (RFC 8601).
+def count_verification(details: dict[str, Any]) -> None:
+    """Count each check's result from the verdict's details (SPF for MAIL FROM,
+    every DKIM signature, the ARC chain, DMARC).
 
-    The header is the verifier's public output, so counting from it needs
-    nothing from the verifier's internals; a value authres cannot parse is
-    counted once as ``parse``/``error`` rather than guessed at. The verifier
-    writes the value, so it parses; the guard is for a verifier that changes.
+    Read from the structured details rather than re-parsing our own
+    Authentication-Results header: that parse cost a third of DATA handling.
     """
-    if not authentication_results:
-        return
-    try:
-        header = authres.AuthenticationResultsHeader.parse(
-            f"Authentication-Results: {authentication_results}"
-        )
-    except authres.core.AuthResError:
-        VERIFICATION_RESULTS.labels("parse", "error").inc()
-        return
-    for result in header.results:
-        VERIFICATION_RESULTS.labels(str(result.method), str(result.result)).inc()
+    spf = details.get("spf") or []
+    if spf:
+        VERIFICATION_RESULTS.labels("spf", str(spf[0].get("result"))).inc()
+    if "dkim" in details:
+        signatures = details.get("dkim") or []
+        for signature in signatures:
+            VERIFICATION_RESULTS.labels("dkim", str(signature.get("result"))).inc()
+        if not signatures:
+            VERIFICATION_RESULTS.labels("dkim", "none").inc()
+    arc = details.get("arc")
+    if isinstance(arc, dict) and arc.get("cv") is not None:
+        VERIFICATION_RESULTS.labels("arc", str(arc["cv"])).inc()
+    dmarc = details.get("dmarc")
+    if isinstance(dmarc, dict) and dmarc.get("result") is not None:
+        VERIFICATION_RESULTS.labels("dmarc", str(dmarc["result"])).inc()
 
 
 def observe_batch(seconds: float, taken: int, outcomes: dict[str, int]) -> None:

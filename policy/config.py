@@ -147,6 +147,9 @@ class DnsConfig(_Model):
 
 
 class PolicyConfig(_Model):
+    # false only when the MTA in front of firstline already verifies senders
+    # (e.g. OpenDMARC on Postfix): nothing is checked or recorded then.
+    verify_senders: bool = True
     dmarc: Literal["enforce", "monitor"] = "enforce"
     manual_forward: Literal["reject", "accept", "quarantine"] = "reject"
     trusted_arc_sealers: list[str] = Field(default_factory=list)

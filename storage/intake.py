@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
+from sqlmodel import SQLModel
 
 from policy.errors import StorageUnavailable
 from storage.models import QueueEntry, QueueState, Rejection, StoredMessage
@@ -31,12 +32,46 @@ log = logging.getLogger("mail.storage")
 
 @dataclass
 class Incoming:
-    """One accepted message and the mailboxes it is queued for."""
+    """One accepted message and the mailboxes it is queued for.
 
-    message: StoredMessage
+    ``message`` holds the ``stored_messages`` column values (see
+    :func:`new_row`), not an ORM object: building a SQLModel instance for
+    every message cost more CPU than the rest of DATA handling.
+    """
+
+    message: dict[str, Any]
     mailboxes: list[str]
     state: QueueState = QueueState.QUEUED
+    message_id: int | None = None
     queue_ids: list[int] = field(default_factory=list)
+
+
+def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
+    """Column values for a new row of ``model``, with the model's defaults for the rest."""
+    defaults = _DEFAULTS.get(model)
+    if defaults is None:
+        defaults = _DEFAULTS[model] = [
+            (key, info.default_factory, info.default)
+            for key, info in model.model_fields.items()
+            if key != "id"
+        ]
+    row = {}
+    for key, factory, default in defaults:
+        if key in values:
+            row[key] = values.pop(key)
+        else:
+            row[key] = factory() if factory is not None else default
+    if values:
+        raise TypeError(f"not columns of {model.__name__}: {', '.join(values)}")
+    return row
+
+
+_DEFAULTS: dict[type[SQLModel], list[tuple[str, Any, Any]]] = {}
+
+
+def row_of(model: SQLModel) -> dict[str, Any]:
+    """The column values of a model instance (for callers that have one)."""
+    return {c.key: getattr(model, c.key) for c in model.__table__.columns if c.key != "id"}  # type: ignore[attr-defined]
 
 
 Item = Incoming | Rejection
@@ -131,31 +166,46 @@ class GroupCommitWriter:
             _resolve(future, result=item)
 
     def _write(self, items: list[Item]) -> None:
+        """One transaction, one INSERT … RETURNING per table for the whole batch."""
+        rejections = [item for item in items if isinstance(item, Rejection)]
+        incoming = [item for item in items if isinstance(item, Incoming)]
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
-            for item in items:
-                if isinstance(item, Rejection):
-                    session.add(item)
-                    if self._on_write is not None:
-                        session.flush()
-                        self._on_write(session, item)
-                    continue
-                session.add(item.message)
-                session.flush()
-                assert item.message.id is not None
-                entries = [
-                    QueueEntry(
-                        message_id=item.message.id,
-                        mailbox=mailbox,
-                        digest=item.message.digest,
-                        state=item.state,
-                    )
-                    for mailbox in item.mailboxes
-                ]
-                session.add_all(entries)
-                session.flush()
-                item.queue_ids = [e.id for e in entries if e.id is not None]
-                if self._on_write is not None:
-                    self._on_write(session, item)
+            for rejection, rejection_id in zip(
+                rejections,
+                _insert(session, Rejection, [row_of(r) for r in rejections]),
+                strict=True,
+            ):
+                rejection.id = rejection_id
+            rows = [item.message for item in incoming]
+            for item, message_id in zip(
+                incoming, _insert(session, StoredMessage, rows), strict=True
+            ):
+                item.message_id = message_id
+            entries = [
+                (item, new_row(QueueEntry, message_id=stored_id, mailbox=mailbox,
+                               digest=item.message["digest"], state=item.state))
+                for item in incoming
+                if (stored_id := item.message_id) is not None
+                for mailbox in item.mailboxes
+            ]  # fmt: skip
+            for (item, _), entry_id in zip(
+                entries, _insert(session, QueueEntry, [e for _, e in entries]), strict=True
+            ):
+                item.queue_ids.append(entry_id)
+            if self._on_write is not None:
+                for written in items:
+                    self._on_write(session, written)
+
+
+def _insert(session: Session, model: type[SQLModel], rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` in one statement and return their new ids, in order."""
+    if not rows:
+        return []
+    statement = insert(model).returning(
+        model.id,  # type: ignore[attr-defined]
+        sort_by_parameter_order=True,
+    )
+    return list(session.execute(statement, list(rows)).scalars())
 
 
 def _resolve(

@@ -175,3 +175,10 @@ def test_serve_refuses_an_invalid_file(tmp_path: Path) -> None:
     code, output = run("serve", "-c", write(tmp_path, "mailboxes: 3\n"))
     assert code == 1
     assert "config.yaml:1: mailboxes: Input should be a valid list" in output
+
+
+def test_sender_verification_can_be_left_to_the_mta_in_front() -> None:
+    from ingest.cli.serve import serve_verifier
+
+    assert serve_verifier(parse_config("policy: {verify_senders: false}\n")) is None
+    assert parse_config("").policy.verify_senders is True
