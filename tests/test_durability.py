@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+
 SECRET = "s3cret-relay-password-never-logged"
 
 
@@ -38,7 +40,7 @@ def firstline(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, db_url: str) -> Iterator[tuple[Path, int]]:
+def config_file(tmp_path: Path, db_url: str, dns_server: DnsServer) -> Iterator[tuple[Path, int]]:
     smtp = free_port()
     config = {
         "server": {
@@ -47,6 +49,8 @@ def config_file(tmp_path: Path, db_url: str) -> Iterator[tuple[Path, int]]:
             "lmtp": {"listen": str(tmp_path / "lmtp.sock")},
         },
         "storage": {"url": db_url},
+        # Verification asks our own empty zones, never the machine's resolver.
+        "dns": {"nameservers": [dns_server.address], "timeout": 5},
         "batch": {"interval": 3600},
         "logging": {"level": "DEBUG", "format": "json"},
         "channels": [{"name": "helpdesk"}],
