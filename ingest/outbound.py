@@ -35,6 +35,7 @@ from ingest.compose import (
     recipients,
     to_bytes,
 )
+from ingest.metrics import OUTBOUND
 from ingest.relay import Delivered, deliver
 from ingest.smtpfail import SmtpFailure
 from policy.config import Config
@@ -222,6 +223,8 @@ async def _send(
 ) -> outbox.ReplyState | None:
     outcome = await _attempt(config, claim)
     state = await asyncio.to_thread(_record, engine, config, claim, outcome, now)
+    if state is not None:
+        OUTBOUND.labels(state.value).inc()
     if isinstance(outcome, Delivered):
         log.info("reply %d (ticket %d) sent: %s", claim.reply_id, claim.ticket_id, outcome.reply)
     else:

@@ -73,6 +73,16 @@ def config_file(tmp_path: Path, db_url: str, dns_server: DnsServer) -> Iterator[
     yield path, smtp
 
 
+@pytest.fixture
+def serve(config_file: tuple[Path, int]) -> Iterator[subprocess.Popen[str]]:
+    """A real `firstline serve`, killed at teardown whatever the test did to it."""
+    process = start_serve(*config_file)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
 def start_serve(path: Path, port: int) -> subprocess.Popen[str]:
     """Start serve with its log in a file (a full pipe would block the server)."""
     with (path.parent / "serve.log").open("w") as log:
@@ -98,9 +108,11 @@ def server_log(path: Path) -> str:
     return (path.parent / "serve.log").read_text()
 
 
-def test_accepted_mail_survives_sigkill_and_becomes_a_ticket(config_file: tuple[Path, int]) -> None:
+def test_accepted_mail_survives_sigkill_and_becomes_a_ticket(
+    config_file: tuple[Path, int], serve: subprocess.Popen[str]
+) -> None:
     path, port = config_file
-    process = start_serve(path, port)
+    process = serve
     message = (
         b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"
         b"Subject: Killed right after 250\r\nMessage-ID: <kill-1@customer.example>\r\n\r\nhello\r\n"
@@ -139,9 +151,11 @@ def test_accepted_mail_survives_sigkill_and_becomes_a_ticket(config_file: tuple[
         assert SECRET not in output.stdout + output.stderr
 
 
-def test_lmtp_over_unix_socket_and_clean_shutdown(config_file: tuple[Path, int]) -> None:
-    path, port = config_file
-    process = start_serve(path, port)
+def test_lmtp_over_unix_socket_and_clean_shutdown(
+    config_file: tuple[Path, int], serve: subprocess.Popen[str]
+) -> None:
+    path, _port = config_file
+    process = serve
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(str(path.parent / "lmtp.sock"))
     reader = sock.makefile("rb")

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from ingest.metrics import REGISTRY
 from ingest.outbound import OutboxResult, send_due_replies
 from policy.config import Config, load_config
 from storage import outbox
@@ -266,10 +267,16 @@ def test_html_reply_goes_out_sanitised_next_to_the_text(desk_for: Any, relays: R
     assert "steal" not in html_part.get_content()
 
 
+def outbound_count(result: str) -> float:
+    value = REGISTRY.get_sample_value("firstline_outbound_messages_total", {"result": result})
+    return value or 0.0
+
+
 def test_451_then_250_is_retried_with_backoff_and_sent(replying: Any) -> None:
     handler = RecordingHandler(data_replies=["451 4.3.0 Mailbox busy, try again later"])
     desk, ticket_id, _ = replying(handler)
     start = utcnow()
+    counted = {r: outbound_count(r) for r in ("retrying", "sent")}
 
     assert desk.send(start) == OutboxResult(taken=1, retrying=1)
     [shown] = desk.shown(ticket_id)["replies"]
@@ -288,6 +295,7 @@ def test_451_then_250_is_retried_with_backoff_and_sent(replying: Any) -> None:
     [shown] = desk.shown(ticket_id)["replies"]
     assert (shown["state"], shown["attempts"]) == ("sent", 2)
     assert handler.data_attempts == 2 and len(handler.received) == 1
+    assert {r: outbound_count(r) - counted[r] for r in counted} == {"retrying": 1, "sent": 1}
 
 
 def test_550_fails_at_once(replying: Any) -> None:
