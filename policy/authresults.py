@@ -100,6 +100,8 @@ def strip_ours(raw: bytes, authserv_id: str) -> bytes:
     """Remove every Authentication-Results field that claims ``authserv_id``."""
     end = _header_end(raw)
     head, body = raw[:end], raw[end:]
+    if FIELD.lower() not in head.lower():
+        return raw  # the common case: nothing to strip, no need to split the header
     fields = re.split(rb"(?<=\n)(?=[^ \t])", head)
     ours = authserv_id.lower()
     kept = []
