@@ -112,7 +112,9 @@ class App:
         self.verifier_factory = verifier_factory
         self.engine = make_engine(config.storage.url)
         self.writer = GroupCommitWriter(
-            self.engine, on_write=on_intake(lambda: self.holder.current)
+            self.engine,
+            on_write=on_intake(lambda: self.holder.current),
+            commit_timeout=config.storage.commit_timeout,
         )
         self.gate = Gate(config.server.max_connections, config.server.max_connections_per_ip)
         self.servers: dict[str, asyncio.Server] = {}

@@ -122,6 +122,8 @@ class ServerConfig(_Model):
 
 class StorageConfig(_Model):
     url: str = "sqlite:///./data/firstline.db"
+    # Seconds a session waits for its commit before answering 451 (a stalled database).
+    commit_timeout: float = Field(default=60, gt=0)
 
 
 class BatchConfig(_Model):

@@ -81,9 +81,15 @@ WriteHook = Callable[[Session, Item], None]
 
 class GroupCommitWriter:
     def __init__(
-        self, engine: Engine, *, max_batch: int = 256, on_write: WriteHook | None = None
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 256,
+        on_write: WriteHook | None = None,
+        commit_timeout: float = 60,
     ) -> None:
         self._engine = engine
+        self._commit_timeout = commit_timeout
         self._max_batch = max_batch
         self._on_write = on_write
         self._pending: list[tuple[Item, asyncio.Future[Item]]] = []
@@ -113,7 +119,14 @@ class GroupCommitWriter:
         self._pending.append((item, future))
         self._idle.clear()
         self._wakeup.set()
-        return await future
+        try:
+            # A database that accepts connections but stops answering must not
+            # hold the session forever: the client gets 451 and retries. If the
+            # commit lands later, the retry is the same bytes, which the batch
+            # files once (same Message-ID and digest).
+            return await asyncio.wait_for(asyncio.shield(future), self._commit_timeout)
+        except TimeoutError:
+            raise StorageUnavailable(f"no commit within {self._commit_timeout:g} seconds") from None
 
     def submit_nowait(self, item: Item, on_error: Callable[[BaseException], None]) -> None:
         """Queue a write nobody waits for (rejection records); report failures."""

@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from policy.config import Config
-from storage.models import QueueEntry, Rejection, StoredMessage
+from storage.engine import BENCH_COMMIT_DELAY_ENV
+from storage.models import QueueEntry, Rejection, StoredMessage, TicketMessage
 from tests.server import ServerThread, running
 
 MESSAGE = (
@@ -338,3 +339,32 @@ def test_starttls_discards_pipelined_plaintext_commands(
         reader.close()
         tls.close()
     assert reply.startswith(b"503")  # the injected MAIL FROM was never executed
+
+
+def test_a_stalled_commit_answers_451_and_the_retry_is_filed_once(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that stops answering: 451 after storage.commit_timeout, never a hang."""
+    monkeypatch.setenv(BENCH_COMMIT_DELAY_ENV, "1500")  # every commit takes 1.5 s
+    config = make_config(storage={"commit_timeout": 0.3})
+    with running(config) as server:
+        client = server.raw()
+        client.cmd(b"EHLO relay.test")
+        client.cmd(b"MAIL FROM:<alice@customer.example>")
+        client.cmd(b"RCPT TO:<support@example.com>")
+        client.cmd(b"DATA")
+        client.send(MESSAGE + b".\r\n")
+        stalled = client.reply()
+        client.close()
+        server.flush()  # the slow commit lands after all
+        monkeypatch.delenv(BENCH_COMMIT_DELAY_ENV)
+    assert stalled == b"451 4.3.0 Internal error; please try again later\r\n"
+    # The forwarder retries the same bytes; the batch files them once.
+    with running(config) as server:
+        with server.smtp() as retry:
+            assert retry.sendmail("alice@customer.example", ["support@example.com"], MESSAGE) == {}
+        result = server.process()
+        assert len(stored(server)) == 2
+        with Session(server.engine) as session:
+            assert len(session.scalars(select(TicketMessage)).all()) == 1
+    assert result.taken == 2
