@@ -126,6 +126,7 @@ class GroupCommitWriter:
             # files once (same Message-ID and digest).
             return await asyncio.wait_for(asyncio.shield(future), self._commit_timeout)
         except TimeoutError:
+            future.add_done_callback(_consume)  # its outcome no longer has a reader
             raise StorageUnavailable(f"no commit within {self._commit_timeout:g} seconds") from None
 
     def submit_nowait(self, item: Item, on_error: Callable[[BaseException], None]) -> None:
@@ -219,6 +220,11 @@ def _insert(session: Session, model: type[SQLModel], rows: Sequence[dict[str, An
     table = model.__table__  # type: ignore[attr-defined]
     statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
     return list(session.connection().execute(statement, list(rows)).scalars())
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a commit that timed out failed too: %s", future.exception().__class__.__name__)
 
 
 def _resolve(
