@@ -124,6 +124,7 @@ class App:
         )
         self.api: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()  # verifiers being closed
         self.resolver = Resolver.from_config(config.dns)
         self.verifier: Verifier | None = None
         self.handlers: dict[str, IngestHandler] = {}
@@ -236,7 +237,9 @@ class App:
             and self.verifier_factory is not None
             and (new.dns != old.dns or new.server.hostname != old.server.hostname)
         ):
-            self.verifier = self.verifier_factory(new)
+            retired, self.verifier = self.verifier, self.verifier_factory(new)
+            if retired is not None:  # its worker processes would otherwise live on
+                self._retiring.add(asyncio.create_task(asyncio.to_thread(retired.close)))
         for handler in self.handlers.values():
             handler.resolver = self.resolver
             handler.verifier = self.verifier
@@ -320,6 +323,9 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.writer.close()
+        if self.verifier is not None:
+            self._retiring.add(asyncio.create_task(asyncio.to_thread(self.verifier.close)))
+        await asyncio.gather(*self._retiring)
         self.engine.dispose()
 
     async def serve_forever(self) -> None:

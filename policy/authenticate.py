@@ -263,9 +263,10 @@ class Authenticator:
         return cls(Resolver.from_config(config.dns), config.server.hostname, executor)
 
     def close(self) -> None:
-        """Stop the executor's workers (a process pool outlives nothing else)."""
+        """Stop the executor's workers once verifications in flight have finished
+        (a reload retires a verifier while sessions may still be using it)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown(wait=True)
 
     async def verify(
         self, raw: bytes, envelope: Envelope, mailbox: MailboxConfig, policy: PolicyConfig

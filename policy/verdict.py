@@ -67,3 +67,6 @@ class Verifier(Protocol):
         mailbox: MailboxConfig,
         policy: PolicyConfig,
     ) -> Verdict: ...
+
+    def close(self) -> None:
+        """Release what the verifier holds (worker processes); may block."""

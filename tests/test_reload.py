@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -209,3 +210,38 @@ def _wait_for(condition: Any, timeout: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+async def retired(server: ServerThread) -> None:
+    await asyncio.gather(*server.app._retiring)
+
+
+def test_a_dns_change_retires_the_old_verifier_and_its_workers(
+    config_path: Path, db_url: str
+) -> None:
+    """A reload that rebuilds the verifier must close the old one's process pool."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from policy.authenticate import Authenticator
+
+    pools: list[ProcessPoolExecutor] = []
+
+    def verifier(config: Any) -> Authenticator:
+        pool = ProcessPoolExecutor(max_workers=1)
+        pool.submit(int).result()  # a live worker process
+        pools.append(pool)
+        return Authenticator.from_config(config, pool)
+
+    with running(load_config(config_path), verifier_factory=verifier) as server:
+        [first] = pools
+        workers = list(first._processes.values())
+        assert workers and all(p.is_alive() for p in workers)
+        edit(config_path, db_url, dns={"nameservers": ["127.0.0.1:5399"], "timeout": 1})
+        assert reload(server).accepted
+        assert len(pools) == 2
+        server.call(retired(server))
+        assert not any(p.is_alive() for p in workers)
+        pools[1].submit(int).result()
+        second = list(pools[1]._processes.values())
+        assert second and all(p.is_alive() for p in second)
+    assert not any(p.is_alive() for p in second)  # closed at stop too
