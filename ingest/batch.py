@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ingest import events
@@ -42,6 +43,16 @@ class BatchResult:
     deferred: int = 0
     quarantined: int = 0
 
+    def count(self, outcome: QueueState | None) -> None:
+        if outcome == QueueState.DONE:
+            self.tickets += 1
+        elif outcome == QueueState.FAILED:
+            self.failed += 1
+        elif outcome == QueueState.QUARANTINED:
+            self.quarantined += 1
+        elif outcome == QueueState.QUEUED:
+            self.deferred += 1
+
     def add(self, other: BatchResult) -> None:
         self.taken += other.taken
         self.tickets += other.tickets
@@ -54,6 +65,13 @@ def _finding(scan: ScanResult) -> str:
     """The scanner's finding as the queue, quarantine and rejection log show it."""
     where = f" in {scan.filename}" if scan.filename else ""
     return f"{scan.reason}: {scan.signature or scan.detail}{where} ({scan.scanner})"
+
+
+def is_temporary(error: BaseException) -> bool:
+    """Our trouble, not the message's: it must not spend the message's attempts."""
+    if isinstance(error, TempFail | OperationalError | InterfaceError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def worker_id() -> str:
@@ -69,20 +87,70 @@ class Batch:
         self.owner = owner or worker_id()
 
     async def run(self, config: Config) -> BatchResult:
-        """Take what is due, up to ``batch.size``, and process it."""
+        """Take what is due, up to ``batch.size``, and process it.
+
+        Whatever happens to one entry stays with that entry. If the batch
+        itself is interrupted (shutdown, the database gone), the entries not
+        yet started go back to the queue without spending an attempt, so an
+        interrupted batch can never be mistaken for a message that kills its
+        worker.
+        """
         claims = await asyncio.to_thread(self._claim, config)
         result = BatchResult(taken=len(claims))
-        for claim in claims:
-            outcome = await self._scan_then_process(claim, config)
-            if outcome == QueueState.DONE:
-                result.tickets += 1
-            elif outcome == QueueState.FAILED:
-                result.failed += 1
-            elif outcome == QueueState.QUARANTINED:
-                result.quarantined += 1
-            elif outcome == QueueState.QUEUED:
-                result.deferred += 1
+        pending = list(claims)
+        scanner_away: str | None = None
+        try:
+            while pending:
+                claim = pending[0]
+                if scanner_away is None:
+                    try:
+                        outcome = await self._handle(claim, config)
+                    except ScannerUnavailable as exc:  # the entry waits; so do the others
+                        scanner_away = f"temporary: {exc}"
+                        outcome = await asyncio.to_thread(
+                            self._fail, claim, config, scanner_away, temporary=True
+                        )
+                else:  # don't wait out the scanner's timeout once per message
+                    outcome = await asyncio.to_thread(
+                        self._fail, claim, config, scanner_away, temporary=True
+                    )
+                pending.pop(0)
+                result.count(outcome)
+        finally:
+            if pending:
+                await asyncio.shield(asyncio.to_thread(self._give_back, pending, config))
         return result
+
+    async def _handle(self, claim: queue.Claim, config: Config) -> QueueState | None:
+        """One entry, start to finish; raises only :class:`ScannerUnavailable`."""
+        try:
+            await asyncio.to_thread(self._renew, claim, config)
+        except queue.LeaseLost:
+            return None
+        try:
+            return await self._scan_then_process(claim, config)
+        except ScannerUnavailable:
+            raise
+        except Exception as exc:  # outside filing: a scanner bug, the database away …
+            log.exception("entry %d failed", claim.entry_id)
+            error = f"{exc.__class__.__name__}: {exc}"[:2000]
+            return await asyncio.to_thread(
+                self._fail, claim, config, error, temporary=is_temporary(exc)
+            )
+
+    def _renew(self, claim: queue.Claim, config: Config) -> None:
+        with Session(self.engine) as session, session.begin():
+            queue.renew(session, claim, lease_seconds=config.batch.lease_seconds)
+
+    def _give_back(self, claims: list[queue.Claim], config: Config) -> None:
+        """Entries of an interrupted batch go back unspent (best effort: the lease
+        expiring does the same, at the price of an attempt)."""
+        for claim in claims:
+            try:
+                self._fail(claim, config, "batch interrupted before this entry", temporary=True)
+            except Exception:
+                log.warning("entry %d: left to its lease's expiry", claim.entry_id)
+                return
 
     async def drain(self, config: Config) -> BatchResult:
         """Run batches until nothing is due (``firstline process``)."""
@@ -107,12 +175,7 @@ class Batch:
         """Antivirus first: a finding never becomes a ticket; a scanner away means wait."""
         raw = await asyncio.to_thread(self._raw, claim)
         if raw is not None:
-            try:
-                scan = await scan_message(raw, config.antivirus)
-            except ScannerUnavailable as exc:
-                return await asyncio.to_thread(
-                    self._fail, claim, config, f"temporary: {exc}", temporary=True
-                )
+            scan = await scan_message(raw, config.antivirus)
             if not scan.passes:
                 finding = _finding(scan)
                 if not await asyncio.to_thread(self._overruled, claim, finding):
@@ -185,11 +248,12 @@ class Batch:
         except queue.LeaseLost:
             log.warning("entry %d: lease lost; another worker owns it now", claim.entry_id)
             return None
-        except TempFail as exc:
-            return self._fail(claim, config, f"temporary: {exc}", temporary=True)
         except Exception as exc:
-            log.exception("entry %d failed", claim.entry_id)
-            return self._fail(claim, config, f"{exc.__class__.__name__}: {exc}"[:2000])
+            temporary = is_temporary(exc)
+            if not temporary:
+                log.exception("entry %d failed", claim.entry_id)
+            prefix = "temporary: " if temporary else f"{exc.__class__.__name__}: "
+            return self._fail(claim, config, f"{prefix}{exc}"[:2000], temporary=temporary)
 
     def _fail(
         self, claim: queue.Claim, config: Config, error: str, *, temporary: bool = False

@@ -96,3 +96,29 @@ def release(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(f"{table.name} row {row_id} is no longer leased to this worker")
+
+
+def renew(
+    session: Session,
+    model: type[SQLModel],
+    row_id: int,
+    token: str,
+    *,
+    leased: str,
+    lease_seconds: float,
+) -> None:
+    """Push a held lease's expiry out again before starting work on the row.
+
+    A batch leases many rows at once and works through them one by one; a
+    slow scanner or relay must not let the lease of a row not yet started
+    lapse, or a second worker would take it and both would do the work.
+    Raises :class:`LeaseLost` if the row is no longer ours: skip it.
+    """
+    table = table_of(model)
+    result = session.execute(
+        update(table)
+        .where(table.c.id == row_id, table.c.lease_token == token, table.c.state == leased)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(f"{table.name} row {row_id} is no longer leased to this worker")

@@ -138,25 +138,28 @@ def fail(
     A temporary failure (scanner away, database hiccup) does not count as an
     attempt: the message itself is not at fault.
     """
-    if temporary:
-        _transition(
-            session,
-            claim,
-            state=QueueState.QUEUED,
-            attempts=claim.attempts - 1,
-            last_error=error,
-            available_at=utcnow() + timedelta(seconds=retry_after),
-        )
-        return QueueState.QUEUED
-    state = QueueState.FAILED if claim.attempts >= max_attempts else QueueState.QUEUED
+    state = QueueState.QUEUED if temporary or claim.attempts < max_attempts else QueueState.FAILED
     _transition(
         session,
         claim,
         state=state,
+        attempts=claim.attempts - 1 if temporary else claim.attempts,
         last_error=error,
         available_at=utcnow() + timedelta(seconds=retry_after),
     )
     return state
+
+
+def renew(session: Session, claim: Claim, *, lease_seconds: float) -> None:
+    """Keep the lease of an entry about to be worked on (see :func:`storage.lease.renew`)."""
+    lease.renew(
+        session,
+        QueueEntry,
+        claim.entry_id,
+        claim.token,
+        leased=QueueState.LEASED,
+        lease_seconds=lease_seconds,
+    )
 
 
 def requeue(
