@@ -218,9 +218,19 @@ def _claim(
         )
 
 
+def _renew(engine: Engine, config: Config, claim: outbox.ReplyClaim) -> None:
+    with Session(engine) as session, session.begin():
+        outbox.renew(session, claim, lease_seconds=config.outbox.lease_seconds)
+
+
 async def _send(
     engine: Engine, config: Config, claim: outbox.ReplyClaim, now: datetime | None
 ) -> outbox.ReplyState | None:
+    try:
+        await asyncio.to_thread(_renew, engine, config, claim)
+    except outbox.LeaseLost:
+        log.warning("reply %d: lease lost before sending; another worker owns it", claim.reply_id)
+        return None
     outcome = await _attempt(config, claim)
     state = await asyncio.to_thread(_record, engine, config, claim, outcome, now)
     if state is not None:

@@ -173,6 +173,20 @@ def mark_sent(
     )
 
 
+def renew(session: Session, claim: ReplyClaim, *, lease_seconds: float) -> None:
+    """Keep the lease of a reply about to be sent (see :func:`storage.lease.renew`):
+    a reply whose lease lapsed while earlier ones waited on a slow relay would be
+    taken, and sent, by another worker too."""
+    lease.renew(
+        session,
+        Reply,
+        claim.reply_id,
+        claim.token,
+        leased=ReplyState.SENDING,
+        lease_seconds=lease_seconds,
+    )
+
+
 def retry_delay(attempts: int, first: float, cap: float) -> float:
     """Exponential backoff: ``first``, twice that, four times … never more than ``cap``."""
     return float(min(cap, first * 2 ** max(0, min(attempts - 1, 32))))

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from ingest.metrics import REGISTRY
-from ingest.outbound import OutboxResult, send_due_replies
+from ingest.outbound import OutboxResult, _send, send_due_replies
 from policy.config import Config, load_config
 from storage import outbox
 from storage.models import KnownMessageId, utcnow
@@ -444,3 +444,28 @@ def test_serve_sends_queued_replies_on_its_own(replying: Any) -> None:
     assert parse(received.data)["In-Reply-To"] == "<q1@customer.example>"
     health = desk.server.call(desk.server.app.health())
     assert health["outbox"] == "ok"
+
+
+def test_a_reply_whose_lease_lapsed_before_its_turn_is_not_sent_by_the_first_worker(
+    replying: Any,
+) -> None:
+    """While earlier replies wait on a slow relay, a later one's lease may lapse and
+    another worker take it: the first worker must then leave it alone."""
+    desk, ticket_id, handler = replying()
+    engine, start = desk.server.engine, utcnow()
+
+    def take(owner: str, now: datetime) -> list[outbox.ReplyClaim]:
+        with Session(engine) as session, session.begin():
+            return outbox.claim(
+                session, owner=owner, limit=10, lease_seconds=30, max_attempts=8, now=now
+            )
+
+    [stale] = take("slow-worker", start)
+    [fresh] = take("other-worker", start + timedelta(seconds=31))  # the first lease ran out
+    assert fresh.reply_id == stale.reply_id
+    assert asyncio.run(_send(engine, desk.config, stale, None)) is None
+    assert handler.received == []
+    assert asyncio.run(_send(engine, desk.config, fresh, None)) == outbox.ReplyState.SENT
+    assert len(handler.received) == 1
+    [shown] = desk.shown(ticket_id)["replies"]
+    assert shown["state"] == "sent"
