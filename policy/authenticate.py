@@ -53,7 +53,7 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -76,8 +76,9 @@ FROM_MALFORMED_REPLY = (
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# "from HELO (rDNS-name [IP])": the comment is what the receiving hop wrote itself.
 _RECEIVED_FROM = re.compile(
-    r"^\s*from\s+(?P<helo>\S+)(?P<rest>.*?)(?:\bby\b|;|$)", re.IGNORECASE | re.DOTALL
+    r"^\s*from\s+(?P<helo>\S+)\s*\((?P<rest>[^()]*)\)", re.IGNORECASE | re.DOTALL
 )
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BRACKETED_IP = re.compile(r"\[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\]")
@@ -170,7 +171,7 @@ def production_verifier(
         on_query=on_query,
         on_cache_hit=on_cache_hit,
     )
-    return Authenticator(resolver, config.server.hostname, pool)
+    return Authenticator(resolver, config.server.hostname, pool, new_executor=process_pool)
 
 
 def _in(ip: str, networks: list[Network]) -> bool:
@@ -194,21 +195,23 @@ def spf_origin(received: list[str], envelope: Envelope, trusted: list[Network]) 
 
     ``received`` are the Received header values, newest first. A local peer
     (Postfix handing over by LMTP) is always a trusted hop: judging it would
-    fail every sender's SPF.
+    fail every sender's SPF. Only headers written by trusted hops are read,
+    newest first: the first one naming an untrusted client is the answer, and
+    one that cannot be read ends the walk with no address (SPF ``none``) —
+    never falling through to older headers, which the sender may have forged.
+    Mail that never left trusted hosts is judged by the client's own address.
     """
     if not (_local(envelope.client_ip) or _in(envelope.client_ip, trusted)):
         return envelope.client_ip, envelope.helo
     for value in received:
         match = _RECEIVED_FROM.match(value)
-        if match is None:
-            continue
-        ip_match = _BRACKETED_IP.search(match.group("rest"))
-        if ip_match is None:
-            continue
+        ip_match = _BRACKETED_IP.search(match.group("rest")) if match else None
+        if match is None or ip_match is None:
+            return "", envelope.helo
         ip = ip_match.group("ip")
         if not (_local(ip) or _in(ip, trusted)):
             return ip, match.group("helo").strip("[]")
-    return envelope.client_ip, envelope.helo
+    return envelope.client_ip, envelope.helo  # it started on a trusted host
 
 
 def header_block(raw: bytes) -> bytes:
@@ -251,11 +254,19 @@ class Authenticator:
     """
 
     def __init__(
-        self, resolver: Resolver, authserv_id: str, executor: Executor | None = None
+        self,
+        resolver: Resolver,
+        authserv_id: str,
+        executor: Executor | None = None,
+        *,
+        new_executor: Callable[[], Executor] | None = None,
     ) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
         self._executor = executor
+        # A process pool is broken for good once one worker dies (OOM killer, a
+        # crash in a C extension); this makes a fresh one instead of a 451 forever.
+        self._new_executor = new_executor
         self._spf_results = spf.ResultCache()
 
     @classmethod
@@ -289,15 +300,7 @@ class Authenticator:
             return self._tempfail(str(exc))
         if any(check.dns_failure for check in checks.spf):
             return self._tempfail("SPF: " + checks.spf[0].explanation)
-        loop = asyncio.get_running_loop()
-        analysis = await loop.run_in_executor(
-            self._executor,
-            analyse,
-            raw,
-            envelope.mail_from,
-            checks.keys,
-            policy.min_dkim_key_bits,
-        )
+        analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
         mailfrom = checks.spf[0]
         message_ids = _values(header_fields, b"message-id")
         outcome = dmarc.evaluate(
@@ -341,6 +344,21 @@ class Authenticator:
         except* DnsTempError as group_error:
             raise group_error.exceptions[0] from None
         return _Checks(spf_task.result(), keys_task.result(), dmarc_task.result())
+
+    async def _analyse(
+        self, raw: bytes, mail_from: str, keys: dkim.Keys, policy: PolicyConfig
+    ) -> Analysis:
+        loop = asyncio.get_running_loop()
+        args = (raw, mail_from, keys, policy.min_dkim_key_bits)
+        try:
+            return await loop.run_in_executor(self._executor, analyse, *args)
+        except BrokenExecutor:
+            if self._new_executor is None:
+                raise
+            broken, self._executor = self._executor, self._new_executor()
+            if broken is not None:
+                broken.shutdown(wait=False)
+            return await loop.run_in_executor(self._executor, analyse, *args)
 
     @staticmethod
     def _tempfail(why: str) -> Verdict:

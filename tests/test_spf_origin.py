@@ -41,3 +41,21 @@ async def test_no_address_at_all_is_spf_none_not_a_crash() -> None:
     mailfrom, helo_check = await check_spf(None, ip, "alice@customer.example", helo)  # type: ignore[arg-type]
     assert (mailfrom.result, mailfrom.domain) == ("none", "customer.example")
     assert helo_check.result == "none"
+
+
+def test_a_forged_older_header_is_never_reached() -> None:
+    """The hop our relay wrote names a host under .by; an older, forged header names
+    the victim's server. SPF must judge the real hop, not the forgery."""
+    received = [
+        "from mail.example.by (mail.example.by [198.51.100.7]) by mx.example.com",
+        "from mail.victim.example (mail.victim.example [203.0.113.9]) by forged",
+    ]
+    assert spf_origin(received, envelope("127.0.0.1"), []) == ("198.51.100.7", "mail.example.by")
+
+
+def test_an_unreadable_trusted_hop_stops_the_walk() -> None:
+    received = [
+        "by mx.example.com with ESMTP; garbled",
+        "from mail.victim.example (mail.victim.example [203.0.113.9]) by forged",
+    ]
+    assert spf_origin(received, envelope("unix"), []) == ("", "postfix.local")
