@@ -59,8 +59,8 @@ def _recorded_dmarc(aar_value: bytes) -> tuple[str | None, str | None]:
 
 def verify_arc(raw: bytes, keys: Keys, min_key_bits: int) -> ArcResult:
     """Validate the whole chain; ``cv`` is ``none`` when the message has no ARC sets."""
-    verifier = dkim.ARC(raw, minkey=min_key_bits)
     try:
+        verifier = dkim.ARC(raw, minkey=min_key_bits)
         cv, results, comment = verifier.verify(dnsfunc=dnsfunc(keys))
     except dkim.DKIMException as exc:
         return ArcResult("fail", str(exc))

@@ -56,8 +56,18 @@ class DkimSignature:
 
 
 def headers(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """The header fields as dkimpy sees them: (name, value as it was folded)."""
-    parsed, _body = dkim.rfc822_parse(raw)
+    """The header fields as dkimpy sees them: (name, value as it was folded).
+
+    A line that is neither a field nor a continuation makes dkimpy give up on
+    the whole message; the fields around it are still what the sender wrote,
+    so they are read without it (no signature over such a header can verify).
+    """
+    try:
+        parsed, _body = dkim.rfc822_parse(raw)
+    except dkim.MessageFormatError:
+        block = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+        lines = [line for line in block.split(b"\n") if b":" in line or line[:1] in (b" ", b"\t")]
+        parsed, _body = dkim.rfc822_parse(b"\n".join(lines) + b"\n\n")
     return list(parsed)
 
 
@@ -127,7 +137,14 @@ def _header_b(tags: dict[bytes, bytes] | None) -> str:
 
 def verify_dkim(raw: bytes, keys: Keys, min_key_bits: int) -> list[DkimSignature]:
     """Verify every DKIM-Signature of ``raw``, topmost first."""
-    verifier = dkim.DKIM(raw, minkey=min_key_bits)
+    try:
+        verifier = dkim.DKIM(raw, minkey=min_key_bits)
+    except dkim.MessageFormatError as exc:  # the sender's fault: nothing verifies
+        return [
+            DkimSignature(_tag(tags, b"d"), _tag(tags, b"s"), _tag(tags, b"a"), "permerror",
+                          f"malformed message: {exc}", _header_b(tags), None)
+            for tags in (_tags(v) for n, v in headers(raw) if n.lower() == b"dkim-signature")
+        ]  # fmt: skip
     values = [v for n, v in verifier.headers if n.lower() == b"dkim-signature"]
     lookup = dnsfunc(keys)
     results = []

@@ -180,8 +180,14 @@ class Resolver:
             result = await self._resolver.resolve(name, qtype, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
             return (), self._negative_ttl
-        except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong):
-            # Not a name anybody can own: nothing to find, nothing to retry.
+        except (
+            dns.name.EmptyLabel,
+            dns.name.LabelTooLong,
+            dns.name.NameTooLong,
+            dns.name.IDNAException,
+            dns.exception.SyntaxError,  # bad escapes and the like
+        ):
+            # Not a name anybody can own: nothing to find, and retrying cannot help.
             return (), self._negative_ttl
         except dns.resolver.NoNameservers as exc:
             raise DnsTempError(f"DNS SERVFAIL for {name}/{rdtype}") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -375,3 +376,41 @@ def test_pool_workers_exit_when_the_server_is_killed() -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"pool worker {worker} outlived its killed server")
+
+
+async def test_a_header_line_without_a_colon_is_judged_not_deferred(
+    dns_server: DnsServer, authenticator: Authenticator
+) -> None:
+    """dkimpy refuses such a message outright; that is the sender's fault, so the
+    verdict is given on what can be checked (SPF passes here) instead of a 451
+    the forwarder would retry for days."""
+    signed = publish_sender(dns_server, "v=DMARC1; p=none").sign(message())
+    head, _, body = signed.partition(b"\r\n\r\n")
+    broken = head + b"\r\nthis line is no header field\r\n\r\n" + body
+    verdict = await authenticator.verify(broken, envelope(), MAILBOX, PolicyConfig())
+    assert verdict.action == Action.ACCEPT
+    [signature] = verdict.details["dkim"]
+    assert signature["result"] == "permerror" and signature["domain"] == "example.com"
+    assert verdict.details["dmarc"]["result"] == "pass"  # aligned SPF still counts
+
+
+async def test_a_pool_whose_worker_died_is_replaced_not_a_451_forever(
+    dns_server: DnsServer,
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    pool = process_pool()
+    authenticator = Authenticator(
+        Resolver([dns_server.address], timeout=2.0), SERVER, pool, new_executor=process_pool
+    )
+    try:
+        first = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+        assert first.action == Action.ACCEPT
+        for worker in list(pool._processes.values()):
+            os.kill(worker.pid, signal.SIGKILL)  # the OOM killer, say
+            worker.join(10)
+        again = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+        assert (again.action, again.details["dkim"][0]["result"]) == (Action.ACCEPT, "pass")
+        assert authenticator._executor is not pool
+    finally:
+        authenticator.close()
+        pool.shutdown(wait=True)

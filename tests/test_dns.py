@@ -114,3 +114,13 @@ async def test_observers_see_queries_and_cache_hits(dns_server: DnsServer) -> No
         await resolver.resolve("seen.example.com", "A")
     await resolver.resolve("seen.example.com", "TXT")
     assert (queries, len(hits)) == (["A", "TXT"], 2)
+
+
+@pytest.mark.parametrize("name", ["\u2603.example", "sel\\", "a..example"])
+async def test_names_nobody_can_own_are_empty_not_temporary(
+    dns_server: DnsServer, name: str
+) -> None:
+    """A From domain or selector that is not a DNS name cannot start to resolve later;
+    a DnsTempError here would defer the message for days, then bounce it."""
+    resolver = Resolver([dns_server.address], timeout=2.0)
+    assert await resolver.txt(name) == []
