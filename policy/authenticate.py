@@ -298,10 +298,12 @@ class Authenticator:
             checks = await self._lookups(dkim.key_names(header_fields), envelope, ip, helo, author)
         except DnsTempError as exc:
             return self._tempfail(str(exc))
-        if any(check.dns_failure for check in checks.spf):
-            return self._tempfail("SPF: " + checks.spf[0].explanation)
-        analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
         mailfrom = checks.spf[0]
+        # Only the MAIL FROM result can decide DMARC (with a null sender it is the
+        # HELO result); a HELO lookup failing otherwise is recorded as temperror.
+        if mailfrom.dns_failure:
+            return self._tempfail("SPF: " + mailfrom.explanation)
+        analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
         message_ids = _values(header_fields, b"message-id")
         outcome = dmarc.evaluate(
             author,

@@ -282,8 +282,21 @@ async def test_manual_forward_policy(
         assert "native forwarding" in verdict.reply
 
 
+async def test_a_helo_lookup_timing_out_does_not_defer_the_message(
+    dns_server: DnsServer,
+) -> None:
+    raw = publish_sender(dns_server).sign(message())
+    dns_server.timeout("mx.example.com")
+    impatient = Authenticator(Resolver([dns_server.address], timeout=0.3), SERVER)
+    verdict = await impatient.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert (verdict.action, verdict.reason) == (Action.ACCEPT, "accepted")
+    assert "spf=temperror smtp.helo=mx.example.com" in (verdict.authentication_results or "")
+    null_sender = await impatient.verify(raw, envelope(""), MAILBOX, PolicyConfig())
+    assert null_sender.action is Action.TEMPFAIL  # then HELO is the MAIL FROM identity
+
+
 @pytest.mark.parametrize(
-    "broken", ["_dmarc.example.com", "sel._domainkey.example.com", "example.com", "mx.example.com"]
+    "broken", ["_dmarc.example.com", "sel._domainkey.example.com", "example.com"]
 )
 async def test_dns_timeout_anywhere_is_a_451(dns_server: DnsServer, broken: str) -> None:
     raw = publish_sender(dns_server).sign(message())
