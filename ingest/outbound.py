@@ -40,7 +40,7 @@ from ingest.relay import Delivered, deliver
 from ingest.smtpfail import SmtpFailure
 from policy.config import Config
 from policy.errors import PermFail
-from storage import outbox
+from storage import lease, outbox
 from storage.models import KnownMessageId, Ticket, TicketMessage, utcnow
 
 log = logging.getLogger("mail.outbound")
@@ -192,7 +192,7 @@ def _record(
                 diagnosis=result.diagnosis,
                 temporary=result.temporary,
                 max_attempts=settings.max_attempts,
-                retry_after=outbox.retry_delay(
+                retry_after=lease.retry_delay(
                     claim.attempts, settings.retry_seconds, settings.max_retry_seconds
                 ),
                 now=now,

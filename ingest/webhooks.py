@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from ingest.metrics import WEBHOOK_DELIVERIES
 from policy.config import ChannelConfig, Config
 from storage import events
+from storage.lease import retry_delay
 from storage.models import utcnow
 
 log = logging.getLogger("mail.webhooks")
@@ -66,8 +67,7 @@ def body_of(payload: dict[str, object]) -> bytes:
 
 def backoff(attempts: int, first: float) -> float:
     """Seconds before the next attempt after ``attempts`` tries, jittered by ±10%."""
-    delay = min(_MAX_BACKOFF, first * 2.0 ** max(0, min(attempts - 1, 32)))
-    return delay * random.uniform(0.9, 1.1)
+    return retry_delay(attempts, first, _MAX_BACKOFF) * random.uniform(0.9, 1.1)
 
 
 Verdict = Literal["delivered", "retry", "dead"]

@@ -32,7 +32,6 @@ from sqlalchemy import (
     Text,
     and_,
     exists,
-    func,
     or_,
     select,
     update,
@@ -42,7 +41,7 @@ from sqlmodel import Field, SQLModel, col
 
 from storage import lease
 from storage.lease import LeaseLost
-from storage.models import _when, aware, utcnow
+from storage.models import _when, aware, iso, utcnow
 
 __all__ = [
     "EventClaim",
@@ -279,10 +278,6 @@ def replay(
     return sorted(r[0] for r in rows if r[0] is not None)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return aware(value).isoformat() if value else None
-
-
 def event_view(event: WebhookEvent) -> dict[str, Any]:
     """An event's delivery state as JSON-ready data (``events list --json``)."""
     return {
@@ -294,12 +289,12 @@ def event_view(event: WebhookEvent) -> dict[str, Any]:
         "ticket_id": event.ticket_id,
         "state": EventState(event.state).value,
         "attempts": event.attempts,
-        "created_at": _iso(event.created_at),
-        "state_changed_at": _iso(event.state_changed_at),
-        "next_attempt_at": _iso(event.next_attempt_at)
+        "created_at": iso(event.created_at),
+        "state_changed_at": iso(event.state_changed_at),
+        "next_attempt_at": iso(event.next_attempt_at)
         if event.state in (EventState.QUEUED, EventState.RETRYING)
         else None,
-        "delivered_at": _iso(event.delivered_at),
+        "delivered_at": iso(event.delivered_at),
         "last_status": event.last_status,
         "last_error": event.last_error,
     }
@@ -324,9 +319,4 @@ def deadline(window_start: datetime, retry_window: float) -> datetime:
 
 def depth(session: Session) -> dict[str, int]:
     """Events per delivery state, every state present (for metrics)."""
-    counts = dict.fromkeys((s.value for s in EventState), 0)
-    for state, count in session.execute(
-        select(col(WebhookEvent.state), func.count()).group_by(col(WebhookEvent.state))
-    ):
-        counts[EventState(state).value] = int(count)
-    return counts
+    return lease.depth(session, WebhookEvent, EventState)

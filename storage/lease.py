@@ -15,9 +15,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, inspect, select, update
+from sqlalchemy import ColumnElement, Table, func, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
@@ -122,3 +123,19 @@ def renew(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(f"{table.name} row {row_id} is no longer leased to this worker")
+
+
+def depth(session: Session, model: type[SQLModel], states: type[StrEnum]) -> dict[str, int]:
+    """Rows per state, every state present (for status and metrics)."""
+    table = table_of(model)
+    counts = dict.fromkeys((s.value for s in states), 0)
+    for state, count in session.execute(
+        select(table.c.state, func.count()).group_by(table.c.state)
+    ):
+        counts[states(state).value] = int(count)
+    return counts
+
+
+def retry_delay(attempts: int, first: float, cap: float) -> float:
+    """Exponential backoff: ``first``, twice that, four times … never more than ``cap``."""
+    return float(min(cap, first * 2 ** max(0, min(attempts - 1, 32))))

@@ -24,13 +24,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, Text, and_, func, or_, select, update
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, and_, or_, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
 from storage import lease
 from storage.lease import LeaseLost
-from storage.models import _when, aware, utcnow
+from storage.models import _when, iso, utcnow
 
 __all__ = [
     "LeaseLost",
@@ -187,11 +187,6 @@ def renew(session: Session, claim: ReplyClaim, *, lease_seconds: float) -> None:
     )
 
 
-def retry_delay(attempts: int, first: float, cap: float) -> float:
-    """Exponential backoff: ``first``, twice that, four times … never more than ``cap``."""
-    return float(min(cap, first * 2 ** max(0, min(attempts - 1, 32))))
-
-
 def mark_attempt_failed(
     session: Session,
     claim: ReplyClaim,
@@ -236,10 +231,6 @@ def mark_reply_bounced(session: Session, reply_message_id: str, reason: str) -> 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return aware(value).isoformat() if value else None
-
-
 def reply_view(reply: Reply) -> dict[str, Any]:
     """A reply's delivery state as JSON-ready data (``tickets show --json``)."""
     view: dict[str, Any] = {
@@ -248,30 +239,25 @@ def reply_view(reply: Reply) -> dict[str, Any]:
         "recipients": list(reply.recipients),
         "state": reply.state.value,
         "attempts": reply.attempts,
-        "created_at": _iso(reply.created_at),
-        "state_changed_at": _iso(reply.state_changed_at),
+        "created_at": iso(reply.created_at),
+        "state_changed_at": iso(reply.state_changed_at),
     }
     if reply.state == ReplyState.SENT:
         view.update(
-            server_reply=reply.server_reply, queue_id=reply.queue_id, sent_at=_iso(reply.sent_at)
+            server_reply=reply.server_reply, queue_id=reply.queue_id, sent_at=iso(reply.sent_at)
         )
     if reply.state in (ReplyState.RETRYING, ReplyState.FAILED):
         view.update(error=reply.last_error, error_class=reply.error_class)
         if reply.diagnosis is not None:
             view["diagnosis"] = reply.diagnosis
     if reply.state == ReplyState.RETRYING:
-        view["next_attempt_at"] = _iso(reply.available_at)
+        view["next_attempt_at"] = iso(reply.available_at)
     return view
 
 
 def depth(session: Session) -> dict[str, int]:
     """Replies per delivery state, every state present (for status and metrics)."""
-    counts = dict.fromkeys((s.value for s in ReplyState), 0)
-    for state, count in session.execute(
-        select(col(Reply.state), func.count()).group_by(col(Reply.state))
-    ):
-        counts[ReplyState(state).value] = int(count)
-    return counts
+    return lease.depth(session, Reply, ReplyState)
 
 
 def replies_of(session: Session, ticket_id: int) -> list[dict[str, Any]]:

@@ -6,18 +6,13 @@ shapes are made once, here. Keys are a public contract: add, never rename.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from storage.models import Attachment, QueueEntry, StoredMessage, Ticket, TicketMessage, aware
-
-
-def _iso(value: datetime | None) -> str | None:
-    return aware(value).isoformat() if value else None
+from storage.models import Attachment, QueueEntry, StoredMessage, Ticket, TicketMessage, iso
 
 
 def ticket_summary(ticket: Ticket, message_count: int) -> dict[str, Any]:
@@ -27,8 +22,8 @@ def ticket_summary(ticket: Ticket, message_count: int) -> dict[str, Any]:
         "subject": ticket.subject,
         "requester": ticket.requester,
         "status": ticket.status,
-        "created_at": _iso(ticket.created_at),
-        "updated_at": _iso(ticket.updated_at),
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
         "messages": message_count,
     }
 
@@ -59,7 +54,7 @@ def message_detail(
         "from_name": message.from_name,
         "to": message.to,
         "cc": message.cc,
-        "date": _iso(message.date),
+        "date": iso(message.date),
         "subject": message.subject,
         "text": message.text,
         "html": message.html,
@@ -88,7 +83,7 @@ def message_detail(
         "forwarding": message.forwarding,
         "authentication_results": message.authentication_results,
         "stored_message_id": message.stored_message_id,
-        "created_at": _iso(message.created_at),
+        "created_at": iso(message.created_at),
     }
 
 
@@ -128,16 +123,16 @@ def queue_entry(entry: QueueEntry, message: StoredMessage) -> dict[str, Any]:
         "trace_id": message.trace_id,
         "state": entry.state.value if hasattr(entry.state, "value") else entry.state,
         "mailbox": entry.mailbox,
-        "arrival_time": _iso(message.received_at),
+        "arrival_time": iso(message.received_at),
         "message_size": message.size,
         "sender": message.mail_from,
         "message_id": message.header_message_id,
         "subject": message.subject,
         "attempts": entry.attempts,
         "lease_owner": entry.lease_owner,
-        "lease_expires_at": _iso(entry.lease_expires_at),
+        "lease_expires_at": iso(entry.lease_expires_at),
         "last_error": entry.last_error,
-        "state_changed_at": _iso(entry.state_changed_at),
+        "state_changed_at": iso(entry.state_changed_at),
         "ticket_message_id": entry.ticket_message_id,
     }
 

@@ -28,7 +28,7 @@ from sqlmodel import col
 from ingest.metrics import REGISTRY
 from ingest.outbound import OutboxResult, _send, send_due_replies
 from policy.config import Config, load_config
-from storage import outbox
+from storage import lease, outbox
 from storage.models import KnownMessageId, utcnow
 from tests.cli import run, write_config
 from tests.mailflow import deliver, tickets
@@ -429,9 +429,9 @@ def test_reply_to_an_unknown_ticket_is_refused(desk_for: Any) -> None:
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
-    delays = [outbox.retry_delay(n, 60, 3600) for n in range(1, 9)]
+    delays = [lease.retry_delay(n, 60, 3600) for n in range(1, 9)]
     assert delays == [60, 120, 240, 480, 960, 1920, 3600, 3600]
-    assert outbox.retry_delay(10_000, 60, 3600) == 3600
+    assert lease.retry_delay(10_000, 60, 3600) == 3600
 
 
 def test_serve_sends_queued_replies_on_its_own(replying: Any) -> None:

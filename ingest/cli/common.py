@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -56,10 +55,6 @@ def open_store(config: Config) -> Engine:
         click.echo(f"firstline: {exc}", err=True)
         sys.exit(1)
     return engine
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def echo_json(value: Any) -> None:
