@@ -215,6 +215,7 @@ def _claim(
             lease_seconds=config.outbox.lease_seconds,
             max_attempts=config.outbox.max_attempts,
             now=now,
+            on_abandoned=lambda reply_id: events.reply_settled(session, config, reply_id),
         )
 
 

@@ -19,6 +19,7 @@ customer's client rather than a reply being lost — until that has happened
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -105,8 +106,13 @@ def claim(
     lease_seconds: float,
     max_attempts: int,
     now: datetime | None = None,
+    on_abandoned: Callable[[int], None] | None = None,
 ) -> list[ReplyClaim]:
-    """Lease up to ``limit`` replies that are due, oldest first."""
+    """Lease up to ``limit`` replies that are due, oldest first.
+
+    A reply given up on here (abandoned) is reported to ``on_abandoned`` in the
+    same transaction, so its ``reply.failed`` event is not lost.
+    """
     now = now or utcnow()
     due = or_(
         and_(
@@ -148,6 +154,8 @@ def claim(
                 f"{max_attempts} times",
                 error_class="abandoned",
             )
+            if on_abandoned is not None:
+                on_abandoned(taken.reply_id)
         else:
             claims.append(taken)
     return claims

@@ -360,12 +360,14 @@ def test_two_workers_never_send_the_same_reply_twice(desk_for: Any, relays: Rela
 def test_a_reply_abandoned_mid_send_is_taken_again_then_given_up(replying: Any) -> None:
     desk, ticket_id, handler = replying(max_attempts=2)
     engine, start = desk.server.engine, utcnow()
+    abandoned: list[int] = []
 
     def take(owner: str, now: datetime) -> list[outbox.ReplyClaim]:
         with Session(engine) as session, session.begin():
             return outbox.claim(
-                session, owner=owner, limit=10, lease_seconds=30, max_attempts=2, now=now
-            )
+                session, owner=owner, limit=10, lease_seconds=30, max_attempts=2, now=now,
+                on_abandoned=abandoned.append,
+            )  # fmt: skip
 
     [first] = take("dies", start)
     assert take("other", start + timedelta(seconds=10)) == []  # still leased
@@ -373,7 +375,9 @@ def test_a_reply_abandoned_mid_send_is_taken_again_then_given_up(replying: Any) 
     assert again.reply_id == first.reply_id and again.token != first.token
     with pytest.raises(outbox.LeaseLost), Session(engine) as session, session.begin():
         outbox.mark_sent(session, first, server_reply="250 late", queue_id=None)
+    assert abandoned == []
     assert take("third", start + timedelta(seconds=62)) == []
+    assert abandoned == [first.reply_id]  # reported, so its reply.failed event is sent
     [shown] = desk.shown(ticket_id)["replies"]
     assert (shown["state"], shown["error_class"]) == ("failed", "abandoned")
     assert handler.received == []
