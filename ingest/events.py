@@ -126,17 +126,15 @@ def message_filed(session: Session, config: Config, claim: Claim, ticket_message
     count = session.scalar(select(func.count()).where(col(TicketMessage.ticket_id) == ticket.id))
     type: EventType = "ticket.created" if count == 1 else "ticket.message_added"
     _ticket_event(session, config, type, ticket.id, message_id=message.id)
-    thread = message.details.get("thread") or {}
-    if thread.get("rule") == "bounce":  # it may report on one of our replies
-        bounced = session.scalar(
-            select(col(Reply.id)).where(
-                col(Reply.message_id) == thread.get("evidence"),
-                col(Reply.ticket_id) == ticket.id,
-                col(Reply.state) == ReplyState.FAILED,
-            )
-        )
-        if bounced is not None:
-            reply_settled(session, config, bounced)
+
+
+def reply_bounced(session: Session, config: Config, reply_message_id: str) -> None:
+    """A bounce has just turned a sent reply into a failed one."""
+    reply_id = session.scalar(
+        select(col(Reply.id)).where(col(Reply.message_id) == reply_message_id)
+    )
+    if reply_id is not None:
+        reply_settled(session, config, reply_id)
 
 
 def filing_with_events(file_message: FileMessage) -> FileMessage:

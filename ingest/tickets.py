@@ -39,6 +39,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from ingest import events
 from ingest.mime import ParsedMessage, parse_message
 from ingest.threading import ThreadMatch, earlier_unfiled, find_ticket, known_message
 from policy.autoreply import is_own_mail
@@ -82,8 +83,11 @@ def file_message(
         else None
     )
     if original is not None:
-        if original.direction == "out":
-            mark_reply_bounced(session, original.message_id, _bounce_reason(parsed))
+        if original.direction == "out" and mark_reply_bounced(
+            session, original.message_id, _bounce_reason(parsed)
+        ):
+            # Only the bounce that turned the reply failed says so to the helpdesk.
+            events.reply_bounced(session, config, original.message_id)
         match: ThreadMatch | None = ThreadMatch(original.ticket_id, "bounce", original.message_id)
     elif parsed.bounce.is_certain:
         log.info("entry %d: bounce of mail we do not know; no ticket", claim.entry_id)

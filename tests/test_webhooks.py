@@ -435,6 +435,13 @@ def test_reply_outcomes_and_a_virus_in_the_batch_are_events(
         server.process()
         poke(server)
         wait_for(lambda: len(receiver.of_type("reply.failed")) == 2, "the bounce's event")
+        # A second report on the same reply (another recipient's) is filed, but the
+        # reply had already failed: no second reply.failed event is made.
+        deliver(server, bounce_of(sent_id, "dsn-2"), mail_from="")
+        assert server.process().tickets == 1
+        with Session(server.engine) as session:
+            types = session.scalars(select(col(WebhookEvent.type))).all()
+        assert types.count("reply.failed") == 2
 
     by_type = {d.type: d.event["data"] for d in receiver.deliveries}
     assert set(by_type) == {"reply.sent", "reply.failed", "message.quarantined", "message.rejected"}
@@ -456,12 +463,12 @@ def shown_reply(server: ServerThread, reply_id: int) -> dict[str, Any]:
         return reply_view(row)
 
 
-def bounce_of(message_id: str) -> bytes:
+def bounce_of(message_id: str, report_id: str = "dsn-1") -> bytes:
     """An RFC 3464 report that our reply could not be delivered."""
     return (
         "From: MAILER-DAEMON@mx.customer.example\r\nTo: support@example.com\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
-        "Message-ID: <dsn-1@mx.customer.example>\r\nMIME-Version: 1.0\r\n"
+        f"Message-ID: <{report_id}@mx.customer.example>\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
         "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
         "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
