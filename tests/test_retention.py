@@ -155,3 +155,23 @@ def test_the_worker_purges_by_itself(make_config: Callable[..., Config], db_url:
         with Session(server.engine) as session:
             [batch_run] = session.scalars(select(BatchRun)).all()
         assert batch_run.owner == server.app.worker.batch.owner and batch_run.error is None
+
+
+def test_raw_bytes_stay_until_the_work_itself_is_old(server: ServerThread) -> None:
+    """Received long ago but finished yesterday (a failed message an operator retried):
+    its raw bytes are evidence for a month from the finish, not from the arrival."""
+    now = utcnow()
+    stored_id = deliver(server, "retried yesterday")
+    server.process()
+    with Session(server.engine) as session, session.begin():
+        session.execute(update(StoredMessage).where(StoredMessage.id == stored_id)  # type: ignore[arg-type]
+                        .values(received_at=now - 40 * DAY))  # fmt: skip
+        session.execute(update(QueueEntry).where(QueueEntry.message_id == stored_id)  # type: ignore[arg-type]
+                        .values(state_changed_at=now - DAY))  # fmt: skip
+    with Session(server.engine) as session, session.begin():
+        report = purge(session, days=30, now=now)
+    assert report.raw_messages == []
+    assert raw_kept(server, stored_id)
+    with Session(server.engine) as session, session.begin():
+        later = purge(session, days=30, now=now + 30 * DAY)
+    assert len(later.raw_messages) == 1 and not raw_kept(server, stored_id)
