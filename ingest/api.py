@@ -431,7 +431,9 @@ Auth = Annotated[Access, Depends(_access)]
 Db = Annotated[Session, Depends(_session, scope="function")]
 Id = Annotated[int, Path(ge=1, le=2**62)]
 
-router = APIRouter()
+# The body limit (BodyLimit) stands before every route, so every operation can
+# answer its 413, also one without a request body when a client declares one.
+router = APIRouter(responses=_errors(413))
 
 
 def _visible_ticket(session: Session, access: Access, ticket_id: int) -> Ticket:
@@ -502,7 +504,7 @@ def get_ticket(access: Auth, session: Db, ticket_id: Id) -> dict[str, Any]:
 @router.patch(
     f"{PREFIX}/tickets/{{ticket_id}}",
     response_model=TicketSummaryOut,
-    responses=_errors(400, 401, 404, 413, 422),
+    responses=_errors(400, 401, 404, 422),
 )
 def patch_ticket(access: Auth, session: Db, ticket_id: Id, change: TicketPatch) -> dict[str, Any]:
     """Set the status; a customer's next message reopens a pending or closed ticket."""
@@ -522,7 +524,7 @@ def patch_ticket(access: Auth, session: Db, ticket_id: Id, change: TicketPatch) 
     f"{PREFIX}/tickets/{{ticket_id}}/replies",
     response_model=ReplyOut,
     status_code=202,
-    responses=_errors(400, 401, 404, 413, 422),
+    responses=_errors(400, 401, 404, 422),
 )
 def post_reply(
     access: Auth, session: Db, ticket_id: Id, reply: ReplyIn, response: Response

@@ -19,11 +19,22 @@ from typing import Any
 import pytest
 import sqlalchemy
 import yaml
+from hypothesis import settings
 
 from policy.config import Config, parse_config
 from tests.server import ServerThread, running
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+# Property tests (Hypothesis, schemathesis) draw the same examples on every run
+# and machine, CI or not: a failure in `make test` fails again when rerun, and
+# a run passes or fails by the code, never by the draw. No example database, so
+# a failure found once does not haunt later runs from .hypothesis/. To search
+# at random instead: `pytest --hypothesis-profile=explore` (prints the blob that
+# reproduces any failure it finds).
+settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile("repeatable")
 
 
 def postgres_url() -> str:
