@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.parser import HeaderParser
 from email.policy import compat32
+
+from policy.charsets import decode_words
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -35,15 +36,6 @@ def header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
     return raw[: match.start()] if match else raw[:limit]
 
 
-def _decoded(value: object) -> str:
-    """RFC 2047 words decoded where possible; the raw text where not."""
-    text = str(value)
-    try:
-        return str(make_header(decode_header(text)))
-    except Exception:  # malformed encoded words: keep what was sent
-        return text
-
-
 def summarize(raw: bytes) -> HeaderSummary:
     """From, Subject and Message-ID of a raw message, for logs and records.
 
@@ -58,7 +50,7 @@ def summarize(raw: bytes) -> HeaderSummary:
 
     def get(name: str) -> str | None:
         value = headers.get(name)
-        return one_line(_decoded(value)) if value is not None else None
+        return one_line(decode_words(value)) if value is not None else None
 
     # Message-IDs are kept without their angle brackets in stored messages and
     # rejection records (ticket messages keep the bracketed form; trace accepts both).

@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 
 import charset_normalizer
 
@@ -225,3 +226,12 @@ def clean_text(value: str) -> str:
 
 def _replace(value: str) -> str:
     return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def decode_words(value: object) -> str:
+    """RFC 2047 encoded words decoded where possible; the raw text where not."""
+    text = str(value)
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # malformed encoded words: keep what was sent
+        return text
