@@ -424,14 +424,16 @@ def _first_address(value: str) -> str | None:
     return match.group(0).lower() if match else None
 
 
-def _has_label(lines: list[str], labels: frozenset[str]) -> bool:
-    """Any of ``labels`` at a line's start, or glued inside it (Yahoo's text part)."""
-    for line in lines:
-        found = _labelled(line)
-        if found is not None and found[0] in labels:
-            return True
-    glued = _norm(" ".join(lines))
-    return any(f"{label}:" in glued or f"{label}：" in glued for label in labels)
+def _glued(line: str, labels: frozenset[str]) -> bool:
+    """Whether one of ``labels`` is glued inside ``line``.
+
+    Yahoo's text part runs the quoted fields together on one line
+    (``Von: X <x@…>An: …Gesendet: …Betreff: …``).
+    """
+    if line.count(":") + line.count("：") < 2:
+        return False
+    folded = _norm(line)
+    return any(f"{label}:" in folded or f"{label}：" in folded for label in labels)
 
 
 @dataclass
@@ -475,14 +477,22 @@ class _Scan:
 def _scan(text: str) -> _Scan:
     lines = tuple(line.strip(" \t\u00a0") for line in text.splitlines())
     scan = _Scan(lines=tuple(line.lstrip("> \t\u00a0") for line in lines))
+    # Each line's label, read once: the header-block window looks ahead at them.
+    labels = [
+        found[0] if len(line) <= _MAX_MARKER_LINE and (found := _labelled(line)) else None
+        for line in scan.lines
+    ]
     for index, raw in enumerate(lines):
         if len(raw) > _MAX_MARKER_LINE or not raw:
             continue
         if raw.startswith(">") and scan.quoted is None:
             scan.quoted = index
         line = scan.lines[index]
-        normal = _norm(line)
-        dashed = _DASHED.match(normal)
+        if not line:
+            continue
+        ends_in_colon = line[-1] in (":", "：")
+        normal = _norm(line) if line[0] == "-" or ends_in_colon else line
+        dashed = _DASHED.match(normal) if line[0] == "-" else None
         if dashed is not None:
             inner = dashed.group(1)
             if scan.marker is None and any(p in inner for p in _DASHED_FORWARD):
@@ -490,21 +500,23 @@ def _scan(text: str) -> _Scan:
             elif scan.original_separator is None and any(p in inner for p in _DASHED_ORIGINAL):
                 scan.original_separator = index
             continue
-        if _UNDERSCORES.match(line) and scan.original_separator is None:
+        if line[0] == "_" and _UNDERSCORES.match(line) and scan.original_separator is None:
             # Outlook.com's rule above the quoted header block (reply or forward).
             scan.original_separator = index
             continue
-        if scan.marker is None and normal[-1:] in (":", "：") and normal[:-1].strip() in _HEADINGS:
+        if scan.marker is None and ends_in_colon and normal[:-1].strip() in _HEADINGS:
             scan.marker = (index, line)
             continue
         if scan.block is None:
-            found = _labelled(line)
-            if found is not None and found[0] in _FROM_LABELS:
-                window = list(scan.lines[index : index + _BLOCK_WINDOW])
-                if _has_label(window, _DATE_LABELS) and _has_label(window, _SUBJECT_LABELS):
+            found = _labelled(line) if labels[index] in _FROM_LABELS else None
+            if found is not None:
+                window = set(labels[index + 1 : index + _BLOCK_WINDOW])
+                if (window & _DATE_LABELS or _glued(line, _DATE_LABELS)) and (
+                    window & _SUBJECT_LABELS or _glued(line, _SUBJECT_LABELS)
+                ):
                     scan.block = (index, _first_address(found[1]), found[0])
                     continue
-        if scan.attribution is None:
+        if scan.attribution is None and ends_in_colon:
             attribution = _ATTRIBUTION.search(line)
             if attribution is not None:
                 scan.attribution = (index, attribution.group(1).lower())
