@@ -329,6 +329,9 @@ class Authenticator:
                 "kind": str(kind),
                 "manual": list(analysis.evidence.manual),
                 "native": list(analysis.evidence.native),
+                # Whom a manual forward quotes or attaches (unverified), for the
+                # rejection log and trace.
+                "original_sender": analysis.evidence.original_sender,
             },
         }
         return Verdict(action, reason, reply, results, kind, details)

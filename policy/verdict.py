@@ -57,6 +57,17 @@ class Verdict:
 ACCEPT = Verdict(Action.ACCEPT)
 
 
+def original_sender(details: dict[str, Any] | None) -> str | None:
+    """Whom a manual forward quoted or attached, from a stored verdict's details.
+
+    Recorded whatever the policy decided (refused, held or accepted), so the
+    rejection log and trace can say whom the forwarded mail came from.
+    """
+    forwarding = (details or {}).get("forwarding")
+    sender = forwarding.get("original_sender") if isinstance(forwarding, dict) else None
+    return sender if isinstance(sender, str) else None
+
+
 class Verifier(Protocol):
     """Decides a message after DATA; may do DNS through its own resolver."""
 

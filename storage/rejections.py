@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from policy.verdict import original_sender
 from storage.models import Rejection, aware
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -127,6 +128,7 @@ def rejection_view(rejection: Rejection, *, headers: bool = False) -> dict[str, 
         "message_id": rejection.message_id,
         "trace_id": rejection.trace_id,
         "authentication": rejection.authentication,
+        "forwarded_from": original_sender(rejection.authentication),
     }
     if headers:
         view["headers"] = rejection.headers

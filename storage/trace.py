@@ -16,6 +16,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from policy.verdict import original_sender
 from storage.models import (
     QuarantineAction,
     QueueEntry,
@@ -67,6 +68,7 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
                 "mail_from": r.mail_from,
                 "rcpt_to": r.rcpt_to,
                 "trace_id": r.trace_id,
+                "forwarded_from": original_sender(r.authentication),
             }
         )
         if r.stage != "BATCH":  # a batch refusal is also visible on its queue entry
@@ -107,6 +109,7 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
                 "rcpt_to": message.rcpt_tos,
                 "size": message.size,
                 "subject": message.subject,
+                "forwarded_from": original_sender(message.verdict),
                 "verdict": message.verdict,
             }
         )

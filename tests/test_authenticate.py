@@ -276,6 +276,8 @@ async def test_manual_forward_policy(
         reason,
         ForwardingKind.MANUAL,
     )
+    # Whatever the policy decides, the verdict names whom the forward came from.
+    assert verdict.details["forwarding"]["original_sender"] == "alice@example.com"
     if action is Action.REJECT:
         assert verdict.reply is not None
         assert verdict.reply.startswith("550 5.7.1 Manually forwarded")

@@ -16,7 +16,7 @@ from policy.config import Config
 from storage import queue
 from storage.models import QueueEntry, StoredMessage, TicketMessage
 from storage.trace import trace
-from tests.cli import run, write_config
+from tests.cli import json_lines, run, write_config
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 from tests.server import ServerThread, running
 from tests.signing import message
@@ -134,3 +134,37 @@ def test_trace_survives_the_purge_of_raw_bytes(server: ServerThread) -> None:
     assert states(found)[0].startswith("on ticket ")
     with Session(server.engine) as session:
         assert session.scalars(select(QueueEntry.state)).one() == "done"
+
+
+def test_a_refused_manual_forward_names_its_original_sender(
+    verifying: ServerThread, tmp_path: Path, db_url: str
+) -> None:
+    body = (
+        "Please help this customer.\r\n\r\n---------- Forwarded message ---------\r\n"
+        "From: Carol Customer <carol@buyer.example>\r\nDate: Tue, 24 Nov 2026 at 10:00\r\n"
+        "Subject: Printer on fire\r\nTo: <bob@fine.example>\r\n\r\nIt burns.\r\n"
+    )
+    raw = message(sender="Bob <bob@fine.example>", to="support@example.com",
+                  subject="Fwd: Printer on fire", body=body)  # fmt: skip
+    with verifying.smtp() as client:
+        client.ehlo("mx.sender.test")
+        client.mail("bob@fine.example")
+        client.rcpt("support@example.com")
+        code, reply = client.data(raw)
+    assert (code, reply[:24]) == (550, b"5.7.1 Manually forwarded")
+
+    found = traced(verifying, message_id(raw))
+    assert states(found) == ["rejected at DATA: manual_forward"]
+    [rejected] = found["events"]  # type: ignore[misc]
+    assert rejected["forwarded_from"] == "carol@buyer.example"
+
+    config_path = write_config(tmp_path / "firstline.yaml", db_url)
+    shown = run("trace", message_id(raw), config=config_path)
+    assert "forwarded_from=carol@buyer.example" in shown.stdout
+    [listed] = json_lines(run("rejections", "--json", "--reason", "manual_forward",
+                              config=config_path))  # fmt: skip
+    assert listed["forwarded_from"] == "carol@buyer.example"
+    assert listed["authentication"]["forwarding"]["kind"] == "manual"
+    detail = run("rejections", "show", str(listed["id"]), config=config_path)
+    assert detail.exit_code == 0
+    assert "forwarded_from: carol@buyer.example" in detail.stdout
