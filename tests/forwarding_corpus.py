@@ -559,22 +559,19 @@ def _outlook(lang: Language) -> list[Case]:
     ]
 
 
-def _outlook_html_only(lang: Language) -> Case:
-    """The new Outlook for Windows sends HTML only, with its divRplyFwdMsg block."""
+def _new_outlook(lang: Language, prefix: str, opening: str) -> Message:
+    """The new Outlook for Windows sends HTML only, with its divRplyFwdMsg block
+    (the same for a reply and a forward)."""
     frm, sent, to, subject = lang.outlook
     markup = (
-        '<html><body><div dir="ltr">Please handle this one.</div>'
+        f'<html><body><div dir="ltr">{opening}</div>'
         '<hr style="display:inline-block;width:98%" tabindex="-1">'
         f'<div id="divRplyFwdMsg" dir="ltr"><font face="Calibri, sans-serif"><b>{frm}:</b> '
         f"{NAME} &lt;{ORIGINAL}&gt;<br><b>{sent}:</b> {lang.date}<br><b>{to}:</b> "
         f"Bob Forwarder &lt;bob@customer.example&gt;<br><b>{subject}:</b> {TOPIC}</font>"
         f"<div>&nbsp;</div></div><div>{BODY}</div></body></html>"
     )
-    return Case(
-        "new outlook",
-        lang.code,
-        _mail(f"{lang.outlook_forward}: {TOPIC}", None, markup, language=lang.code),
-    )
+    return _mail(f"{prefix}: {TOPIC}", None, markup, language=lang.code)
 
 
 def _outlook_mac(lang: Language) -> Case | None:
@@ -782,7 +779,11 @@ def forwards() -> list[Case]:
     for lang in LANGUAGES:
         cases += _apple(lang)
         cases += _outlook(lang)
-        cases.append(_outlook_html_only(lang))
+        cases.append(
+            Case(
+                "new outlook", lang.code, _new_outlook(lang, lang.outlook_forward, "Please handle.")
+            )
+        )
         mac = _outlook_mac(lang)
         if mac is not None:
             cases.append(mac)
@@ -831,6 +832,7 @@ def _replies_in(lang: Language) -> list[Case]:
         f'<br></div><blockquote class="gmail_quote">{BODY}</blockquote></div>'
     )
     cases.append(_reply("gmail html", lang, f"Re: {TOPIC}", mine, markup=gmail_html))
+    cases.append(Case("new outlook", lang.code, _new_outlook(lang, lang.outlook_reply, mine), None))
     form = MAC_ATTRIBUTION.get(lang.code)
     if form is not None:
         indented = "\n".join(f"    {line}" for line in BODY.splitlines())

@@ -247,3 +247,84 @@ def test_hostile_messages_do_not_crash() -> None:
     huge = plain("Fwd: big", "x" * 500_000 + "\n" + GMAIL)
     text, attached = body_text(huge)
     assert len(text) <= 200_000 and attached is False
+
+
+OUTLOOK_COM_BLOCK = (
+    "Done.\n\n" + "_" * 32 + "\nFrom: Alice Original <alice@example.com>\n"
+    "Sent: Wednesday, October 27, 2021 9:31 AM\nSubject: Printer on fire\n\nIt burns.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("language", "kind"),
+    [("da-DK", ForwardingKind.MANUAL), ("nb-NO", ForwardingKind.MANUAL),
+     ("fi-FI", ForwardingKind.DIRECT)],
+)  # fmt: skip
+def test_vs_forwards_in_danish_and_norwegian_but_replies_in_finnish(
+    language: str, kind: ForwardingKind
+) -> None:
+    msg = plain("VS: Printer on fire", OUTLOOK_COM_BLOCK)
+    msg["Content-Language"] = language
+    assert inspect(msg, "").kind is kind
+
+
+def test_finnish_labels_make_vs_a_reply() -> None:
+    body = (
+        "Kiitos.\n\nLähettäjä: Alice Original <alice@example.com>\nLähetetty: 27. lokakuuta\n"
+        "Vastaanottaja: Bob\nAihe: Tulostin\n\nSe palaa.\n"
+    )
+    assert inspect(plain("VS: Tulostin", body), "").kind is ForwardingKind.DIRECT
+    assert inspect(plain("VL: Tulostin", body), "").kind is ForwardingKind.MANUAL
+
+
+def test_an_old_forward_quoted_in_a_reply_is_history_but_forwarding_a_thread_is_not() -> None:
+    quoted_forward = "Fixed.\n\n" + OUTLOOK.split("\n\n", 1)[1] + "\n" + GMAIL
+    assert inspect(plain("RE: FW: Printer on fire", quoted_forward), "").kind is (
+        ForwardingKind.DIRECT
+    )
+    evidence = inspect(plain("Fwd: Re: Printer on fire", GMAIL), "")
+    assert evidence.kind is ForwardingKind.MANUAL
+    assert evidence.original_sender == "alice@example.com"
+
+
+def test_a_digest_is_not_a_forward() -> None:
+    msg = plain("Users Digest, Vol 12, Issue 3", "Message: 1\n" + GMAIL)
+    msg["List-Id"] = "<users.lists.example>"
+    assert inspect(msg, "").kind is ForwardingKind.DIRECT
+    assert inspect(plain("Users Digest, Vol 12, Issue 3", GMAIL), "").kind is (
+        ForwardingKind.MANUAL  # no list headers: a person forwarded a digest
+    )
+
+
+def test_the_attached_original_names_the_sender() -> None:
+    outer = EmailMessage()
+    outer["From"] = USER
+    outer["Subject"] = "FW: Printer on fire"
+    outer.set_content("See attached.")
+    outer.add_attachment(parse(message(sender="Carol <carol@buyer.example>")))
+    evidence = inspect(parse(outer.as_bytes()), "bob@customer.example")
+    assert evidence.original_sender == "carol@buyer.example"
+
+
+def test_encoded_subject_prefixes_are_read() -> None:
+    raw = message(sender=USER, subject="=?utf-8?b?" + "6L2s5Y+ROiDmiZPljbDmnLo=" + "?=",
+                  body=OUTLOOK.replace("\n", "\r\n"))  # fmt: skip
+    assert inspect(parse(raw), "").kind is ForwardingKind.MANUAL  # 转发: 打印机
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a <" * 66_000,
+        "From: x\n" * 25_000,
+        ("From: " + "Betreff:" * 48 + "\n") * 500,
+        ("<" + "a" * 70 + "@" + "b." * 100 + ":\n") * 700,
+        ("-- " * 130 + "\n") * 500,
+        ">\n" * 100_000,
+    ],
+    ids=["brackets", "from-lines", "glued-labels", "attribution-bait", "dashes", "quotes"],
+)
+def test_hostile_bodies_are_read_in_one_bounded_pass(body: str) -> None:
+    evidence = inspect(plain("Fwd: x", body), "")
+    assert evidence.kind is ForwardingKind.DIRECT
+    assert evidence.original_sender is None
