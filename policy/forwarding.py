@@ -304,10 +304,10 @@ _NATIVE_HEADERS = (
     "arc-seal",
 )
 _SRS = re.compile(r"^srs[01][=+-]", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]*>")
-_INVISIBLE = re.compile(r"<(script|style|head|title)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+# [^<>]: a tag attempt stops at the next "<", so unclosed tags cost linear time.
+_TAG = re.compile(r"<[^<>]*>")
 _BREAK = re.compile(
-    r"<\s*(?:br|/p|/div|/tr|/li|hr|/h[1-6]|/blockquote|/table)\b[^>]*>", re.IGNORECASE
+    r"<\s*(?:br|/p|/div|/tr|/li|hr|/h[1-6]|/blockquote|/table)\b[^<>]*>", re.IGNORECASE
 )
 _DIGEST_SUBJECT = re.compile(r"\bdigest\b", re.IGNORECASE)
 
@@ -369,16 +369,20 @@ def _decode(part: Message) -> str:
 
 
 def _html_text(markup: str) -> str:
-    markup = _INVISIBLE.sub("", markup[: MAX_SCAN_CHARS * 4])
+    markup = markup[: MAX_SCAN_CHARS * 4]
     return html.unescape(_TAG.sub("", _BREAK.sub("\n", markup)))
 
 
-def _walk(message: Message) -> tuple[list[str], list[Message]]:
-    """The texts of the message's own parts, and the messages attached to it."""
+def body_text(message: Message) -> tuple[str, list[Message]]:
+    """(the message's own text, the messages attached to it as message/rfc822).
+
+    Text inside attached messages is not the forwarder's and is skipped.
+    """
     texts: list[str] = []
     attached: list[Message] = []
     stack: list[Message] = [message]
-    while stack:
+    size = 0
+    while stack and size <= MAX_SCAN_CHARS:
         part = stack.pop(0)
         content_type = part.get_content_type()
         if content_type == "message/rfc822":
@@ -392,22 +396,11 @@ def _walk(message: Message) -> tuple[list[str], list[Message]]:
             if content_type in ("multipart/report", "multipart/digest"):
                 continue
             stack.extend(p for p in part.get_payload() if isinstance(p, Message))
-        elif content_type == "text/plain":
-            texts.append(_decode(part))
-        elif content_type == "text/html":
-            texts.append(_html_text(_decode(part)))
-        if sum(map(len, texts)) > MAX_SCAN_CHARS:
-            break
-    return texts, attached
-
-
-def body_text(message: Message) -> tuple[str, bool]:
-    """(the message's own text, whether it carries an attached message).
-
-    Text inside attached messages is not the forwarder's and is skipped.
-    """
-    texts, attached = _walk(message)
-    return "\n".join(texts)[:MAX_SCAN_CHARS], bool(attached)
+        elif content_type in ("text/plain", "text/html"):
+            text = _decode(part)
+            texts.append(text if content_type == "text/plain" else _html_text(text))
+            size += len(texts[-1])
+    return "\n".join(texts)[:MAX_SCAN_CHARS], attached
 
 
 def _labelled(line: str) -> tuple[str, str] | None:
@@ -534,8 +527,8 @@ def _manual_signs(message: Message) -> tuple[list[str], str | None]:
         message.get("List-Id") is not None and _DIGEST_SUBJECT.search(subject)
     ):
         return [], None
-    texts, attached = _walk(message)
-    scan = _scan("\n".join(texts)[:MAX_SCAN_CHARS])
+    text, attached = body_text(message)
+    scan = _scan(text)
     prefix = forward_prefix(subject)
     signs: list[str] = []
     marker = scan.marker

@@ -246,7 +246,7 @@ def test_hostile_messages_do_not_crash() -> None:
     assert inspect(parse(garbage), "").kind is ForwardingKind.DIRECT
     huge = plain("Fwd: big", "x" * 500_000 + "\n" + GMAIL)
     text, attached = body_text(huge)
-    assert len(text) <= 200_000 and attached is False
+    assert len(text) <= 200_000 and attached == []
 
 
 OUTLOOK_COM_BLOCK = (
@@ -328,3 +328,11 @@ def test_hostile_bodies_are_read_in_one_bounded_pass(body: str) -> None:
     evidence = inspect(plain("Fwd: x", body), "")
     assert evidence.kind is ForwardingKind.DIRECT
     assert evidence.original_sender is None
+
+
+@pytest.mark.parametrize(
+    "markup", ["<" * 500_000, "<div " * 100_000, "<br" * 150_000, "<style>" * 60_000 + GMAIL]
+)
+def test_hostile_html_is_read_in_one_bounded_pass(markup: str) -> None:
+    text, _attached = body_text(html_mail("Fwd: x", markup))
+    assert len(text) <= 200_000
