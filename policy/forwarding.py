@@ -254,6 +254,21 @@ _HEADINGS = _normed(
         "轉寄的郵件",
         "전달된 메시지",
         "전달된 메일",
+        # Other macOS and iOS releases word some of them differently.
+        "inizio del messaggio inoltrato",
+        "początek przekazanej wiadomości",
+        "iletilen iletinin başlangıcı",
+        "початок пересланого повідомлення",
+        "vidarebefordrat meddelande börjar",
+        "begynnelse på videresendt melding",
+        "videresendt meddelelse starter",
+        "välitetyn viestin alku",
+        "továbbított üzenet kezdete",
+        "începutul mesajului redirecționat",
+        "начало на препратено съобщение",
+        "začetek posredovanega sporočila",
+        "почетак прослеђене поруке",
+        "edastatud sõnumi algus",
     )
 )
 
@@ -497,7 +512,7 @@ def _scan(text: str) -> _Scan:
             # Outlook.com's rule above the quoted header block (reply or forward).
             scan.original_separator = index
             continue
-        if scan.marker is None and ends_in_colon and normal[:-1].strip() in _HEADINGS:
+        if scan.marker is None and ends_in_colon and normal[:-1].strip(" -") in _HEADINGS:
             scan.marker = (index, line)
             continue
         if scan.block is None:

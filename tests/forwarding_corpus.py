@@ -773,6 +773,32 @@ def _others() -> list[Case]:
     return cases
 
 
+# Apple Mail's heading as other macOS/iOS releases word it.
+APPLE_VARIANTS = {
+    "it": "Inizio del messaggio inoltrato",
+    "ru": "Начало пересылаемого сообщения",
+    "pl": "Początek przekazanej wiadomości",
+    "tr": "İletilen iletinin başlangıcı",
+    "uk": "Початок пересланого повідомлення",
+    "sv": "Vidarebefordrat meddelande börjar",
+    "no": "Begynnelse på videresendt melding",
+    "da": "Videresendt meddelelse starter",
+    "fi": "Välitetyn viestin alku",
+    "hu": "Továbbított üzenet kezdete",
+    "ro": "Începutul mesajului redirecționat",
+}
+
+
+def _apple_variant(code: str, heading: str) -> Case:
+    lang = next(entry for entry in LANGUAGES if entry.code == code)
+    frm, when, to, subject = lang.mail
+    text = "\n".join(
+        ["Sent from my iPad", "", f"{heading}:", "", f"{frm}: {NAME} <{ORIGINAL}>",
+         f"{subject}: {TOPIC}", f"{when}: {lang.date}", f"{to}: bob@customer.example", "", BODY]
+    )  # fmt: skip
+    return Case("apple mail, ios", code, _mail(f"Fwd: {TOPIC}", text))
+
+
 def forwards() -> list[Case]:
     """The recall set: manual forwards, every client, every language it ships."""
     cases: list[Case] = []
@@ -793,6 +819,7 @@ def forwards() -> list[Case]:
         cases += _yahoo(lang)
     cases += [_outlook_com(code, fwd) for code, (fwd, _reply) in OUTLOOK_COM.items()]
     cases += [_hubspot(code, phrase) for code, phrase in HUBSPOT.items()]
+    cases += [_apple_variant(code, heading) for code, heading in APPLE_VARIANTS.items()]
     return cases + _others()
 
 
