@@ -73,62 +73,16 @@ _PREFIX = re.compile(r"\s*(?:\[[^\]]{0,40}\]\s*)*([^\s:：\[\]]{1,12}?)\s*(?:\[\
 
 # Outermost subject prefixes that mean "forwarded", normalised (see _norm).
 _FORWARD_PREFIXES = _normed(
-    [
-        "fw",
-        "fwd",
-        "wg",
-        "tr",
-        "rv",
-        "enc",
-        "doorst",
-        "ti",
-        "vs",
-        "vb",
-        "vl",
-        "i",
-        "pd",
-        "rif",
-        "tov",
-        "továbbítás",
-        "ilt",
-        "redir.",
-        "videresend",
-        "пересл",
-        "пр",
-        "πρθ",
-        "转发",
-        "轉寄",
-        "轉送",
-        "전달",
-    ]
-)
+    ("fw", "fwd", "wg", "tr", "rv", "enc", "doorst", "ti", "vs", "vb", "vl", "i", "pd", "tov",
+     "továbbítás", "ilt", "redir.", "videresend", "пересл", "пр", "πρθ", "转发", "轉寄", "轉送",
+     "전달")
+)  # fmt: skip
 # ... and those that mean "a reply" (the forward markers below them are history).
 _REPLY_PREFIXES = _normed(
-    [
-        "re",
-        "aw",
-        "antw",
-        "sv",
-        "odp",
-        "odg",
-        "r",
-        "res",
-        "resp",
-        "ynt",
-        "yanıt",
-        "απ",
-        "σχετ",
-        "válasz",
-        "răsp",
-        "ответ",
-        "відп",
-        "回复",
-        "答复",
-        "回覆",
-        "회신",
-        "답장",
-    ]
-)
+    ("re", "aw", "antw", "sv", "odp", "odg", "r", "rif", "res", "resp", "ynt", "yanıt", "απ",
+     "σχετ", "válasz", "răsp", "răsp.", "ответ", "отв", "відп", "回复", "答复", "回覆", "회신",
+     "답장")
+)  # fmt: skip
 # Reply prefixes that other languages use for forwarding: (prefix, language).
 _REPLY_IN_LANGUAGE = {"vs": "fi"}
 
