@@ -136,21 +136,28 @@ def test_trace_survives_the_purge_of_raw_bytes(server: ServerThread) -> None:
         assert session.scalars(select(QueueEntry.state)).one() == "done"
 
 
-def test_a_refused_manual_forward_names_its_original_sender(
-    verifying: ServerThread, tmp_path: Path, db_url: str
-) -> None:
-    body = (
-        "Please help this customer.\r\n\r\n---------- Forwarded message ---------\r\n"
-        "From: Carol Customer <carol@buyer.example>\r\nDate: Tue, 24 Nov 2026 at 10:00\r\n"
-        "Subject: Printer on fire\r\nTo: <bob@fine.example>\r\n\r\nIt burns.\r\n"
-    )
+FORWARD_BODY = (
+    "Please help this customer.\r\n\r\n---------- Forwarded message ---------\r\n"
+    "From: Carol Customer <carol@buyer.example>\r\nDate: Tue, 24 Nov 2026 at 10:00\r\n"
+    "Subject: Printer on fire\r\nTo: <bob@fine.example>\r\n\r\nIt burns.\r\n"
+)
+
+
+def forward(server: ServerThread) -> tuple[bytes, int, bytes]:
     raw = message(sender="Bob <bob@fine.example>", to="support@example.com",
-                  subject="Fwd: Printer on fire", body=body)  # fmt: skip
-    with verifying.smtp() as client:
+                  subject="Fwd: Printer on fire", body=FORWARD_BODY)  # fmt: skip
+    with server.smtp() as client:
         client.ehlo("mx.sender.test")
         client.mail("bob@fine.example")
         client.rcpt("support@example.com")
         code, reply = client.data(raw)
+    return raw, code, reply
+
+
+def test_a_refused_manual_forward_names_its_original_sender(
+    verifying: ServerThread, tmp_path: Path, db_url: str
+) -> None:
+    raw, code, reply = forward(verifying)
     assert (code, reply[:24]) == (550, b"5.7.1 Manually forwarded")
 
     found = traced(verifying, message_id(raw))
@@ -168,3 +175,18 @@ def test_a_refused_manual_forward_names_its_original_sender(
     detail = run("rejections", "show", str(listed["id"]), config=config_path)
     assert detail.exit_code == 0
     assert "forwarded_from: carol@buyer.example" in detail.stdout
+
+
+def test_a_held_manual_forward_names_its_original_sender(
+    make_config: Callable[..., Config], dns_server: DnsServer
+) -> None:
+    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 0.5},
+                         policy={"manual_forward": "quarantine"})  # fmt: skip
+    with running(config, verifier_factory=Authenticator.from_config) as server:
+        raw, code, _reply = forward(server)
+        assert code == 250
+        found = traced(server, message_id(raw))
+    assert states(found) == ["quarantined: manual_forward_quarantine"]
+    received = next(e for e in found["events"] if e["event"] == "received")  # type: ignore[attr-defined]
+    assert received["forwarded_from"] == "carol@buyer.example"
+    assert received["verdict"]["forwarding"]["original_sender"] == "carol@buyer.example"
