@@ -46,6 +46,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.compose import InvalidReply
+from ingest.console.app import ROOT as CONSOLE
+from ingest.console.app import create_console
 from ingest.events import ticket_document
 from ingest.metrics import HealthCheck
 from ingest.outbound import queue_reply
@@ -725,6 +727,9 @@ def create_app(
     )
     app.state.context = Context(current, engine, health, registry)
     app.include_router(router)
+    # The operators' console (answers 404 unless ``console:`` is configured); a
+    # mounted app, so none of its pages is in the OpenAPI document.
+    app.mount(CONSOLE, create_console(current, engine))
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)

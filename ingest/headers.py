@@ -29,6 +29,7 @@ class HeaderSummary:
     subject: str | None
     message_id: str | None
     block: str
+    date: str | None = None
 
 
 def header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
@@ -60,4 +61,5 @@ def summarize(raw: bytes) -> HeaderSummary:
         subject=get("Subject"),
         message_id=message_id.strip("<>") if message_id else None,
         block=block,
+        date=get("Date"),
     )

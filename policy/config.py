@@ -209,6 +209,45 @@ class ApiConfig(HttpConfig):
     base_url: str | None = None
 
 
+_PASSWORD_HASH = re.compile(r"^\$(argon2(id|i|d)\$|2[aby]\$)")
+
+
+def _hash_or_reference(value: Any) -> Any:
+    """A password written in the file must be a hash; a plain one only via ``${ENV}``/``file:``."""
+    if isinstance(value, str):
+        reference = _ENV_REF.match(value.strip()) or value.startswith("file:")
+        if not reference and not _PASSWORD_HASH.match(value):
+            raise ValueError(
+                "write an argon2 or bcrypt hash (firstline console-password prints one), "
+                "or a ${ENV} / file: reference"
+            )
+    return resolve_secret(value)
+
+
+class ConsoleUser(_Model):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    password: Annotated[SecretStr, BeforeValidator(_hash_or_reference)]
+    # read-only: sees every page; cannot release, delete, retry or run send tests.
+    role: Literal["operator", "read-only"] = "operator"
+
+
+class ConsoleConfig(_Model):
+    """The operators' web console under /console on ``api.listen`` (off without this section)."""
+
+    users: list[ConsoleUser] = Field(min_length=1)
+    session_hours: float = Field(default=12, gt=0, description="idle sessions end after this")
+    # Failed logins per client address (and per user name) in login_window seconds.
+    login_attempts: int = Field(default=5, ge=1)
+    login_window: float = Field(default=300, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ConsoleConfig:
+        names = [u.name.lower() for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("console user names must be unique")
+        return self
+
+
 class LoggingConfig(_Model):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -335,6 +374,7 @@ class Config(_Model):
     antivirus: AntivirusConfig = AntivirusConfig()
     metrics: HttpConfig = HttpConfig()
     api: ApiConfig = ApiConfig()
+    console: ConsoleConfig | None = None
     logging: LoggingConfig = LoggingConfig()
     channels: list[ChannelConfig] = Field(default_factory=list)
     mailboxes: list[MailboxConfig] = Field(default_factory=list)
@@ -342,6 +382,8 @@ class Config(_Model):
     # Where the file came from and a digest of its bytes (for reload logs).
     source: str = Field(default="<memory>", exclude=True)
     digest: str = Field(default="", exclude=True)
+    # The line of each mailbox in the file, for pages that point the admin there.
+    mailbox_lines: tuple[int | None, ...] = Field(default=(), exclude=True)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -440,7 +482,12 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
     lines = dict(_line_index(node)) if node is not None else {}
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     try:
-        return Config.model_validate({**data, "source": source, "digest": digest})
+        boxes = data.get("mailboxes")
+        count = len(boxes) if isinstance(boxes, list) else 0
+        located = tuple(lines.get(("mailboxes", i)) for i in range(count))
+        return Config.model_validate(
+            {**data, "source": source, "digest": digest, "mailbox_lines": located}
+        )
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

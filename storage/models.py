@@ -212,6 +212,8 @@ class QuarantineAction(SQLModel, table=True):
     message_id: str | None = Field(default=None, max_length=998)
     mailbox: str = Field(default="", max_length=320)
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The operator's own words for a release or delete ("customer confirmed it").
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class BatchRun(SQLModel, table=True):

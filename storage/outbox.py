@@ -40,10 +40,12 @@ __all__ = [
     "ReplyState",
     "claim",
     "depth",
+    "failed_replies",
     "mark_attempt_failed",
     "mark_reply_bounced",
     "mark_sent",
     "replies_of",
+    "retry_failed",
 ]
 
 
@@ -266,6 +268,42 @@ def reply_view(reply: Reply) -> dict[str, Any]:
 def depth(session: Session) -> dict[str, int]:
     """Replies per delivery state, every state present (for status and metrics)."""
     return lease.depth(session, Reply, ReplyState)
+
+
+def failed_replies(session: Session, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Replies given up on, newest first, with their ticket (the console's outbox page)."""
+    rows = session.scalars(
+        select(Reply)
+        .where(col(Reply.state) == ReplyState.FAILED)
+        .order_by(col(Reply.state_changed_at).desc(), col(Reply.id).desc())
+        .limit(limit)
+    ).all()
+    return [{**reply_view(r), "ticket_id": r.ticket_id, "mailbox": r.mailbox} for r in rows]
+
+
+def retry_failed(
+    session: Session, reply_ids: list[int], *, now: datetime | None = None
+) -> list[int]:
+    """Operator action: send failed replies again, with a fresh attempt count.
+
+    The same bytes and Message-ID go out, so a copy that did arrive threads onto itself.
+    """
+    now = now or utcnow()
+    rows = session.execute(
+        update(Reply)
+        .where(col(Reply.id).in_(reply_ids), col(Reply.state) == ReplyState.FAILED)
+        .values(
+            state=ReplyState.QUEUED,
+            attempts=0,
+            available_at=now,
+            state_changed_at=now,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        .returning(col(Reply.id))
+    ).all()
+    return sorted(r[0] for r in rows if r[0] is not None)
 
 
 def replies_of(session: Session, ticket_id: int) -> list[dict[str, Any]]:

@@ -98,17 +98,30 @@ def show(session: Session, entry_id: int) -> dict[str, Any]:
     return view
 
 
+def raw_of(session: Session, entry_id: int) -> bytes | None:
+    """The bytes as received, for a preview that parses them (never renders them)."""
+    return _get(session, entry_id).message.raw
+
+
 def history(session: Session, entry_id: int) -> list[dict[str, Any]]:
     actions = session.scalars(
         select(QuarantineAction)
         .where(col(QuarantineAction.queue_entry_id) == entry_id)
         .order_by(col(QuarantineAction.id))
     ).all()
-    return [{"at": iso(a.at), "action": a.action, "by": a.by, "reason": a.reason} for a in actions]
+    return [
+        {"at": iso(a.at), "action": a.action, "by": a.by, "reason": a.reason, "note": a.note}
+        for a in actions
+    ]
 
 
 def _audit(
-    session: Session, action: str, by: str, entry: QueueEntry, message: StoredMessage
+    session: Session,
+    action: str,
+    by: str,
+    entry: QueueEntry,
+    message: StoredMessage,
+    note: str | None = None,
 ) -> None:
     assert entry.id is not None
     session.add(
@@ -120,6 +133,7 @@ def _audit(
             message_id=message.header_message_id,
             mailbox=entry.mailbox,
             reason=reason_of(entry, message),
+            note=note,
         )
     )
 
@@ -135,11 +149,11 @@ def record_quarantined(session: Session, entry_id: int, *, by: str) -> None:
         _audit(session, "quarantined", by, row[0], row[1])
 
 
-def release(session: Session, entry_id: int, *, by: str) -> dict[str, Any]:
+def release(session: Session, entry_id: int, *, by: str, note: str | None = None) -> dict[str, Any]:
     """Back to the queue, with the overruled reason recorded on the entry."""
     found = _get(session, entry_id)
     now = utcnow()
-    _audit(session, "released", by, found.entry, found.message)
+    _audit(session, "released", by, found.entry, found.message, note)
     session.execute(
         update(QueueEntry)
         .where(col(QueueEntry.id) == entry_id, col(QueueEntry.state) == QueueState.QUARANTINED)
@@ -167,11 +181,18 @@ def released_reason(session: Session, entry_id: int) -> str | None:
     )
 
 
-def remove(session: Session, entry_id: int, *, by: str, action: str = "deleted") -> dict[str, Any]:
+def remove(
+    session: Session,
+    entry_id: int,
+    *,
+    by: str,
+    action: str = "deleted",
+    note: str | None = None,
+) -> dict[str, Any]:
     """Delete the entry, and its stored message once no other entry needs it."""
     found = _get(session, entry_id)
     view = _view(found.entry, found.message)
-    _audit(session, action, by, found.entry, found.message)
+    _audit(session, action, by, found.entry, found.message, note)
     session.execute(delete(QueueEntry).where(col(QueueEntry.id) == entry_id))
     others = session.scalar(
         select(func.count())

@@ -60,9 +60,10 @@ class RejectionFilter:
     sender: str | None = None
     mailbox: str | None = None
     reason: str | None = None
+    client_ip: str | None = None
 
 
-def _like(value: str) -> str:
+def like_literal(value: str) -> str:
     """``value`` as a literal inside a LIKE pattern (escape character ``\\``)."""
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -77,6 +78,8 @@ def _conditions(query: RejectionFilter) -> list[ColumnElement[bool]]:
         conditions.append(col(Rejection.message_id) == bare_message_id(query.message_id))
     if query.reason:
         conditions.append(col(Rejection.reason) == query.reason.strip())
+    if query.client_ip:
+        conditions.append(col(Rejection.client_ip) == query.client_ip.strip())
     if query.sender:
         sender = query.sender.strip().lower().lstrip("@")
         header_from = func.lower(func.coalesce(col(Rejection.header_from), ""))
@@ -84,11 +87,11 @@ def _conditions(query: RejectionFilter) -> list[ColumnElement[bool]]:
             conditions.append(
                 or_(
                     func.lower(col(Rejection.mail_from)) == sender,
-                    header_from.like(f"%{_like(sender)}%", escape="\\"),
+                    header_from.like(f"%{like_literal(sender)}%", escape="\\"),
                 )
             )
         else:
-            domain = _like(sender)
+            domain = like_literal(sender)
             conditions.append(
                 or_(
                     func.lower(col(Rejection.mail_from)).like(f"%@{domain}", escape="\\"),
@@ -98,7 +101,7 @@ def _conditions(query: RejectionFilter) -> list[ColumnElement[bool]]:
     if query.mailbox:
         mailbox = query.mailbox.strip().lower()
         # rcpt_to is a JSON list; its text holds each address as a JSON string.
-        needle = _like(json.dumps(mailbox))
+        needle = like_literal(json.dumps(mailbox))
         conditions.append(
             or_(
                 func.lower(col(Rejection.mailbox)) == mailbox,

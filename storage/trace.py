@@ -163,6 +163,7 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
                 "queue_id": action.queue_entry_id,
                 "mailbox": action.mailbox,
                 "reason": action.reason,
+                "note": action.note,
             }
         )
 

@@ -14,6 +14,9 @@ from storage import quarantine as store
 
 
 def _by_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--note", help="why (kept in the audit trail, e.g. 'customer confirmed it')"
+    )(func)
     return click.option(
         "--by", "actor", default=getpass.getuser, show_default="your user name",
         help="who is acting, for the audit trail",
@@ -77,13 +80,15 @@ def show(config_path: str, as_json: bool, entry_id: int) -> None:
     click.echo(headers)
 
 
-def _act(config_path: str, entry_id: int, actor: str, action: str) -> dict[str, Any]:
+def _act(
+    config_path: str, entry_id: int, actor: str, action: str, note: str | None
+) -> dict[str, Any]:
     engine = open_store(load(config_path))
     try:
         with Session(engine) as session, session.begin():
             if action == "release":
-                return store.release(session, entry_id, by=actor)
-            return store.remove(session, entry_id, by=actor)
+                return store.release(session, entry_id, by=actor, note=note)
+            return store.remove(session, entry_id, by=actor, note=note)
     except store.NotQuarantined as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -94,9 +99,9 @@ def _act(config_path: str, entry_id: int, actor: str, action: str) -> dict[str, 
 @config_option
 @_by_option
 @click.argument("entry_id", type=int)
-def release(config_path: str, actor: str, entry_id: int) -> None:
+def release(config_path: str, actor: str, note: str | None, entry_id: int) -> None:
     """Queue the message again: the next batch files it like any other."""
-    done = _act(config_path, entry_id, actor, "release")
+    done = _act(config_path, entry_id, actor, "release", note)
     click.echo(f"released {entry_id} ({done['trace_id']}) to {done['mailbox']}, by {actor}; "
                "the next batch (or `firstline process`) files it")  # fmt: skip
 
@@ -105,7 +110,7 @@ def release(config_path: str, actor: str, entry_id: int) -> None:
 @config_option
 @_by_option
 @click.argument("entry_id", type=int)
-def delete(config_path: str, actor: str, entry_id: int) -> None:
+def delete(config_path: str, actor: str, note: str | None, entry_id: int) -> None:
     """Delete the message for good (the audit trail keeps who and when)."""
-    done = _act(config_path, entry_id, actor, "delete")
+    done = _act(config_path, entry_id, actor, "delete", note)
     click.echo(f"deleted {entry_id} ({done['trace_id']}), by {actor}")

@@ -9,43 +9,19 @@ prints its class, the server's own words and the hint from
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
-from datetime import UTC, datetime
 
 import click
 
 from ingest.cli.common import config_option, load
-from ingest.compose import InvalidReply, Sender, parse_address, send_test_message, to_bytes
-from ingest.relay import Relay, StepDone, deliver
-from ingest.smtpfail import SmtpFailure
-from policy.config import Config, MailboxConfig, SmtpConfig
-from policy.errors import PermFail
-
-
-def _find(config: Config, name: str) -> MailboxConfig | None:
-    wanted = name.strip().lower()
-    return config.mailbox(wanted) or next(
-        (m for m in config.mailboxes if m.name.strip().lower() == wanted), None
-    )
+from ingest.compose import InvalidReply, parse_address
+from ingest.relay import StepDone
+from ingest.sendtest import find_mailbox, send_test
 
 
 def _show(done: StepDone) -> None:
     first_line = done.reply.splitlines()[0] if done.reply else ""
     click.echo(f"  {done.step:<9} {done.detail}: ok, {first_line}")
-
-
-async def _run(config: Config, mailbox: MailboxConfig, smtp: SmtpConfig, to: str | None) -> None:
-    hostname = config.server.hostname
-    if to is None:
-        async with Relay(smtp, hostname, _show):
-            return
-    message_id = f"<smtp-test.{secrets.token_hex(8)}@{hostname}>"
-    sender = Sender(mailbox.name, mailbox.address)
-    raw = to_bytes(send_test_message(sender, to, message_id, datetime.now(UTC)))
-    delivered = await deliver(mailbox, smtp, hostname, raw, [to], _show)
-    queued = f" (queue id {delivered.queue_id})" if delivered.queue_id else ""
-    click.echo(f"test message {message_id} accepted{queued}")
 
 
 @click.command("smtp-test")
@@ -59,7 +35,7 @@ def smtp_test(mailbox: str, to: str | None, config_path: str) -> None:
     1 when one failed, 2 when the mailbox or the address is unusable.
     """
     config = load(config_path)
-    box = _find(config, mailbox)
+    box = find_mailbox(config, mailbox)
     if box is None:
         raise click.UsageError(f"no mailbox {mailbox!r} in {config_path}")
     if box.smtp is None:
@@ -71,17 +47,19 @@ def smtp_test(mailbox: str, to: str | None, config_path: str) -> None:
             raise click.BadParameter(str(exc), param_hint="--to") from None
     smtp = box.smtp
     click.echo(f"{box.address} via {smtp.host}:{smtp.port} ({smtp.encryption})")
-    try:
-        asyncio.run(_run(config, box, smtp, to))
-    except SmtpFailure as exc:
-        d = exc.diagnosis
+    outcome = asyncio.run(send_test(config, box, to, _show))
+    if outcome.failure is not None:
+        d = outcome.failure
         when = "temporary" if d.temporary else "permanent"
         click.echo(f"  {d.step:<9} FAILED")
         click.echo(f"FAILED at step '{d.step}': {d.kind} ({when})")
         click.echo(f"  server said: {d.server_text}")
         click.echo(f"  check: {d.hint}")
         sys.exit(1)
-    except PermFail as exc:
-        click.echo(f"FAILED: {exc}")
+    if outcome.error is not None:
+        click.echo(f"FAILED: {outcome.error}")
         sys.exit(1)
+    if outcome.message_id is not None:
+        queued = f" (queue id {outcome.queue_id})" if outcome.queue_id else ""
+        click.echo(f"test message {outcome.message_id} accepted{queued}")
     click.echo("OK")

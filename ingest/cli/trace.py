@@ -3,41 +3,65 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from sqlalchemy.orm import Session
 
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store
-from storage.trace import trace as find
+from ingest.lookup import MAX_PASTE, where_is
 
 
 @click.command()
 @config_option
 @json_option
-@click.argument("message_id")
-def trace(config_path: str, as_json: bool, message_id: str) -> None:
+@click.option(
+    "--headers",
+    "headers_file",
+    type=click.File("r", encoding="utf-8", errors="replace"),
+    help="a pasted header block (- for stdin): matched by Message-ID, else by sender, "
+    "date and subject",
+)
+@click.argument("message_id", required=False)
+def trace(
+    config_path: str, as_json: bool, headers_file: TextIO | None, message_id: str | None
+) -> None:
     """Everything we know about a Message-ID (angle brackets optional) or a trace id.
 
     Exits 1 when nothing is known about it: never received, or older than
     the retention window.
     """
+    if (headers_file is None) == (message_id is None):
+        raise click.UsageError("give a MESSAGE_ID or --headers FILE (one of them)")
+    query = headers_file.read(MAX_PASTE) if headers_file is not None else message_id
+    assert query is not None
+    if headers_file is not None and "\n" not in query.strip():
+        query = query.strip() + "\n"  # one header line is still a header block
     engine = open_store(load(config_path))
     try:
         with Session(engine) as session:
-            found = find(session, message_id)
+            found = where_is(session, query)
     finally:
         engine.dispose()
     if as_json:
         echo_json(found)
     else:
-        _print(found)
+        _print(found, from_headers=headers_file is not None)
     if not found["found"]:
         sys.exit(1)
 
 
-def _print(found: dict[str, Any]) -> None:
+def _print(found: dict[str, Any], *, from_headers: bool) -> None:
     message_id = found["message_id"]
+    match = found["match"]
+    if from_headers and match["rule"] is None:
+        click.echo("no message matches these headers (by Message-ID, or by sender, date "
+                   "and subject)")  # fmt: skip
+        return
+    if from_headers:
+        others = match["candidates"] - 1
+        more = f"; {others} other candidate(s), the nearest in time is shown" if others else ""
+        click.echo(f"matched by {match['rule']}{more}")
     if not found["found"]:
         click.echo(f"<{message_id}>: nothing known (never received, or purged after the "
                    "retention window)")  # fmt: skip
