@@ -18,9 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.cli import main
+from ingest.console.auth import password_matches
 from policy.config import parse_config
 from policy.errors import ConfigError
 from storage.models import QueueEntry, Rejection
@@ -285,3 +288,7 @@ def test_console_passwords_in_the_file_must_be_hashes(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CONSOLE_PW", "from the environment")
     parse("${CONSOLE_PW}")
     parse("$2b$12$" + "a" * 53)
+    printed = CliRunner().invoke(main, ["console-password"], input="s3cret\ns3cret\n")
+    stored = printed.stdout.strip().splitlines()[-1]
+    assert stored.startswith("$argon2id$") and password_matches(stored, "s3cret")
+    assert not password_matches(stored, "s3cret!")

@@ -19,6 +19,7 @@ from ingest.cli import (
     tickets,
     trace,
 )
+from ingest.cli.console_password import console_password
 from ingest.cli.reply import reply
 from ingest.cli.smtp_test import smtp_test
 
@@ -44,3 +45,4 @@ main.add_command(status.status)
 main.add_command(events.events)
 main.add_command(smtp_test)
 main.add_command(reply)
+main.add_command(console_password)

@@ -41,7 +41,9 @@ _HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # Message-IDs and addresses in our URLs never leave in a Referer; same-origin
+    # requests keep their Origin header, which form() checks.
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 
@@ -159,7 +161,7 @@ def who(
 async def form(request: Request) -> dict[str, str]:
     """A urlencoded form, bounded; also refuses a cross-origin post outright."""
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+    if origin not in (None, "null") and urlsplit(origin).netloc != request.headers.get("host"):
         raise Refused(403, "This form was sent from another site.")
     declared = request.headers.get("content-length", "0")
     if not declared.isdigit() or int(declared) > MAX_FORM:
