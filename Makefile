@@ -34,7 +34,19 @@ $(CLAMD_STAMP): | $(STAMP)
 	else echo "note: clamd not found (apt-get install clamav-daemon); the clamd tests will skip"; fi
 	@touch $@
 
-test: $(STAMP) $(CLAMD_STAMP)
+# The console's browser tests drive Debian's chromium through Playwright
+# (tests/test_console_browser.py; `playwright install` cannot download here).
+CHROMIUM_STAMP := $(VENV)/.chromium-checked
+$(CHROMIUM_STAMP): | $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the console's browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "note: could not install chromium; the browser tests will skip"; \
+	else echo "note: chromium not found (apt-get install chromium); the browser tests will skip"; fi
+	@touch $@
+
+test: $(STAMP) $(CLAMD_STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
