@@ -6,7 +6,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy.orm import Session
@@ -290,28 +290,20 @@ def _note(fields: dict[str, str]) -> str:
     return note
 
 
-@router.post("/quarantine/{entry_id}/release")
-def release(ui: Ui, who: Signed, fields: Form, entry_id: Id) -> Response:
+@router.post("/quarantine/{entry_id}/{action}")
+def quarantine_action(
+    ui: Ui, who: Signed, fields: Form, entry_id: Id, action: Literal["release", "delete"]
+) -> Response:
+    """Release to the queue or delete for good, audited as ``console:NAME`` with the reason."""
     checked(who, fields)
     note = _note(fields)
+    act = held.release if action == "release" else held.remove
     try:
         with _db(ui) as session, session.begin():
-            held.release(session, entry_id, by=f"console:{who.user.name}", note=note)
+            act(session, entry_id, by=f"console:{who.user.name}", note=note)
     except held.NotQuarantined:
         raise _not_held(entry_id) from None
-    return _redirect(f"/quarantine?done=released+{entry_id}")
-
-
-@router.post("/quarantine/{entry_id}/delete")
-def delete(ui: Ui, who: Signed, fields: Form, entry_id: Id) -> Response:
-    checked(who, fields)
-    note = _note(fields)
-    try:
-        with _db(ui) as session, session.begin():
-            held.remove(session, entry_id, by=f"console:{who.user.name}", note=note)
-    except held.NotQuarantined:
-        raise _not_held(entry_id) from None
-    return _redirect(f"/quarantine?done=deleted+{entry_id}")
+    return _redirect("/quarantine")
 
 
 # --- mailboxes and the send test ------------------------------------------------------
