@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "firstline needs Python 3.11 or newer (found %s)" % sys.version.split()[0])'
@@ -48,6 +48,10 @@ $(CHROMIUM_STAMP): | $(STAMP)
 
 test: $(STAMP) $(CLAMD_STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Renew the console screenshots in docs/console/ (the README shows one).
+screenshots: $(STAMP) $(CHROMIUM_STAMP)
+	FIRSTLINE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/test_console_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -26,7 +26,10 @@ from ingest.cli import main
 from ingest.console.auth import password_matches
 from policy.config import parse_config
 from policy.errors import ConfigError
-from storage.models import QueueEntry, Rejection
+from storage import events as event_store
+from storage.events import EventState, WebhookEvent
+from storage.models import QueueEntry, Rejection, Ticket
+from storage.outbox import Reply, ReplyState
 from tests.cli import run, write_config
 from tests.console import (
     HOSTILE_SUBJECT,
@@ -292,3 +295,44 @@ def test_console_passwords_in_the_file_must_be_hashes(monkeypatch: pytest.Monkey
     stored = printed.stdout.strip().splitlines()[-1]
     assert stored.startswith("$argon2id$") and password_matches(stored, "s3cret")
     assert not password_matches(stored, "s3cret!")
+
+
+def test_outbox_lists_failed_replies_and_dead_events_and_retries_them(
+    server: ServerThread, operator: httpx.Client
+) -> None:
+    with Session(server.engine) as session, session.begin():
+        ticket = Ticket(mailbox="support@example.com", subject="s", requester="a@b.example")
+        session.add(ticket)
+        session.flush()
+        reply = Reply(ticket_id=ticket.id, mailbox="support@example.com", message_id="<r@x>",  # type: ignore[arg-type]
+                      raw=b"x", recipients=["a@b.example"], state=ReplyState.FAILED,
+                      last_error="550 5.7.1 <script>relay said no</script>",
+                      error_class="message rejected")  # fmt: skip
+        session.add(reply)
+        event = event_store.add(
+            session, type="ticket.created", channel="helpdesk", mailbox="support@example.com",
+            ticket_id=ticket.id, data={},
+        )  # fmt: skip
+        session.flush()
+        event.state = EventState.DEAD
+        reply_id, event_id = reply.id, event.id
+    page = operator.get("/console/outbox")
+    assert "&lt;script&gt;relay said no&lt;/script&gt;" in page.text
+    assert f"/console/outbox/replies/{reply_id}/retry" in page.text
+    assert f"/console/outbox/events/{event_id}/retry" in page.text
+    token = csrf_of(page.text)
+    assert (
+        operator.post(f"/console/outbox/replies/{reply_id}/retry", data={"csrf": token}).status_code
+        == 200
+    )
+    assert (
+        operator.post(f"/console/outbox/events/{event_id}/retry", data={"csrf": token}).status_code
+        == 200
+    )
+    again = operator.post(f"/console/outbox/replies/{reply_id}/retry", data={"csrf": token})
+    assert again.status_code == 404  # not failed any more
+    with Session(server.engine) as session:
+        assert session.get(Reply, reply_id).state == ReplyState.QUEUED  # type: ignore[union-attr]
+        assert session.get(WebhookEvent, event_id).state == EventState.QUEUED  # type: ignore[union-attr]
+    overview = operator.get("/console/").text
+    assert "dead webhook events" in overview

@@ -1,8 +1,10 @@
 """The console in a real browser: Debian's chromium driven by Playwright, against a real server.
 
 One browser per module (a fresh context, so fresh cookies, per test). Each
-test saves a screenshot of the page it ends on into ``docs/console/``, which
-the README shows. Chromium comes from apt (the Makefile installs it when it
+test takes screenshots of the pages it visits: into a temporary folder, or
+into ``$FIRSTLINE_SCREENSHOTS`` when set — ``make screenshots`` renews the
+set committed in ``docs/console/``, which the README shows (a plain test run
+leaves the working tree as it was). Chromium comes from apt (the Makefile installs it when it
 can); ``playwright install`` cannot download here. Without chromium these
 tests skip locally and fail under ``CI=true``.
 """
@@ -49,7 +51,6 @@ ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 800}
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
 WAIT = 20_000  # ms: generous, the machine is shared; every wait ends on an event
 
 
@@ -72,6 +73,14 @@ def browser() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = os.environ.get("FIRSTLINE_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture
@@ -101,30 +110,33 @@ def sign_in(page: Any, user: str = OPERATOR, password: str = OPERATOR_PASSWORD) 
     page.click("#login")
 
 
-def shoot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+def shoot(page: Any, folder: Path, name: str) -> None:
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    assert path.stat().st_size > 0
 
 
-def test_log_in_wrong_password_and_out(page: Any, server: ServerThread) -> None:
+def test_log_in_wrong_password_and_out(page: Any, server: ServerThread, shots: Path) -> None:
     page.goto("/console/rejections")
     assert page.url.endswith("/console/login?next=%2Fconsole%2Frejections")
     sign_in(page, password="not the password")
     assert page.text_content("#login-error") == "Wrong user name or password."
-    shoot(page, "login")
+    shoot(page, shots, "login")
     page.fill("#user", OPERATOR)
     page.fill("#password", OPERATOR_PASSWORD)
     page.click("#login")
     page.wait_for_selector("svg.chart")
     assert page.url.endswith("/console/")
-    shoot(page, "overview")
+    shoot(page, shots, "overview")
     page.click("#logout")
     page.wait_for_selector("#login")
     page.goto("/console/")
     assert "/console/login" in page.url
 
 
-def test_follow_live_refusals_then_find_one_by_message_id(page: Any, server: ServerThread) -> None:
+def test_follow_live_refusals_then_find_one_by_message_id(
+    page: Any, server: ServerThread, shots: Path
+) -> None:
     sign_in(page)
     page.goto("/console/rejections?live=true")
     page.wait_for_function(
@@ -136,7 +148,7 @@ def test_follow_live_refusals_then_find_one_by_message_id(page: Any, server: Ser
     assert "dmarc_reject" in row.text_content()
     subject = page.text_content("#rejections tbody tr.new td.subject")
     assert subject.startswith("<script>alert(1)</script>") and "⟨U+202E⟩" in subject
-    shoot(page, "rejections-live")
+    shoot(page, shots, "rejections-live")
     page.uncheck("#live")
     page.fill("#message-id", f"<{message_id}>")
     page.click("#search")
@@ -150,20 +162,22 @@ def test_follow_live_refusals_then_find_one_by_message_id(page: Any, server: Ser
     assert page.text_content("#subject").startswith('<script>alert(1)</script>"onmouseover=')
     assert page.locator("main script, main img, [onmouseover], [onerror]").count() == 0
     page.hover("#subject")
-    shoot(page, "rejection")
+    shoot(page, shots, "rejection")
 
 
-def test_release_a_quarantined_message_and_see_its_ticket(page: Any, server: ServerThread) -> None:
+def test_release_a_quarantined_message_and_see_its_ticket(
+    page: Any, server: ServerThread, shots: Path
+) -> None:
     raw, message_id = mail("Dana <dana@held.example>", "Held by DMARC p=quarantine")
     assert send(server, raw, "dana@held.example") == 250
     sign_in(page)
     page.goto("/console/quarantine")
-    shoot(page, "quarantine")
+    shoot(page, shots, "quarantine")
     page.click("#quarantine tbody tr a")
     page.wait_for_selector("#held-reason")
     assert page.text_content("#held-reason") == "dmarc_quarantine"
     assert "<b>not bold</b>" in page.text_content("#preview-text")
-    shoot(page, "quarantined")
+    shoot(page, shots, "quarantined")
     page.fill("#release-note", "the customer confirmed it is theirs")
     page.click("#release")
     page.wait_for_selector("#quarantine")
@@ -177,14 +191,14 @@ def test_release_a_quarantined_message_and_see_its_ticket(page: Any, server: Ser
     page.wait_for_selector("#status")
     assert f"on ticket {ticket_id}" in page.text_content("#status")
     assert "by=console:ann" in page.text_content("#timeline")
-    shoot(page, "trace")
+    shoot(page, shots, "trace")
     page.click(f"#status a[href='/console/tickets/{ticket_id}']")
     page.wait_for_selector("#ticket-subject")
     assert page.text_content("#ticket-subject") == "Held by DMARC p=quarantine"
 
 
 def test_send_test_shows_the_classified_authentication_failure(
-    browser: Any, tmp_path: Path, dns_server: DnsServer, relays: Relays
+    browser: Any, tmp_path: Path, dns_server: DnsServer, relays: Relays, shots: Path
 ) -> None:
     port, _ = relays.start("starttls")
     smtp = {"host": "127.0.0.1", "port": port, "account": "support@example.com",
@@ -209,12 +223,12 @@ def test_send_test_shows_the_classified_authentication_failure(
             assert tab.text_content("#server-said").startswith("535 5.7.8")
             assert "app password" in tab.text_content("#hint")
             assert "wrong password" not in tab.content()
-            shoot(tab, "mailboxes")
+            shoot(tab, shots, "mailboxes")
         finally:
             context.close()
 
 
-def test_read_only_role_is_refused_an_action(page: Any, server: ServerThread) -> None:
+def test_read_only_role_is_refused_an_action(page: Any, server: ServerThread, shots: Path) -> None:
     raw, _ = mail("Dana <dana@held.example>", "held")
     assert send(server, raw, "dana@held.example") == 250
     with Session(server.engine) as session:
@@ -232,6 +246,6 @@ def test_read_only_role_is_refused_an_action(page: Any, server: ServerThread) ->
     assert re.search(r"read-only role", answer.text())
     page.goto("/console/outbox")
     page.wait_for_selector("#failed-replies")
-    shoot(page, "outbox")
+    shoot(page, shots, "outbox")
     with Session(server.engine) as session:
         assert session.get(QueueEntry, entry_id).state == "quarantined"  # type: ignore[union-attr]
