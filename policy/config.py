@@ -393,6 +393,10 @@ class Config(_Model):
             if name in seen:
                 raise ValueError(f"channel {name!r} is defined twice")
             seen.add(name)
+        if self.console is not None and not self.api.listen:
+            raise _LocatedError(
+                ("console",), "the console is served on the HTTP API: set api.listen too"
+            )
         addresses: dict[str, int] = {}
         for index, mailbox in enumerate(self.mailboxes):
             if mailbox.channel not in seen:

@@ -282,8 +282,10 @@ def test_overview_and_mailboxes_show_the_state_and_no_secret(
 
 
 def test_console_passwords_in_the_file_must_be_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    def parse(password: str) -> None:
-        parse_config(yaml.safe_dump({"console": {"users": [{"name": "a", "password": password}]}}))
+    def parse(password: str, api: dict[str, str] | None = None) -> None:
+        users = [{"name": "a", "password": password}]
+        api = {"listen": "127.0.0.1:0"} if api is None else api
+        parse_config(yaml.safe_dump({"api": api, "console": {"users": users}}))
 
     with pytest.raises(ConfigError) as refused:
         parse("plain text")
@@ -291,6 +293,9 @@ def test_console_passwords_in_the_file_must_be_hashes(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CONSOLE_PW", "from the environment")
     parse("${CONSOLE_PW}")
     parse("$2b$12$" + "a" * 53)
+    with pytest.raises(ConfigError) as no_api:
+        parse("${CONSOLE_PW}", api={})
+    assert "set api.listen too" in str(no_api.value.problems[0])
     printed = CliRunner().invoke(main, ["console-password"], input="s3cret\ns3cret\n")
     stored = printed.stdout.strip().splitlines()[-1]
     assert stored.startswith("$argon2id$") and password_matches(stored, "s3cret")

@@ -124,14 +124,15 @@ def overview(ui: Ui, who: Signed) -> Response:
 
 def _filter(
     since: str | None, until: str | None, reason: str | None, sender: str | None,
-    mailbox: str | None, message_id: str | None, client_ip: str | None,
+    mailbox: str | None, message_id: str | None, client_ip: str | None, *, window: bool = True,
 ) -> tuple[rejection_log.RejectionFilter, str | None]:  # fmt: skip
+    """The search as the CLI's ``rejections`` does it: 24 hours unless told otherwise."""
     error = None
     start = end = None
     try:
         if since:
             start = rejection_log.parse_time(since)
-        elif not message_id:
+        elif window and not message_id:
             start = rejection_log.parse_time("24h")
         end = rejection_log.parse_time(until) if until else None
     except ValueError as exc:
@@ -200,8 +201,8 @@ async def live_rejections(
     client_ip: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Server-sent events: each new matching refusal as it is recorded, oldest first."""
-    query, _ = _filter("0s", until, reason, sender, mailbox, message_id, client_ip)
-    query = rejection_log.RejectionFilter(**{**query.__dict__, "since": None})
+    # New records only (by id), whatever their time: no window.
+    query, _ = _filter(None, until, reason, sender, mailbox, message_id, client_ip, window=False)
     resume = request.headers.get("last-event-id", "")
     start = int(resume) if resume.isdigit() else after
 
