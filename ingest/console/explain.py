@@ -70,11 +70,14 @@ def verdict_line(details: dict[str, Any]) -> str:
     Kept in one function so that the verdict summary planned in ``policy/``
     can replace it.
     """
-    if not details:
-        return "not verified"
     if "dns" in details and "dmarc" not in details:
         return f"dns temporary failure: {details['dns']}"
-    parts = [f"spf={_results(details.get('spf'))}", f"dkim={_results(details.get('dkim'))}"]
+    if not any(key in details for key in ("spf", "dkim", "dmarc")):
+        return "not verified"
+    spf = details.get("spf")
+    # The MAIL FROM result (first) is the one DMARC uses; HELO's follows it in the list.
+    parts = [f"spf={_results(spf[:1] if isinstance(spf, list) else spf)}",
+             f"dkim={_results(details.get('dkim'))}"]  # fmt: skip
     dmarc = details.get("dmarc")
     if isinstance(dmarc, dict):
         policy = dmarc.get("policy")
