@@ -34,7 +34,6 @@ from sqlalchemy import (
     exists,
     or_,
     select,
-    update,
 )
 from sqlalchemy.orm import Session, aliased
 from sqlmodel import Field, SQLModel, col
@@ -260,22 +259,10 @@ def replay(
             condition,
             or_(col(WebhookEvent.id).in_(numbers), col(WebhookEvent.event_id).in_(names)),
         )
-    rows = session.execute(
-        update(WebhookEvent)
-        .where(condition)
-        .values(
-            state=EventState.QUEUED,
-            attempts=0,
-            next_attempt_at=now,
-            window_start=now,
-            state_changed_at=now,
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
-        )
-        .returning(col(WebhookEvent.id))
-    ).all()
-    return sorted(r[0] for r in rows if r[0] is not None)
+    return lease.requeue(
+        session, WebhookEvent, condition, queued=EventState.QUEUED, now=now,
+        next_attempt_at=now, window_start=now,
+    )  # fmt: skip
 
 
 def event_view(event: WebhookEvent) -> dict[str, Any]:

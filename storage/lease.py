@@ -99,6 +99,34 @@ def release(
         raise LeaseLost(f"{table.name} row {row_id} is no longer leased to this worker")
 
 
+def requeue(
+    session: Session,
+    model: type[SQLModel],
+    condition: ColumnElement[bool],
+    *,
+    queued: str,
+    now: datetime,
+    **values: object,
+) -> list[int]:
+    """Operator action: the matching rows back to ``queued``, attempts from zero, no lease."""
+    table = table_of(model)
+    rows = session.execute(
+        update(table)
+        .where(condition)
+        .values(
+            state=queued,
+            attempts=0,
+            state_changed_at=now,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            **values,
+        )
+        .returning(table.c.id)
+    ).all()
+    return sorted(r[0] for r in rows if r[0] is not None)
+
+
 def renew(
     session: Session,
     model: type[SQLModel],

@@ -289,21 +289,10 @@ def retry_failed(
     The same bytes and Message-ID go out, so a copy that did arrive threads onto itself.
     """
     now = now or utcnow()
-    rows = session.execute(
-        update(Reply)
-        .where(col(Reply.id).in_(reply_ids), col(Reply.state) == ReplyState.FAILED)
-        .values(
-            state=ReplyState.QUEUED,
-            attempts=0,
-            available_at=now,
-            state_changed_at=now,
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
-        )
-        .returning(col(Reply.id))
-    ).all()
-    return sorted(r[0] for r in rows if r[0] is not None)
+    failed = and_(col(Reply.id).in_(reply_ids), col(Reply.state) == ReplyState.FAILED)
+    return lease.requeue(
+        session, Reply, failed, queued=ReplyState.QUEUED, now=now, available_at=now
+    )
 
 
 def replies_of(session: Session, ticket_id: int) -> list[dict[str, Any]]:

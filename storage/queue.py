@@ -172,18 +172,7 @@ def requeue(
     condition: ColumnElement[bool] = col(QueueEntry.state).in_(from_states)
     if entry_ids is not None:
         condition = and_(condition, col(QueueEntry.id).in_(entry_ids))
-    rows = session.execute(
-        update(QueueEntry)
-        .where(condition)
-        .values(
-            state=QueueState.QUEUED,
-            attempts=0,
-            available_at=utcnow(),
-            state_changed_at=utcnow(),
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
-        )
-        .returning(col(QueueEntry.id))
-    ).all()
-    return sorted(r[0] for r in rows if r[0] is not None)
+    now = utcnow()
+    return lease.requeue(
+        session, QueueEntry, condition, queued=QueueState.QUEUED, now=now, available_at=now
+    )

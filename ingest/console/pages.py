@@ -6,9 +6,10 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
@@ -30,7 +31,6 @@ from storage.views import ticket_detail
 
 router = APIRouter(include_in_schema=False)
 Id = Annotated[int, Path(ge=1, le=2**62)]
-Text = Annotated[str, Query(max_length=998)]
 LIVE_SECONDS = 300.0  # then the browser reconnects (Last-Event-ID), so no stream lives forever
 LIVE_POLL = 0.5
 
@@ -122,26 +122,38 @@ def overview(ui: Ui, who: Signed) -> Response:
 # --- the rejection log -----------------------------------------------------------
 
 
-def _filter(
-    since: str | None, until: str | None, reason: str | None, sender: str | None,
-    mailbox: str | None, message_id: str | None, client_ip: str | None, *, window: bool = True,
-) -> tuple[rejection_log.RejectionFilter, str | None]:  # fmt: skip
-    """The search as the CLI's ``rejections`` does it: 24 hours unless told otherwise."""
-    error = None
-    start = end = None
-    try:
-        if since:
-            start = rejection_log.parse_time(since)
-        elif window and not message_id:
-            start = rejection_log.parse_time("24h")
-        end = rejection_log.parse_time(until) if until else None
-    except ValueError as exc:
-        error = str(exc)
-    query = rejection_log.RejectionFilter(
-        since=start, until=end, message_id=message_id or None, sender=sender or None,
-        mailbox=mailbox or None, reason=reason or None, client_ip=client_ip or None,
-    )  # fmt: skip
-    return query, error
+@dataclass(frozen=True)
+class Search:
+    """The rejection log's filters as the form sends them (empty: not filtered)."""
+
+    since: Annotated[str, Query(max_length=64)] = ""
+    until: Annotated[str, Query(max_length=64)] = ""
+    reason: Annotated[str, Query(max_length=64)] = ""
+    sender: Annotated[str, Query(max_length=512)] = ""
+    mailbox: Annotated[str, Query(max_length=320)] = ""
+    message_id: Annotated[str, Query(max_length=998)] = ""
+    client_ip: Annotated[str, Query(max_length=64)] = ""
+
+    def query(self, *, window: bool = True) -> tuple[rejection_log.RejectionFilter, str | None]:
+        """As the CLI's ``rejections`` searches: 24 hours unless told otherwise (``window``)."""
+        start = end = None
+        try:
+            if self.since and window:
+                start = rejection_log.parse_time(self.since)
+            elif window and not self.message_id:
+                start = rejection_log.parse_time("24h")
+            end = rejection_log.parse_time(self.until) if self.until else None
+        except ValueError as exc:
+            return rejection_log.RejectionFilter(), str(exc)
+        query = rejection_log.RejectionFilter(
+            since=start, until=end, message_id=self.message_id or None,
+            sender=self.sender or None, mailbox=self.mailbox or None,
+            reason=self.reason or None, client_ip=self.client_ip or None,
+        )  # fmt: skip
+        return query, None
+
+
+Filters = Annotated[Search, Depends()]
 
 
 def _row(view: dict[str, Any]) -> dict[str, Any]:
@@ -161,48 +173,26 @@ def _row(view: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/rejections")
 def rejections(
-    request: Request,
-    ui: Ui,
-    who: Signed,
-    since: Annotated[str | None, Query(max_length=64)] = None,
-    until: Annotated[str | None, Query(max_length=64)] = None,
-    reason: Annotated[str | None, Query(max_length=64)] = None,
-    sender: Annotated[str | None, Query(max_length=512)] = None,
-    mailbox: Annotated[str | None, Query(max_length=320)] = None,
-    message_id: Text | None = None,
-    client_ip: Annotated[str | None, Query(max_length=64)] = None,
-    live: bool = False,
+    request: Request, ui: Ui, who: Signed, search: Filters, live: bool = False
 ) -> Response:
-    query, error = _filter(since, until, reason, sender, mailbox, message_id, client_ip)
+    query, error = search.query()
     with _db(ui) as session:
         rows = [] if error else rejection_log.search(session, query, limit=200)
         after = rejection_log.last_id(session)
     stream = f"{ROOT}/rejections/live?{request.url.query}" if live else None
-    values = {"since": since or "", "until": until or "", "reason": reason or "",
-              "sender": sender or "", "mailbox": mailbox or "", "message_id": message_id or "",
-              "client_ip": client_ip or ""}  # fmt: skip
     return ui.page("rejections.html", who, rows=[_row(r) for r in rows], error=error,
-                   values=values, live=live, stream=stream, after=after,
+                   values=asdict(search), live=live, stream=stream, after=after,
                    mailboxes=[m.address for m in ui.current().mailboxes],
                    nav="rejections")  # fmt: skip
 
 
 @router.get("/rejections/live")
 async def live_rejections(
-    request: Request,
-    ui: Ui,
-    who: Signed,
+    request: Request, ui: Ui, who: Signed, search: Filters,
     after: Annotated[int, Query(ge=0)] = 0,
-    until: Annotated[str | None, Query(max_length=64)] = None,
-    reason: Annotated[str | None, Query(max_length=64)] = None,
-    sender: Annotated[str | None, Query(max_length=512)] = None,
-    mailbox: Annotated[str | None, Query(max_length=320)] = None,
-    message_id: Text | None = None,
-    client_ip: Annotated[str | None, Query(max_length=64)] = None,
-) -> Response:
+) -> Response:  # fmt: skip
     """Server-sent events: each new matching refusal as it is recorded, oldest first."""
-    # New records only (by id), whatever their time: no window.
-    query, _ = _filter(None, until, reason, sender, mailbox, message_id, client_ip, window=False)
+    query, _ = search.query(window=False)  # new records (by id), whatever their time
     resume = request.headers.get("last-event-id", "")
     start = int(resume) if resume.isdigit() else after
 
