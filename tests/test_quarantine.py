@@ -67,16 +67,17 @@ def test_release_files_a_ticket_and_delete_forgets_the_mail(
         assert quarantine.released_reason(session, first) == "dmarc_quarantine"
         assert quarantine.released_reason(session, second) is None
 
-    deleted = run("quarantine", "delete", str(second), "--by", "bob", config=config_path)
+    deleted = run("quarantine", "delete", str(second), "--by", "bob", "--note", "spam",
+                  config=config_path)  # fmt: skip
     assert deleted.exit_code == 0
     with Session(holding.engine) as session:
         assert session.get(QueueEntry, second) is None
         subjects = session.scalars(select(StoredMessage.subject)).all()  # type: ignore[arg-type]
         assert subjects == ["first"]
         audit = session.scalars(select(QuarantineAction).order_by(QuarantineAction.id)).all()  # type: ignore[arg-type]
-    assert [(a.action, a.by, a.queue_entry_id, a.reason) for a in audit] == [
-        ("released", "alice", first, "dmarc_quarantine"),
-        ("deleted", "bob", second, "dmarc_quarantine"),
+    assert [(a.action, a.by, a.queue_entry_id, a.reason, a.note) for a in audit] == [
+        ("released", "alice", first, "dmarc_quarantine", None),
+        ("deleted", "bob", second, "dmarc_quarantine", "spam"),
     ]
     assert all(a.at is not None and a.message_id for a in audit)
     assert json_lines(run("quarantine", "list", "--json", config=config_path)) == []
