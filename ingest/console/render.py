@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader
 
 from ingest.console.explain import explain, verdict_line
+from policy.verdict import original_sender
 
 # Controls (but tab and line breaks), bidi embeddings/overrides/isolates, zero-width
 # characters, soft hyphen and BOM.
@@ -80,4 +81,5 @@ def environment() -> Environment:
     env.filters["when"] = when
     env.globals["explain"] = explain
     env.globals["verdict_line"] = verdict_line
+    env.globals["original_sender"] = original_sender
     return env
