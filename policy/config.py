@@ -120,6 +120,24 @@ class ServerConfig(_Model):
         return value
 
 
+class LimitsConfig(_Model):
+    """What one message may cost: bounds that keep work per message small and linear.
+
+    Mail over a header limit is refused at DATA (``5xx`` with a reason code);
+    what the batch meets beyond the others (mail queued before a change, or
+    from a trusted hop) is cut there and recorded as a defect of the ticket.
+    """
+
+    max_header_fields: int = Field(default=1000, ge=50)
+    max_header_field_size: int = Field(default=64 * 1024, ge=4096, description="bytes, unfolded")
+    max_header_bytes: int = Field(default=256 * 1024, ge=16 * 1024, description="whole block")
+    max_addresses: int = Field(default=1000, ge=100, description="From, To, Cc … together")
+    max_mime_depth: int = Field(default=30, ge=5, le=100)
+    max_mime_parts: int = Field(default=1000, ge=10)
+    # lxml (under the text conversion) gives up at 256 levels, so the bound stays below.
+    max_html_depth: int = Field(default=128, ge=16, le=200)
+
+
 class StorageConfig(_Model):
     url: str = "sqlite:///./data/firstline.db"
     # Seconds a session waits for its commit before answering 451 (a stalled database).
@@ -366,6 +384,7 @@ class MailboxConfig(_Model):
 class Config(_Model):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
+    limits: LimitsConfig = LimitsConfig()
     batch: BatchConfig = BatchConfig()
     outbox: OutboxConfig = OutboxConfig()
     dns: DnsConfig = DnsConfig()

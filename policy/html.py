@@ -20,6 +20,8 @@ Image sources after sanitising are one of:
 
 from __future__ import annotations
 
+import html as html_module
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -108,6 +110,21 @@ _STYLE_PROPERTIES = frozenset(
     }
 )
 
+# Elements that nest without bound in the tree a parser builds; the ones whose
+# end tag may be left out (p, li, td …) or that have none (br, img …) are not
+# counted, so that sloppy but ordinary HTML is never mistaken for deep HTML.
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*>")
+_UNCOUNTED = frozenset(
+    {
+        *("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta"),
+        *("source", "track", "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "thead"),
+        *("tbody", "tfoot", "option", "optgroup", "colgroup", "caption", "rb", "rt", "rtc"),
+        *("rp", "html", "head", "body"),
+    }
+)
+_CLOSE_SEARCH = 16  # how far down the open elements an end tag may close
+_MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
+
 _URL_SCHEMES = frozenset({"http", "https", "mailto", "tel", "cid", "data"})
 _DATA_IMAGES = ("data:image/png;", "data:image/gif;", "data:image/jpeg;", "data:image/webp;")
 
@@ -124,6 +141,47 @@ class SanitisedHtml:
 def normalise_content_id(value: str) -> str:
     """A Content-ID header value or a ``cid:`` URL path in one comparable form."""
     return unquote(value).strip().removeprefix("<").removesuffix(">").strip()
+
+
+def bound_depth(html: str, limit: int) -> tuple[str, bool]:
+    """``html`` with elements nested deeper than ``limit`` unwrapped (their text kept).
+
+    html5ever (under nh3) takes time quadratic in the nesting depth, and lxml
+    (under the text conversion) drops everything beyond 256 levels; one pass
+    over the tags keeps both bounded. Returns whether anything was unwrapped.
+    """
+    open_elements: list[tuple[str, bool]] = []  # (name, kept)
+    dropped: list[tuple[int, int]] = []
+    for match in _TAG.finditer(html):
+        name = match.group(2).lower()
+        if name in _UNCOUNTED or match.group(0).endswith("/>"):
+            continue
+        if not match.group(1):
+            kept = len(open_elements) < limit
+            open_elements.append((name, kept))
+            if not kept:
+                dropped.append(match.span())
+            continue
+        for back in range(1, min(_CLOSE_SEARCH, len(open_elements)) + 1):
+            if open_elements[-back][0] == name:
+                kept = open_elements[-back][1]
+                del open_elements[-back:]
+                if not kept:
+                    dropped.append(match.span())
+                break
+    if not dropped:
+        return html, False
+    pieces, position = [], 0
+    for start, end in dropped:
+        pieces.append(html[position:start])
+        position = end
+    pieces.append(html[position:])
+    return "".join(pieces), True
+
+
+def has_text(html: str) -> bool:
+    """Whether ``html`` holds any text at all (to tell an empty body from a lost one)."""
+    return bool(html_module.unescape(_MARKUP.sub("", html)).strip())
 
 
 def sanitise_html(html: str, content_ids: Collection[str] = ()) -> SanitisedHtml:
