@@ -1,9 +1,17 @@
 """The batch: turn queued mail into tickets, one message's failure at a time.
 
-Each claimed entry is processed in its own transaction that also finishes the
-queue entry with its lease token, so a ticket message exists if and only if
-its queue entry is done — even when two workers race or one dies half-way.
-An exception in one message marks that entry and the batch goes on.
+Each claimed entry is read, scanned and parsed with no transaction open, then
+filed in one short transaction that also finishes the queue entry with its
+lease token, so a ticket message exists if and only if its queue entry is
+done — even when two workers race or one dies half-way — and a message that
+is slow to parse holds no lock that intake or the API needs (on SQLite every
+write transaction is ``BEGIN IMMEDIATE``). An exception in one message marks
+that entry and the batch goes on.
+
+Only the entry being worked on spends an attempt (counted when its lease is
+renewed to start it): entries claimed with it but not started cost nothing
+when the worker dies, and a batch stopped on purpose gives them back due at
+once.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ingest import events
+from ingest.mime import ParsedMessage, parse_message
 from ingest.rejections import record_batch_rejection
 from ingest.scanning import scan_message
 from policy.antivirus import ScanResult
@@ -31,8 +40,8 @@ from storage.models import QueueState, StoredMessage
 
 log = logging.getLogger("mail.batch")
 
-# (session, claim, stored message, config) -> id of the ticket message created
-FileMessage = Callable[[Session, queue.Claim, StoredMessage, Config], int | None]
+# (session, claim, stored message, its parse, config) -> id of the ticket message created
+FileMessage = Callable[[Session, queue.Claim, StoredMessage, ParsedMessage, Config], int | None]
 
 
 @dataclass
@@ -91,9 +100,9 @@ class Batch:
 
         Whatever happens to one entry stays with that entry. If the batch
         itself is interrupted (shutdown, the database gone), the entries not
-        yet started go back to the queue without spending an attempt, so an
-        interrupted batch can never be mistaken for a message that kills its
-        worker.
+        yet started go back to the queue due at once, without spending an
+        attempt, so an interrupted batch can never be mistaken for a message
+        that kills its worker.
         """
         claims = await asyncio.to_thread(self._claim, config)
         result = BatchResult(taken=len(claims))
@@ -101,18 +110,22 @@ class Batch:
         scanner_away: str | None = None
         try:
             while pending:
-                claim = pending[0]
                 if scanner_away is None:
                     try:
-                        outcome = await self._handle(claim, config)
+                        pending[0] = await asyncio.to_thread(self._start, pending[0], config)
+                    except queue.LeaseLost:
+                        pending.pop(0)
+                        continue
+                    try:
+                        outcome = await self._handle(pending[0], config)
                     except ScannerUnavailable as exc:  # the entry waits; so do the others
                         scanner_away = f"temporary: {exc}"
                         outcome = await asyncio.to_thread(
-                            self._fail, claim, config, scanner_away, temporary=True
+                            self._fail, pending[0], config, scanner_away, temporary=True
                         )
                 else:  # don't wait out the scanner's timeout once per message
                     outcome = await asyncio.to_thread(
-                        self._fail, claim, config, scanner_away, temporary=True
+                        self._fail, pending[0], config, scanner_away, temporary=True
                     )
                 pending.pop(0)
                 result.count(outcome)
@@ -122,11 +135,7 @@ class Batch:
         return result
 
     async def _handle(self, claim: queue.Claim, config: Config) -> QueueState | None:
-        """One entry, start to finish; raises only :class:`ScannerUnavailable`."""
-        try:
-            await asyncio.to_thread(self._renew, claim, config)
-        except queue.LeaseLost:
-            return None
+        """One started entry, to its end; raises only :class:`ScannerUnavailable`."""
         try:
             return await self._scan_then_process(claim, config)
         except ScannerUnavailable:
@@ -138,16 +147,19 @@ class Batch:
                 self._fail, claim, config, error, temporary=is_temporary(exc)
             )
 
-    def _renew(self, claim: queue.Claim, config: Config) -> None:
+    def _start(self, claim: queue.Claim, config: Config) -> queue.Claim:
         with Session(self.engine) as session, session.begin():
-            queue.renew(session, claim, lease_seconds=config.batch.lease_seconds)
+            return queue.start(session, claim, lease_seconds=config.batch.lease_seconds)
 
     def _give_back(self, claims: list[queue.Claim], config: Config) -> None:
-        """Entries of an interrupted batch go back unspent (best effort: the lease
-        expiring does the same, at the price of an attempt)."""
+        """Entries of an interrupted batch go back unspent and due at once (best
+        effort: the lease expiring does the same, later)."""
         for claim in claims:
             try:
-                self._fail(claim, config, "batch interrupted before this entry", temporary=True)
+                self._fail(
+                    claim, config, "batch interrupted before this entry", temporary=True,
+                    retry_after=0,
+                )  # fmt: skip
             except Exception:
                 log.warning("entry %d: left to its lease's expiry", claim.entry_id)
                 return
@@ -172,20 +184,30 @@ class Batch:
             )
 
     async def _scan_then_process(self, claim: queue.Claim, config: Config) -> QueueState | None:
-        """Antivirus first: a finding never becomes a ticket; a scanner away means wait."""
-        raw = await asyncio.to_thread(self._raw, claim)
-        if raw is not None:
-            scan = await scan_message(raw, config.antivirus)
-            if not scan.passes:
-                finding = _finding(scan)
-                if not await asyncio.to_thread(self._overruled, claim, finding):
-                    return await asyncio.to_thread(self._refuse, claim, config, scan, finding)
-        return await asyncio.to_thread(self._process, claim, config)
+        """Antivirus first: a finding never becomes a ticket; a scanner away means wait.
 
-    def _raw(self, claim: queue.Claim) -> bytes | None:
+        Scanning and parsing happen before the filing transaction opens.
+        """
+        raw = await asyncio.to_thread(self._raw, claim)
+        if raw is None:
+            return await asyncio.to_thread(self._process, claim, config, None)
+        scan = await scan_message(raw[0], config.antivirus)
+        if not scan.passes:
+            finding = _finding(scan)
+            if not await asyncio.to_thread(self._overruled, claim, finding):
+                return await asyncio.to_thread(self._refuse, claim, config, scan, finding)
+        parsed = await asyncio.to_thread(
+            parse_message, raw[0], mail_from=raw[1], limits=config.limits
+        )
+        return await asyncio.to_thread(self._process, claim, config, parsed)
+
+    def _raw(self, claim: queue.Claim) -> tuple[bytes, str | None] | None:
+        """The raw bytes and envelope sender, read outside any write transaction."""
         with Session(self.engine) as session:
             stored = session.get(StoredMessage, claim.message_id)
-            return stored.raw if stored is not None else None
+            if stored is None or stored.raw is None:
+                return None
+            return stored.raw, stored.mail_from
 
     def _overruled(self, claim: queue.Claim, finding: str) -> bool:
         """Whether an operator already released this message despite this very finding."""
@@ -236,13 +258,15 @@ class Batch:
             )  # fmt: skip
             events.rejected(session, config, rejection)
 
-    def _process(self, claim: queue.Claim, config: Config) -> QueueState | None:
+    def _process(
+        self, claim: queue.Claim, config: Config, parsed: ParsedMessage | None
+    ) -> QueueState | None:
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 stored = session.get(StoredMessage, claim.message_id)
-                if stored is None or stored.raw is None:
+                if stored is None or stored.raw is None or parsed is None:
                     raise LookupError("the raw message is gone (purged?)")
-                ticket_message_id = self.file_message(session, claim, stored, config)
+                ticket_message_id = self.file_message(session, claim, stored, parsed, config)
                 queue.finish(session, claim, ticket_message_id=ticket_message_id)
             return QueueState.DONE
         except queue.LeaseLost:
@@ -256,8 +280,16 @@ class Batch:
             return self._fail(claim, config, f"{prefix}{exc}"[:2000], temporary=temporary)
 
     def _fail(
-        self, claim: queue.Claim, config: Config, error: str, *, temporary: bool = False
+        self,
+        claim: queue.Claim,
+        config: Config,
+        error: str,
+        *,
+        temporary: bool = False,
+        retry_after: float | None = None,
     ) -> QueueState | None:
+        if retry_after is None:
+            retry_after = config.batch.interval if temporary else 0
         try:
             with Session(self.engine) as session, session.begin():
                 state = queue.fail(
@@ -266,7 +298,7 @@ class Batch:
                     error=error,
                     max_attempts=config.batch.max_attempts,
                     temporary=temporary,
-                    retry_after=0 if not temporary else config.batch.interval,
+                    retry_after=retry_after,
                 )
                 if state == QueueState.FAILED:
                     self._record_failure(session, claim, config, error)

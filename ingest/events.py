@@ -32,6 +32,7 @@ from storage.rejections import rejection_view
 
 if TYPE_CHECKING:
     from ingest.batch import FileMessage
+    from ingest.mime import ParsedMessage
 
 log = logging.getLogger("mail.events")
 
@@ -141,9 +142,13 @@ def filing_with_events(file_message: FileMessage) -> FileMessage:
     """``file_message`` followed by :func:`message_filed`, in the same transaction."""
 
     def file_and_tell(
-        session: Session, claim: Claim, stored: StoredMessage, config: Config
+        session: Session,
+        claim: Claim,
+        stored: StoredMessage,
+        parsed: ParsedMessage,
+        config: Config,
     ) -> int | None:
-        ticket_message_id = file_message(session, claim, stored, config)
+        ticket_message_id = file_message(session, claim, stored, parsed, config)
         if ticket_message_id is not None:
             message_filed(session, config, claim, ticket_message_id)
         return ticket_message_id

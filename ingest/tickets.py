@@ -2,9 +2,10 @@
 
 Runs inside the batch's transaction (see ``ingest/batch.py``): whatever it
 writes commits together with the queue entry's ``done``, or not at all. The
-path is parse (:mod:`ingest.mime`) → recognise what must not become a ticket
-→ thread (:mod:`ingest.threading`) → store the ticket message, its
-attachments and its Message-ID.
+batch has parsed the message (:mod:`ingest.mime`) before that transaction
+began, so a slow message holds no write lock; what runs here is recognise
+what must not become a ticket → thread (:mod:`ingest.threading`) → store the
+ticket message, its attachments and its Message-ID.
 
 Not every message becomes a new ticket message:
 
@@ -40,7 +41,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from ingest import events
-from ingest.mime import ParsedMessage, parse_message
+from ingest.mime import ParsedMessage
 from ingest.threading import ThreadMatch, earlier_unfiled, find_ticket, known_message
 from policy.autoreply import is_own_mail
 from policy.config import Config
@@ -60,11 +61,10 @@ log = logging.getLogger("mail.tickets")
 
 
 def file_message(
-    session: Session, claim: Claim, stored: StoredMessage, config: Config
+    session: Session, claim: Claim, stored: StoredMessage, parsed: ParsedMessage, config: Config
 ) -> int | None:
-    """File the message; the ticket message's id, or None when it makes none."""
-    assert stored.raw is not None and stored.id is not None
-    parsed = parse_message(stored.raw, mail_from=stored.mail_from)
+    """File ``parsed`` (the parse of ``stored``); the ticket message's id, or None."""
+    assert stored.id is not None
     mailbox = claim.mailbox
     _one_filer_per_message_id(session, mailbox, parsed.message_id)
     duplicate = find_duplicate(session, mailbox, parsed.message_id, parsed.content_digest)

@@ -46,8 +46,13 @@ def take(
     lease_seconds: float,
     now: datetime,
     returning: Sequence[Any],
+    count_attempt: bool = True,
 ) -> tuple[str, Sequence[Any]]:
-    """Lease up to ``limit`` rows matching ``due``, oldest first; the token and the rows."""
+    """Lease up to ``limit`` rows matching ``due``, oldest first; the token and the rows.
+
+    ``count_attempt=False`` leaves the attempt to be counted by :func:`renew`
+    when work on a row starts, for a table whose rows are worked on one by one.
+    """
     table = table_of(model)
     token = secrets.token_hex(16)
     candidates = (
@@ -65,7 +70,7 @@ def take(
             lease_owner=owner,
             lease_token=token,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=table.c.attempts + 1,
+            attempts=table.c.attempts + 1 if count_attempt else table.c.attempts,
             state_changed_at=now,
         )
         .returning(*returning)
@@ -135,19 +140,24 @@ def renew(
     *,
     leased: str,
     lease_seconds: float,
+    count_attempt: bool = False,
 ) -> None:
     """Push a held lease's expiry out again before starting work on the row.
 
     A batch leases many rows at once and works through them one by one; a
     slow scanner or relay must not let the lease of a row not yet started
     lapse, or a second worker would take it and both would do the work.
+    ``count_attempt`` spends the row's attempt now (see :func:`take`).
     Raises :class:`LeaseLost` if the row is no longer ours: skip it.
     """
     table = table_of(model)
+    values: dict[str, Any] = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
+    if count_attempt:
+        values["attempts"] = table.c.attempts + 1
     result = session.execute(
         update(table)
         .where(table.c.id == row_id, table.c.lease_token == token, table.c.state == leased)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .values(**values)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(f"{table.name} row {row_id} is no longer leased to this worker")

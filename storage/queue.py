@@ -10,7 +10,9 @@ Every state change is one explicit, timestamped transition::
 
 A claim hands out a lease token; finishing and failing check it (fencing), so
 a worker that was presumed dead and comes back cannot overwrite a newer claim,
-and a message becomes exactly one ticket message. On PostgreSQL the claim uses
+and a message becomes exactly one ticket message. A claim spends no attempt:
+:func:`start` does, for the one entry the worker turns to, so the entries
+claimed with a message that kills its worker lose nothing. On PostgreSQL the claim uses
 ``FOR UPDATE SKIP LOCKED``; on SQLite (no SKIP LOCKED, and SQLAlchemy silently
 drops it) the same ``UPDATE … RETURNING`` runs inside ``BEGIN IMMEDIATE``
 (see ``storage/engine.py``), which serialises claimers.
@@ -19,7 +21,7 @@ drops it) the same ``UPDATE … RETURNING`` runs inside ``BEGIN IMMEDIATE``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, update
@@ -30,12 +32,15 @@ from storage import lease
 from storage.lease import LeaseLost
 from storage.models import QueueEntry, QueueState, utcnow
 
-__all__ = ["Claim", "LeaseLost", "claim", "fail", "finish", "quarantine", "requeue"]
+__all__ = ["Claim", "LeaseLost", "claim", "fail", "finish", "quarantine", "requeue", "start"]
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A leased queue entry; ``token`` must accompany every later transition."""
+    """A leased queue entry; ``token`` must accompany every later transition.
+
+    ``attempts`` counts this one once the entry is ``started``.
+    """
 
     entry_id: int
     message_id: int
@@ -43,6 +48,7 @@ class Claim:
     digest: str
     attempts: int
     token: str
+    started: bool = False
 
 
 def claim(
@@ -70,6 +76,7 @@ def claim(
         limit=limit,
         lease_seconds=lease_seconds,
         now=now,
+        count_attempt=False,
         returning=[
             col(QueueEntry.id),
             col(QueueEntry.message_id),
@@ -83,7 +90,7 @@ def claim(
 
 
 def _fail_exhausted_leases(session: Session, now: datetime, max_attempts: int) -> None:
-    """An entry whose worker died ``max_attempts`` times is poison: stop taking it."""
+    """An entry whose worker died on it ``max_attempts`` times is poison: stop taking it."""
     session.execute(
         update(QueueEntry)
         .where(
@@ -143,15 +150,15 @@ def fail(
         session,
         claim,
         state=state,
-        attempts=claim.attempts - 1 if temporary else claim.attempts,
+        attempts=claim.attempts - 1 if temporary and claim.started else claim.attempts,
         last_error=error,
         available_at=utcnow() + timedelta(seconds=retry_after),
     )
     return state
 
 
-def renew(session: Session, claim: Claim, *, lease_seconds: float) -> None:
-    """Keep the lease of an entry about to be worked on (see :func:`storage.lease.renew`)."""
+def start(session: Session, claim: Claim, *, lease_seconds: float) -> Claim:
+    """Turn to ``claim``: renew its lease, spend its attempt (:func:`storage.lease.renew`)."""
     lease.renew(
         session,
         QueueEntry,
@@ -159,7 +166,9 @@ def renew(session: Session, claim: Claim, *, lease_seconds: float) -> None:
         claim.token,
         leased=QueueState.LEASED,
         lease_seconds=lease_seconds,
+        count_attempt=True,
     )
+    return replace(claim, attempts=claim.attempts + 1, started=True)
 
 
 def requeue(

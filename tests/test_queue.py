@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from ingest.batch import Batch
+from ingest.mime import parse_message
 from ingest.tickets import file_message
 from policy.config import Config
 from storage import queue
@@ -83,6 +84,11 @@ def take(
         )
 
 
+def start(engine: Engine, claim: queue.Claim) -> queue.Claim:
+    with Session(engine) as session, session.begin():
+        return queue.start(session, claim, lease_seconds=60)
+
+
 def finish(engine: Engine, claim: queue.Claim) -> None:
     with Session(engine) as session, session.begin():
         queue.finish(session, claim, ticket_message_id=None)
@@ -106,7 +112,7 @@ def test_claims_lease_in_arrival_order_and_never_hand_out_an_entry_twice(engine:
     assert [c.entry_id for c in second] == ids[3:]
     assert take(engine, "c", 3) == []
     assert {c.token for c in first} != {c.token for c in second}
-    assert all(c.attempts == 1 for c in first + second)
+    assert all(c.attempts == 0 for c in first + second)  # spent only when started
     with Session(engine) as session:
         owners = {e.id: e.lease_owner for e in session.scalars(select(QueueEntry))}
     assert owners == {ids[0]: "a", ids[1]: "a", ids[2]: "a", ids[3]: "b", ids[4]: "b"}
@@ -164,11 +170,13 @@ def test_postgres_claim_skips_rows_locked_by_an_open_claim(postgres_schema_url: 
 def test_an_expired_lease_is_taken_again_and_the_old_token_is_fenced_off(engine: Engine) -> None:
     [entry] = enqueue(engine, 1)
     [dead] = take(engine, "dead", 5, lease_seconds=30)
+    dead = start(engine, dead)
     assert take(engine, "early", 5) == []  # still leased
-    later = utcnow() + timedelta(seconds=31)
+    later = utcnow() + timedelta(seconds=61)
     [rescue] = take(engine, "rescuer", 5, now=later)
     assert rescue.entry_id == entry
-    assert rescue.attempts == 2
+    assert rescue.attempts == 1  # the dead worker's
+    assert start(engine, rescue).attempts == 2
     assert rescue.token != dead.token
     with pytest.raises(queue.LeaseLost):
         finish(engine, dead)
@@ -186,14 +194,33 @@ def test_an_entry_whose_worker_keeps_dying_is_failed_not_taken_forever(engine: E
     for attempt in range(3):
         now += timedelta(seconds=61)
         [claim] = take(engine, f"crash{attempt}", 1, now=now)
-        assert claim.attempts == attempt + 1
+        assert start(engine, claim).attempts == attempt + 1
     assert take(engine, "next", 1, now=now + timedelta(seconds=61)) == []
     assert states(engine) == Counter({QueueState.FAILED.value: 1})
+
+
+def test_entries_claimed_beside_a_poison_message_lose_nothing_when_it_kills_the_worker(
+    engine: Engine,
+) -> None:
+    """Only the entry being worked on spends an attempt; the rest of its batch waits unspent."""
+    poison, *innocent = enqueue(engine, 3)
+    now = utcnow()
+    for attempt in range(3):
+        now += timedelta(seconds=61)
+        claims = take(engine, f"crash{attempt}", 3, now=now)
+        assert [c.entry_id for c in claims] == [poison, *innocent]
+        start(engine, claims[0])  # and the worker dies on it
+    now += timedelta(seconds=61)
+    claims = take(engine, "next", 3, now=now)
+    assert [(c.entry_id, c.attempts) for c in claims] == [(i, 0) for i in innocent]
+    with Session(engine) as session:
+        assert session.get(QueueEntry, poison).state == QueueState.FAILED  # type: ignore[union-attr]
 
 
 def test_a_temporary_failure_is_retried_later_without_using_up_attempts(engine: Engine) -> None:
     enqueue(engine, 1)
     [claim] = take(engine, "w", 1)
+    claim = start(engine, claim)
     with Session(engine) as session, session.begin():
         state = queue.fail(
             session, claim, error="scanner away", max_attempts=1, temporary=True, retry_after=60
@@ -201,7 +228,7 @@ def test_a_temporary_failure_is_retried_later_without_using_up_attempts(engine: 
     assert state == QueueState.QUEUED
     assert take(engine, "w", 1) == []  # not due yet
     [again] = take(engine, "w", 1, now=utcnow() + timedelta(seconds=61), max_attempts=1)
-    assert again.attempts == 1
+    assert again.attempts == 0
 
 
 @pytest.fixture
@@ -252,11 +279,15 @@ def test_a_worker_that_lost_its_lease_leaves_no_trace(engine: Engine, batch_conf
     rescuer = Batch(engine, file_message, owner="rescuer")
     [stale] = take(engine, "slow", 1, lease_seconds=30)
     [fresh] = take(engine, "rescuer", 1, now=utcnow() + timedelta(seconds=31))
+    raw = slow._raw(stale)
+    assert raw is not None
+    parsed = parse_message(raw[0], mail_from=raw[1])
 
-    assert slow._process(stale, batch_config) is None  # LeaseLost: its transaction rolled back
+    # LeaseLost: its transaction rolled back
+    assert slow._process(stale, batch_config, parsed) is None
     assert count(engine, TicketMessage) == 0
     assert count(engine, Ticket) == 0
-    assert rescuer._process(fresh, batch_config) == QueueState.DONE
+    assert rescuer._process(fresh, batch_config, parsed) == QueueState.DONE
     with Session(engine) as session:
         [made] = session.scalars(select(TicketMessage)).all()
         done = session.get(QueueEntry, entry)

@@ -94,6 +94,7 @@ def test_trace_in_every_state(verifying: ServerThread, tmp_path: Path, db_url: s
     with Session(verifying.engine) as session, session.begin():
         claims = queue.claim(session, owner="test-worker", limit=10, lease_seconds=60,
                              max_attempts=3)  # fmt: skip
+        queue.start(session, claims[0], lease_seconds=60)  # a claim spends no attempt; work does
     assert len(claims) == 1
     assert states(traced(verifying, waiting)) == ["being processed (attempt 1)"]
 
