@@ -30,6 +30,8 @@ class HeaderSummary:
     message_id: str | None
     block: str
     date: str | None = None
+    # (name, raw value) of every field in the block, in order (for the DATA limits)
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 def header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
@@ -48,6 +50,7 @@ def summarize(raw: bytes) -> HeaderSummary:
         headers = HeaderParser(policy=compat32).parsestr(block + "\r\n\r\n")
     except Exception:  # the stdlib parser is lenient, but hostile input is normal input
         return HeaderSummary(None, None, None, block)
+    fields = tuple((str(n), str(v)) for n, v in headers.raw_items())
 
     def get(name: str) -> str | None:
         value = headers.get(name)
@@ -62,4 +65,5 @@ def summarize(raw: bytes) -> HeaderSummary:
         message_id=message_id.strip("<>") if message_id else None,
         block=block,
         date=get("Date"),
+        fields=fields,
     )

@@ -10,6 +10,7 @@ is not an exact match is refused, and the raw argument is checked for routes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
@@ -26,6 +27,7 @@ from ingest.reverse import confirmed_name
 from policy.authresults import strip_ours
 from policy.config import Config, MailboxConfig
 from policy.dns import Resolver
+from policy.limits import Breach, check_header, check_structure
 from policy.verdict import ACCEPT, Action, Envelope, Verdict, Verifier
 from storage.intake import GroupCommitWriter, Incoming, new_row
 from storage.models import QueueState, StoredMessage
@@ -146,6 +148,13 @@ class IngestHandler:
             proto=peer.proto,
         )
         summary = summarize(data)
+        breach = await self._over_limits(data, summary)
+        if breach is not None:
+            self._reject(
+                session, envelope, "DATA", breach.reply, breach.reason,
+                rcpt=[m.address for m in mailboxes], headers=summary,
+            )  # fmt: skip
+            return self._per_recipient(mailboxes, breach.reply)
         try:
             verdict = await self._verify(data, smtp_envelope, mailboxes[0])
         except Exception:
@@ -248,6 +257,15 @@ class IngestHandler:
                 "alias_not_supported",
             )
         return f"550 5.1.1 <{shown}>: no such service mailbox here", "unknown_mailbox"
+
+    async def _over_limits(self, data: bytes, summary: HeaderSummary) -> Breach | None:
+        """Mail that would cost the batch more than ``limits`` allow is refused now."""
+        limits = self.config.current.limits
+        header = check_header(summary.fields, limits)
+        if header is not None:
+            return header
+        # One regular-expression pass over the whole message: off the event loop.
+        return await asyncio.to_thread(check_structure, data, limits)
 
     async def _verify(self, data: bytes, envelope: Envelope, mailbox: MailboxConfig) -> Verdict:
         if self.verifier is None:
