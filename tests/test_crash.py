@@ -10,12 +10,14 @@ that got a 4xx/5xx is stored or ticketed.
 from __future__ import annotations
 
 import random
+import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from storage.models import QueueEntry, QueueState, StoredMessage, Ticket, Ticket
 from storage.outbox import Reply, ReplyState
 from storage.schema import prepare
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.fleet import Fleet, Mail, Node, deliver, mail, running, write_config
+from tests.fleet import FIRSTLINE, Fleet, Mail, Node, deliver, mail, running, write_config
 from tests.relay import PASSWORD, USER, Relays, relays_fixture  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -326,3 +328,88 @@ def test_postgres_replies_sent_by_workers_killed_at_random(
     assert any(r.attempts > 1 for r in replies.values()), "no kill interrupted a send"
     assert chaos.lease_holder_kills >= 1
     print(f"{len(twice)} of {count} replies delivered twice after {chaos.kills} kills")
+
+
+def slow_to_parse(n: int) -> Mail:
+    """A message that takes the batch seconds: half a megabyte of ordinary HTML."""
+    message_id = f"slow.{n}@customer.example"
+    html = "<p>\r\n" + '<span style="color:red">word</span>\r\n' * 15_000 + "</p>\r\n"
+    raw = (
+        f"From: a@customer.example\r\nTo: support@example.com\r\nSubject: slow\r\n"
+        f"Message-ID: <{message_id}>\r\nContent-Type: text/html\r\n\r\n{html}"
+    ).encode()
+    return Mail(message_id, "support@example.com", raw, "a@customer.example")
+
+
+def wait_until(what: Callable[[], bool], fleet: Fleet, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out\n{fleet.report()}")
+        time.sleep(0.02)
+
+
+def entries(engine: Engine) -> dict[int, QueueEntry]:
+    with Session(engine) as session:
+        return {e.id: e for e in session.scalars(select(QueueEntry)) if e.id is not None}
+
+
+def test_a_message_slow_to_parse_spends_only_its_own_attempts_when_its_worker_dies(
+    tmp_path: Path, sqlite_url: str, dns_server: DnsServer
+) -> None:
+    """Kill the worker while it parses a slow message, then stop it gracefully there.
+
+    The entries claimed with it spend nothing either time (with two attempts
+    allowed, the old accounting failed them), a graceful stop gives them back
+    due at once (``firstline process`` takes them), and every ``250`` is
+    exactly one ticket message.
+    """
+    big = 4 * 1024 * 1024
+    fleet = Fleet(tmp_path, sqlite_url, {
+        **settings(dns_server),
+        "batch": {"interval": 0.2, "size": 25, "lease_seconds": 5, "max_attempts": 2},
+        "server": {"max_message_size": big},
+    })  # fmt: skip
+    fleet.add_listener()
+    worker = fleet.add_worker()
+    engine = make_engine(sqlite_url)
+    mails = [slow_to_parse(0), *(mail(n) for n in range(1, 11))]
+    try:
+        with running(fleet, workers=False):
+            codes = deliver(fleet.listeners[0].smtp, "SMTP", mails)
+            assert set(codes.values()) == {250}
+            slow = min(entries(engine))
+
+            def slow_started(attempts: int) -> Callable[[], bool]:
+                def check() -> bool:
+                    entry = entries(engine)[slow]
+                    return entry.state == QueueState.LEASED and entry.attempts == attempts
+
+                return check
+
+            worker.start()
+            wait_until(slow_started(1), fleet)
+            worker.kill()
+            others = [e for i, e in entries(engine).items() if i != slow]
+            assert {e.attempts for e in others} == {0}
+            worker.start()  # takes them all again once the dead worker's lease runs out
+            wait_until(slow_started(2), fleet)
+            worker.stop()
+            rest = [e for e in entries(engine).values() if e.state != QueueState.DONE]
+            assert rest and all(e.state == QueueState.QUEUED for e in rest), fleet.report()
+            now = datetime.now(UTC).replace(tzinfo=None)
+            assert all(e.available_at <= now for e in rest)
+            assert {e.attempts for e in rest if e.id != slow} == {0}
+            done = subprocess.run(
+                [*FIRSTLINE, "process", "-c", str(tmp_path / "worker1.yaml")],
+                capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        with Session(engine) as session:
+            made = Counter(
+                m.strip("<>") for m in session.scalars(select(col(TicketMessage.message_id)))
+            )
+        assert made == Counter({m.message_id: 1 for m in mails})
+        assert {e.state for e in entries(engine).values()} == {QueueState.DONE}
+    finally:
+        engine.dispose()
