@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import signal
 import ssl
@@ -116,7 +117,12 @@ class App:
             on_write=on_intake(lambda: self.holder.current),
             commit_timeout=config.storage.commit_timeout,
         )
-        self.gate = Gate(config.server.max_connections, config.server.max_connections_per_ip)
+        self.gate = Gate(
+            config.server.max_connections,
+            config.server.max_connections_per_ip,
+            config.server.max_trusted_connections,
+            config.server.min_session_rate,
+        )
         self.servers: dict[str, asyncio.Server] = {}
         self.worker = Worker(self.holder, self.engine)
         self.deliverer = Deliverer(
@@ -181,8 +187,21 @@ class App:
             timeout=config.server.timeout,
             gate=self.gate,
             on_refusal=functools.partial(self._refused, proto),
+            is_trusted=functools.partial(self._trusted, proto),
+            lifetime=config.server.max_session_seconds,
+            max_commands=config.server.max_session_commands,
             tls_context=self._tls if proto == "SMTP" else None,
         )()
+
+    def _trusted(self, proto: str, ip: str) -> bool:
+        """LMTP and our own MTAs draw on their own connection budget."""
+        if proto == "LMTP" or ip == "unix":
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self.holder.current.policy.trusted_networks)
 
     @staticmethod
     def _refused(proto: str, ip: str, reply: str) -> None:
@@ -230,6 +249,8 @@ class App:
         self._tls = tls
         self.gate.total = new.server.max_connections
         self.gate.per_ip = new.server.max_connections_per_ip
+        self.gate.trusted_total = new.server.max_trusted_connections
+        self.gate.min_rate = new.server.min_session_rate
         if new.dns != old.dns:
             self.resolver = Resolver.from_config(new.dns)
         if (

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
@@ -84,18 +84,44 @@ class IngestHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        refusal = self._refuse_helo(session, envelope, hostname)
+        if refusal is not None:
+            return [refusal]
         session.host_name = hostname
         await self._lookup_name(session)
+        # AUTH is for submission, which this server is not: every attempt would fail,
+        # so it is not offered (aiosmtpd offers it after STARTTLS).
+        offered = [r for r in responses[:-1] if not r[4:].upper().startswith("AUTH")]
         # aiosmtpd reads commands one at a time from a stream, so pipelining works;
         # RFC 2033 requires LMTP servers to say so, and both.
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        return [*offered, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_HELO(
         self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str
     ) -> str:
+        refusal = self._refuse_helo(session, envelope, hostname)
+        if refusal is not None:
+            return refusal
         session.host_name = hostname
         await self._lookup_name(session)
         return f"250 {server.hostname}"
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if not _utf8(address):
+            reply = "553 5.1.7 The sender address is not valid UTF-8"
+            self._reject(session, envelope, "MAIL", reply, "invalid_sender", rcpt=[],
+                         mail_from=address)  # fmt: skip
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self,
@@ -105,6 +131,10 @@ class IngestHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if not _utf8(address):
+            reply = "553 5.1.3 The recipient address is not valid UTF-8"
+            self._reject(session, envelope, "RCPT", reply, "invalid_recipient", rcpt=[address])
+            return reply
         config = self.config.current
         transaction = _transaction(envelope)
         raw_arg: str = getattr(server, "last_rcpt_arg", "") or ""
@@ -227,6 +257,13 @@ class IngestHandler:
 
     # --- decisions -----------------------------------------------------------
 
+    def _refuse_helo(self, session: Session, envelope: SmtpEnvelope, hostname: str) -> str | None:
+        if _utf8(hostname):
+            return None
+        reply = "501 5.5.2 The HELO/EHLO name is not valid UTF-8"
+        self._reject(session, envelope, "HELO", reply, "invalid_helo", rcpt=[], helo=hostname)
+        return reply
+
     @staticmethod
     def _refuse_recipient(config: Config, address: str, raw_arg: str) -> tuple[str, str] | None:
         shown = one_line(address, 320)
@@ -321,12 +358,19 @@ class IngestHandler:
         rcpt: list[str],
         headers: HeaderSummary | None = None,
         auth: dict[str, Any] | None = None,
+        mail_from: str | None = None,
+        helo: str | None = None,
     ) -> None:
+        rcpt = [_shown(r) for r in rcpt]
         mailbox = self.config.current.mailbox(rcpt[0]) if len(rcpt) == 1 else None
+        peer = self._peer(session)
+        if helo is not None:
+            peer = replace(peer, helo=_shown(helo))
         self.rejections.record(
-            stage=stage, reply=reply, reason=reason, peer=self._peer(session),
-            mail_from=_mail_from(envelope), rcpt_to=rcpt,
-            mailbox=mailbox.address if mailbox else None, headers=headers, authentication=auth,
+            stage=stage, reply=reply, reason=reason, peer=peer,
+            mail_from=_shown(_mail_from(envelope) if mail_from is None else mail_from),
+            rcpt_to=rcpt, mailbox=mailbox.address if mailbox else None, headers=headers,
+            authentication=auth,
         )  # fmt: skip
 
 
@@ -348,6 +392,21 @@ def _transaction(envelope: SmtpEnvelope) -> Transaction:
         transaction = Transaction()
         setattr(envelope, "firstline", transaction)  # noqa: B010 - aiosmtpd's Envelope has no slot for us
     return transaction
+
+
+def _utf8(value: str) -> bool:
+    """Whether a command argument was valid UTF-8 (aiosmtpd keeps other bytes as
+    surrogate escapes, which nothing downstream can encode)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    """A command argument fit for records and logs: invalid bytes as U+FFFD."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _mail_from(envelope: SmtpEnvelope) -> str:

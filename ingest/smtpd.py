@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import ssl
 import stat
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +45,39 @@ _REWRITES: dict[bytes, tuple[bytes, str, str]] = {
 
 
 class Gate:
-    """Counts sessions globally and per client address; aiosmtpd has no limits."""
+    """Fair shares of the connections; aiosmtpd has no limits of its own.
 
-    def __init__(self, total: int, per_ip: int) -> None:
+    Strangers share ``total`` sessions, at most ``per_ip`` each. LMTP and
+    ``policy.trusted_networks`` (our own MTA) have a budget of their own,
+    ``trusted_total``, so that strangers can never lock them out. When the
+    strangers' share is full, the slowest stranger's session (fewest bytes
+    per second over its life, below ``min_rate``, older than a few seconds:
+    an idle or trickling one) is closed to make room, rather than refusing
+    the newcomer.
+    """
+
+    GRACE = 5.0  # seconds a new session has before it can be judged slow
+
+    def __init__(
+        self, total: int, per_ip: int, trusted_total: int = 100, min_rate: float = 100
+    ) -> None:
         self.total = total
         self.per_ip = per_ip
-        self.open: Counter[str] = Counter()
-        self.sessions: set[asyncio.BaseTransport] = set()
+        self.trusted_total = trusted_total
+        self.min_rate = min_rate
+        self.open: Counter[str] = Counter()  # strangers' sessions per address
+        self.trusted_open = 0
+        self.sessions: dict[asyncio.BaseTransport, _Limits] = {}
 
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def add(self, transport: asyncio.BaseTransport) -> None:
-        self.sessions.add(transport)
+    def add(self, transport: asyncio.BaseTransport, session: _Limits) -> None:
+        self.sessions[transport] = session
         self._idle.clear()
 
     def discard(self, transport: asyncio.BaseTransport) -> None:
-        self.sessions.discard(transport)
+        self.sessions.pop(transport, None)
         if not self.sessions:
             self._idle.set()
 
@@ -73,46 +90,141 @@ class Gate:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), 1)
 
-    def enter(self, ip: str) -> bool:
-        if sum(self.open.values()) >= self.total or self.open[ip] >= self.per_ip:
+    def enter(self, ip: str, *, trusted: bool = False) -> bool:
+        if trusted:
+            if self.trusted_open >= self.trusted_total:
+                return False
+            self.trusted_open += 1
+            return True
+        if self.open[ip] >= self.per_ip:
+            return False
+        if sum(self.open.values()) >= self.total and not self._make_room():
             return False
         self.open[ip] += 1
         return True
 
-    def leave(self, ip: str) -> None:
+    def leave(self, ip: str, *, trusted: bool = False) -> None:
+        if trusted:
+            self.trusted_open -= 1
+            return
         self.open[ip] -= 1
         if self.open[ip] <= 0:
             del self.open[ip]
 
+    def _make_room(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        slow = [
+            s
+            for s in self.sessions.values()
+            if not s.gate_trusted
+            and not s.closing
+            and s.age(now) >= self.GRACE
+            and s.rate(now) < self.min_rate
+        ]
+        if not slow:
+            return False
+        min(slow, key=lambda s: s.rate(now)).hang_up(
+            "421 4.4.2 Closing a slow or idle session to serve others", "slow_session"
+        )
+        return True
+
 
 class _Limits:
-    """Mixed into both protocols: connection gate, raw RCPT argument, reply texts."""
+    """Mixed into both protocols: connection gate, session budgets, raw RCPT argument,
+    reply texts."""
 
     gate: Gate
     on_refusal: Callable[[str, str], None]
+    is_trusted: Callable[[str], bool]
+    lifetime: float
+    max_commands: int
     last_rcpt_arg: str
+    gate_trusted = False
+    closing = False
     _gate_ip: str | None = None
     _gate_transport: asyncio.BaseTransport
+    _born = 0.0
+    _received = 0
+    _commands = 0
+    _busy = False
+    _lifetime_handle: asyncio.TimerHandle | None = None
+
+    def budget_commands(self) -> None:
+        """Wrap aiosmtpd's command methods to count them and to know when one runs."""
+        methods: dict[str, Any] = getattr(self, "_smtp_methods")  # noqa: B009 - aiosmtpd's own
+        self._smtp_methods = {name: self._counted(m) for name, m in methods.items()}
+
+    def _counted(self, method: Callable[[str | None], Awaitable[None]]) -> Any:
+        @functools.wraps(method)
+        async def counted(arg: str | None) -> None:
+            self._commands += 1
+            if self._commands > self.max_commands:
+                await self.push("421 4.7.0 Too many commands in one session; closing")
+                self.hang_up(None, "too_many_commands")
+                return
+            self._busy = True
+            try:
+                await method(arg)
+            finally:
+                self._busy = False
+
+        return counted
+
+    def age(self, now: float) -> float:
+        return now - self._born
+
+    def rate(self, now: float) -> float:
+        """Bytes per second the client has sent over the session's life."""
+        return self._received / max(self.age(now), 1e-3)
+
+    def hang_up(self, reply: str | None, reason: str) -> None:
+        """Close the session now (``reply`` first, if given), and say why in one line."""
+        transport = getattr(self, "transport", None)
+        if transport is None or self.closing:
+            return
+        self.closing = True
+        if reply is not None:
+            transport.write(reply.encode() + b"\r\n")
+        self.on_refusal(self._gate_ip or "unknown", f"{reason}: session closed")
+        transport.close()
+
+    def _lifetime_over(self) -> None:
+        if self._busy:  # never cut a command (DATA above all) in the middle
+            loop = asyncio.get_running_loop()
+            self._lifetime_handle = loop.call_later(5, self._lifetime_over)
+            return
+        self.hang_up("421 4.4.2 Session too long; please reconnect", "session_too_long")
+
+    def data_received(self, data: bytes) -> None:
+        self._received += len(data)
+        super().data_received(data)  # type: ignore[misc]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if getattr(self, "transport", None) is None:  # not the STARTTLS re-entry
             peer = transport.get_extra_info("peername")
             ip = peer[0] if isinstance(peer, tuple) else "unix"
-            if not self.gate.enter(ip):
+            trusted = self.is_trusted(ip)
+            if not self.gate.enter(ip, trusted=trusted):
                 reply = "421 4.7.0 Too many connections; try again later"
                 self.on_refusal(ip, reply)
                 transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
                 transport.close()
                 return
+            loop = asyncio.get_running_loop()
             self._gate_ip = ip
+            self.gate_trusted = trusted
             self._gate_transport = transport
-            self.gate.add(transport)
+            self._born = loop.time()
+            self._lifetime_handle = loop.call_later(self.lifetime, self._lifetime_over)
+            self.gate.add(transport, self)
         super().connection_made(transport)  # type: ignore[misc]
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._gate_ip is None:
             return  # refused at the gate: aiosmtpd never saw this connection
-        self.gate.leave(self._gate_ip)
+        if self._lifetime_handle is not None:
+            self._lifetime_handle.cancel()
+        self.gate.leave(self._gate_ip, trusted=self.gate_trusted)
         self.gate.discard(self._gate_transport)
         self._gate_ip = None
         super().connection_lost(error)  # type: ignore[misc]
@@ -183,6 +295,9 @@ def protocol_factory(
     timeout: float,
     gate: Gate,
     on_refusal: Callable[[str, str], None],
+    is_trusted: Callable[[str], bool],
+    lifetime: float,
+    max_commands: int,
     tls_context: ssl.SSLContext | None = None,
 ) -> Callable[[], SMTP]:
     cls = FirstlineLMTP if proto == "LMTP" else FirstlineSMTP
@@ -203,6 +318,10 @@ def protocol_factory(
         )
         server.gate = gate
         server.on_refusal = on_refusal
+        server.is_trusted = is_trusted
+        server.lifetime = lifetime
+        server.max_commands = max_commands
+        server.budget_commands()
         return server
 
     return make

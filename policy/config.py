@@ -104,9 +104,17 @@ class ServerConfig(_Model):
     lmtp: Listen | None = Listen(listen="127.0.0.1:2424")
     max_message_size: int = Field(default=25 * 1024 * 1024, gt=0)
     max_recipients: int = Field(default=100, ge=1)
+    # Strangers share max_connections, at most max_connections_per_ip each; LMTP and
+    # policy.trusted_networks (our own MTA) have max_trusted_connections of their own.
     max_connections: int = Field(default=200, ge=1)
-    max_connections_per_ip: int = Field(default=20, ge=1)
+    max_connections_per_ip: int = Field(default=10, ge=1)
+    max_trusted_connections: int = Field(default=100, ge=1)
     timeout: float = Field(default=300, gt=0, description="seconds a session may idle")
+    max_session_seconds: float = Field(default=1800, gt=0, description="a session's lifetime")
+    max_session_commands: int = Field(default=2000, ge=10)
+    # When the strangers' share is full, a session slower than this (bytes per
+    # second over its life: idle or trickling) is closed to make room.
+    min_session_rate: float = Field(default=100, ge=0)
     tls: TlsConfig | None = None
     # Where serve/worker keep their pid files and reload outcomes for `firstline reload`
     # (unset: no pid files; reload with SIGHUP).

@@ -332,13 +332,15 @@ def test_starttls_discards_pipelined_plaintext_commands(
         tls = context.wrap_socket(client.sock, server_hostname="mx.firstline.test")
         tls.sendall(b"EHLO relay.test\r\n")
         reader = tls.makefile("rb")
-        while reader.readline()[3:4] == b"-":
-            pass
+        ehlo = [reader.readline()]
+        while ehlo[-1][3:4] == b"-":
+            ehlo.append(reader.readline())
         tls.sendall(b"RCPT TO:<support@example.com>\r\n")
         reply = reader.readline()
         reader.close()
         tls.close()
     assert reply.startswith(b"503")  # the injected MAIL FROM was never executed
+    assert not [line for line in ehlo if b"AUTH" in line]  # never offered: it always fails
 
 
 def test_a_stalled_commit_answers_451_and_the_retry_is_filed_once(
