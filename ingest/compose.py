@@ -137,9 +137,9 @@ def compose(draft: Draft, sender: Sender, date: datetime) -> EmailMessage:
     msg.set_content(draft.text)
     if draft.html is not None:
         # Sanitised like inbound HTML (an answer often quotes the customer's
-        # mail); remote images stay unloaded there too, so replies carry no
-        # tracking pixels.
-        msg.add_alternative(sanitise_html(draft.html).html, subtype="html")
+        # mail); remote images are dropped, so replies carry no tracking pixels
+        # and no placeholders that only our console understands.
+        msg.add_alternative(sanitise_html(draft.html, keep_remote=False).html, subtype="html")
     return msg
 
 

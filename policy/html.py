@@ -184,8 +184,15 @@ def has_text(html: str) -> bool:
     return bool(html_module.unescape(_MARKUP.sub("", html)).strip())
 
 
-def sanitise_html(html: str, content_ids: Collection[str] = ()) -> SanitisedHtml:
-    """Sanitise ``html``; ``content_ids`` are the inline parts ``cid:`` may name."""
+def sanitise_html(
+    html: str, content_ids: Collection[str] = (), *, keep_remote: bool = True
+) -> SanitisedHtml:
+    """Sanitise ``html``; ``content_ids`` are the inline parts ``cid:`` may name.
+
+    ``keep_remote=False`` (mail we send) drops remote image sources instead of
+    turning them into ``x-firstline-remote:`` placeholders, which only our
+    console understands.
+    """
     known = {normalise_content_id(cid).lower(): normalise_content_id(cid) for cid in content_ids}
     remote: list[str] = []
     used: set[str] = set()
@@ -205,7 +212,7 @@ def sanitise_html(html: str, content_ids: Collection[str] = ()) -> SanitisedHtml
             return f"cid:{cid}"
         if tag == "img" and attr == "src":
             remote.append(value)
-            return REMOTE_IMAGE_SCHEME + value
+            return REMOTE_IMAGE_SCHEME + value if keep_remote else None
         return value
 
     cleaned = nh3.clean(

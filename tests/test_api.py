@@ -259,6 +259,8 @@ def test_operators_endpoints_and_the_openapi_document(api: Api) -> None:
         assert client.get("/api/v1/rejections").json() == {"rejections": []}
         problem(client.get("/api/v1/rejections", params={"since": "yesterday-ish"}), 400,
                 "invalid_parameter")  # fmt: skip
+        problem(client.get("/api/v1/rejections", params={"since": "99999999999d"}), 400,
+                "invalid_parameter")  # fmt: skip
         problem(client.get("/metrics"), 404, "metrics_off")
         problem(client.delete("/api/v1/tickets"), 405, "method_not_allowed")
         problem(client.get("/api/v1/nowhere"), 404, "not_found")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from policy.html import REMOTE_IMAGE_SCHEME, html_to_text, normalise_content_id, sanitise_html
+from policy.html import (
+    REMOTE_IMAGE_SCHEME,
+    bound_depth,
+    has_text,
+    html_to_text,
+    normalise_content_id,
+    sanitise_html,
+)
 
 
 def test_structure_survives() -> None:
@@ -96,3 +103,17 @@ def test_html_to_text_keeps_layout() -> None:
 @pytest.mark.parametrize("blank", ["", "   ", "<p></p>", "<html><body></body></html>"])
 def test_blank_html_gives_blank_text(blank: str) -> None:
     assert html_to_text(blank) == ""
+
+
+def test_depth_is_bounded_without_touching_ordinary_sloppy_html() -> None:
+    sloppy = "<p>one<p>two" * 300 + "<font color=red>x" * 20 + "<ul><li>a<li>b</ul>"
+    assert bound_depth(sloppy, 128) == (sloppy, False)
+    deep = "<div>" * 500 + "deep" + "</div>" * 500
+    bounded, flattened = bound_depth(deep, 128)
+    assert flattened and bounded == "<div>" * 128 + "deep" + "</div>" * 128
+    assert "deep" in html_to_text(sanitise_html(bounded).html)
+
+
+def test_text_lost_from_html_is_told_from_html_without_text() -> None:
+    assert has_text("<div><b>hello</b></div>")
+    assert not has_text("<style>p { color: red }</style><p>&nbsp;</p>")

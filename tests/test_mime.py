@@ -7,6 +7,7 @@ import email.policy
 from datetime import UTC, datetime, timedelta, timezone
 
 from ingest.mime import DERIVED_ID_DOMAIN, decode_header_value, parse_message
+from policy.config import LimitsConfig
 from tests.corpus.cases import DATE, PNG, b64, multipart, part
 
 BASE = (
@@ -159,3 +160,21 @@ def test_parts_below_the_depth_limit_are_not_read() -> None:
     assert parsed.subject == "deep"
     assert parsed.text == ""
     assert len(parsed.defects) == 1 and "nested deeper than 30" in parsed.defects[0]
+
+
+def test_work_beyond_the_limits_is_cut_and_recorded() -> None:
+    limits = LimitsConfig(max_addresses=100, max_mime_parts=10, max_html_depth=16)
+    cc = "".join(f"Cc: u{i}@x.example\r\n" for i in range(150))
+    parts = "".join(f"--p\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n" for i in range(20))
+    raw = (
+        f"From: a@x.example\r\n{cc}MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/mixed; boundary="p"\r\n\r\n{parts}--p--\r\n'
+    ).encode()
+    parsed = parse_message(raw, limits=limits)
+    assert len(parsed.cc) == 99  # the From is one of the hundred
+    assert "part 8" in parsed.text and "part 9" not in parsed.text  # the multipart is one
+    assert {d.split(":")[0] for d in parsed.defects} == {"cc", "part 1.10"}
+    html = "<div>" * 300 + "deep" + "</div>" * 300
+    deep = parse_message(f"Content-Type: text/html\r\n\r\n{html}".encode(), limits=limits)
+    assert "deep" in deep.text
+    assert deep.defects == ("html: nested deeper than 16 elements, flattened",)

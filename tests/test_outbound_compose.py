@@ -87,6 +87,17 @@ def test_html_alternative_is_sanitised() -> None:
     assert "script" not in body and "onclick" not in body and "javascript" not in body
 
 
+def test_html_replies_carry_no_remote_images_nor_our_placeholders_for_them() -> None:
+    html = (
+        '<p>Hi</p><img src="https://tracker.example/p.gif" alt="pixel">'
+        '<img src="x-firstline-remote:https://tracker.example/q.gif">'  # quoted from a ticket
+    )
+    html_part = parsed(compose(draft(html=html), SENDER, DATE)).get_body(("html",))
+    assert html_part is not None
+    body = html_part.get_content()
+    assert "Hi" in body and "tracker.example" not in body and "x-firstline" not in body
+
+
 @pytest.mark.parametrize(
     ("subject", "expected"),
     [
