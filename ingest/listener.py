@@ -131,10 +131,6 @@ class IngestHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if not _utf8(address):
-            reply = "553 5.1.3 The recipient address is not valid UTF-8"
-            self._reject(session, envelope, "RCPT", reply, "invalid_recipient", rcpt=[address])
-            return reply
         config = self.config.current
         transaction = _transaction(envelope)
         raw_arg: str = getattr(server, "last_rcpt_arg", "") or ""
@@ -266,6 +262,8 @@ class IngestHandler:
 
     @staticmethod
     def _refuse_recipient(config: Config, address: str, raw_arg: str) -> tuple[str, str] | None:
+        if not _utf8(address):
+            return "553 5.1.3 The recipient address is not valid UTF-8", "invalid_recipient"
         shown = one_line(address, 320)
         argument = raw_arg.strip()
         if argument[:3].upper() == "TO:":
