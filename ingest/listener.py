@@ -23,6 +23,7 @@ from ingest.headers import HeaderSummary, one_line, summarize
 from ingest.metrics import MESSAGES_ACCEPTED, count_verification
 from ingest.rejections import Peer, RejectionLog
 from ingest.reverse import confirmed_name
+from policy import headerblock
 from policy.authresults import strip_ours
 from policy.config import Config, MailboxConfig
 from policy.dns import Resolver
@@ -135,8 +136,16 @@ class IngestHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         transaction = _transaction(envelope)
         mailboxes = transaction.mailboxes
-        data: bytes = envelope.original_content or b""
         peer = self._peer(session)
+        try:
+            # One reading of the header block for everything after DATA: what is
+            # verified here is what is stored, scanned and made a ticket of.
+            data = headerblock.canonical(envelope.original_content or b"")
+        except headerblock.HeaderTooLarge:
+            reply = headerblock.TOO_LARGE_REPLY
+            self._reject(session, envelope, "DATA", reply, "header_too_large",
+                         rcpt=[m.address for m in mailboxes])  # fmt: skip
+            return self._per_recipient(mailboxes, reply)
         smtp_envelope = Envelope(
             client_ip=peer.ip,
             client_name=peer.name,
