@@ -12,10 +12,12 @@ still verify.
 The rule:
 
 * a UTF-8 byte-order mark before the first field is dropped;
-* the message's line break is the one its first line ends with: CRLF, or a
-  bare LF (mail handed over from a file). With CRLF, a lone CR or LF inside
-  the header block is not a line break (RFC 5322 2.2) and becomes a space;
-  with LF, a lone CR does;
+* the message's line break is the one its header block ends with: CRLF when
+  it ends with an empty CRLF line, else a bare LF (mail handed over from a
+  file, perhaps under trace fields added with CRLF). With CRLF, a lone CR or
+  LF inside the header block is not a line break (RFC 5322 2.2) and becomes a
+  space; with LF, every LF is one (a CR before it is dropped) and a lone CR
+  becomes a space;
 * the block ends at the first empty line; a line starting with SP or HTAB
   continues the field before it; ``Name : value`` (whitespace before the
   colon, RFC 5322 4.5.3 obsolete syntax) is the field ``Name``;
@@ -47,7 +49,8 @@ TOO_LARGE_REPLY = (
 )
 
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-_LF_END = re.compile(rb"\n\r?\n")
+# The first empty line: "\r\n\r\n" (found as "\n\r\n" after a CR), "\n\n" or "\n\r\n".
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
 
 
 class HeaderTooLarge(ValueError):
@@ -88,28 +91,24 @@ class HeaderBlock:
 
 def _split(raw: bytes, limit: int) -> tuple[list[bytes], int]:
     """The header lines (breaks removed, lone CR/LF as spaces) and where the body starts."""
-    first_lf = raw.find(b"\n", 0, limit + 2)
-    crlf = first_lf > 0 and raw[first_lf - 1] == 0x0D
-    if crlf:
-        end = 0 if raw.startswith(b"\r\n") else raw.find(b"\r\n\r\n", 0, limit + 4)
-        if end < 0:
-            block, body = raw, len(raw)
-        else:
-            block, body = raw[:end], end + (2 if end == 0 else 4)
-        if len(block) > limit:
-            raise HeaderTooLarge(limit)
-        lines = block.split(b"\r\n")
-        return [line.replace(b"\r", b" ").replace(b"\n", b" ") for line in lines], body
-    if raw.startswith(b"\n"):
-        return [], 1
-    match = _LF_END.search(raw, 0, limit + 3)
-    block, body = (raw, len(raw)) if match is None else (raw[: match.start()], match.end())
+    if raw.startswith((b"\n", b"\r\n")):
+        return [], raw.index(b"\n") + 1
+    end = _EMPTY_LINE.search(raw, 0, limit + 4)
+    if end is None:
+        block, body = raw, len(raw)
+        first_lf = raw.find(b"\n")
+        crlf = first_lf > 0 and raw[first_lf - 1] == 0x0D
+    else:
+        crlf = end.group() == b"\n\r\n" and raw[end.start() - 1] == 0x0D
+        block, body = raw[: end.start() - 1 if crlf else end.start()], end.end()
     if len(block) > limit:
         raise HeaderTooLarge(limit)
-    lines = block.split(b"\n")
-    return [
-        (line[:-1] if line.endswith(b"\r") else line).replace(b"\r", b" ") for line in lines
-    ], body
+    if crlf:
+        return [
+            line.replace(b"\r", b" ").replace(b"\n", b" ") for line in block.split(b"\r\n")
+        ], body
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in block.split(b"\n")]
+    return [line.replace(b"\r", b" ") for line in lines], body
 
 
 def read(raw: bytes, limit: int = MAX_HEADER_BYTES) -> HeaderBlock:
