@@ -321,7 +321,8 @@ class Authenticator:
         self, raw: bytes, envelope: Envelope, mailbox: MailboxConfig, policy: PolicyConfig
     ) -> Verdict:
         try:
-            block = headerblock.read(raw)
+            # Linear and bounded (policy.headerblock), but not free: beside the loop.
+            block = await asyncio.to_thread(headerblock.read, raw)
         except headerblock.HeaderTooLarge as exc:
             return Verdict(
                 Action.REJECT, "header_too_large", headerblock.TOO_LARGE_REPLY,

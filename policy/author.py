@@ -93,6 +93,10 @@ def _valid(address: str) -> str | None:
     domain = domain.rstrip(".") if domain.endswith(".") and not domain.endswith("..") else domain
     if not at or not local or len(address) > 320:
         return None
+    if _LOCAL_QUOTED.fullmatch(local) and all(
+        _LOCAL_ATOM.fullmatch(p) for p in local[1:-1].split(".")
+    ):
+        local = local[1:-1]  # "alice.c" needs no quotes: one spelling for both parses
     if not (
         _LOCAL_QUOTED.fullmatch(local) or all(_LOCAL_ATOM.fullmatch(p) for p in local.split("."))
     ):
