@@ -17,21 +17,10 @@ from sqlalchemy.orm import Session
 from policy.authenticate import Authenticator
 from policy.config import Config
 from storage.models import StoredMessage
-from tests.corpus.realworld import CASES, DOMAIN, SUPPORT, Real
+from tests.corpus.realworld import CASES, DOMAIN, Real
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.mailflow import queue_outcomes, tickets
+from tests.mailflow import queue_outcomes, tickets, transmit
 from tests.server import RawClient, running
-
-
-def transmit(client: RawClient, raw: bytes, mail_from: str, rcpt: str = SUPPORT) -> str:
-    """One transaction with the bytes exactly as given (dot-stuffed), the final reply."""
-    assert client.cmd(f"MAIL FROM:<{mail_from}>".encode()).startswith(b"250")
-    assert client.cmd(f"RCPT TO:<{rcpt}>".encode()).startswith(b"250")
-    assert client.cmd(b"DATA").startswith(b"354")
-    data = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
-    data = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
-    client.send(data + b".\r\n")
-    return client.reply().decode("utf-8", "replace")
 
 
 def deliver_all(connect: Callable[[], RawClient], cases: list[Real]) -> dict[str, str]:
