@@ -464,3 +464,22 @@ async def test_a_pool_whose_worker_died_is_replaced_not_a_451_forever(
     finally:
         authenticator.close()
         pool.shutdown(wait=True)
+
+
+async def test_two_thousand_mime_levels_are_a_verdict_with_one_log_line(
+    dns_server: DnsServer, authenticator: Authenticator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stdlib recurses per MIME level; that is the message's fault, not a 451."""
+    publish_sender(dns_server, "v=DMARC1; p=none")
+    body = b"deep\r\n"
+    for level in range(2000):
+        body = b'Content-Type: multipart/mixed; boundary="%d"\r\n\r\n--%d\r\n%s\r\n--%d--\r\n' % (
+            level, level, body, level,
+        )  # fmt: skip
+    raw = message().split(b"Content-Type:")[0] + body
+    caplog.set_level("INFO", logger="mail.verify")
+    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert verdict.action == Action.ACCEPT and verdict.details["dmarc"]["result"] == "pass"
+    [line] = [r for r in caplog.records if r.name == "mail.verify"]
+    assert line.getMessage() == "forwarding permerror (malformed_input: RecursionError)"
+    assert line.exc_info is None
