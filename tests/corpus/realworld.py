@@ -62,21 +62,18 @@ def raw_case(name: str, raw: bytes, requester: str, **kwargs: str) -> None:
 
 ALICE = f"alice@{DOMAIN}"
 
+
+def respelled(name: str, field: bytes, spelling: bytes, content_type: bytes) -> None:
+    """Alice's message with one field name spelled as an old or odd client does."""
+    raw = head(name, f"Alice <{ALICE}>").replace(field, spelling)
+    raw_case(name, raw + content_type + b": text/plain\r\n\r\nold client\r\n", ALICE)
+
+
 # --- RFC 5322 section 4: obsolete syntax, still legal to receive --------------------
 
 plain("obs-space-before-colon", f"Alice <{ALICE}>", ALICE, extra="X-Mailer : Eudora 4.3\r\n")
-raw_case(
-    "obs-subject-space-colon",
-    head("obs-subject-space-colon", f"Alice <{ALICE}>").replace(b"Subject:", b"Subject :")
-    + b"Content-Type: text/plain\r\n\r\nold client\r\n",
-    ALICE,
-)
-raw_case(
-    "obs-from-space-colon",
-    head("obs-from-space-colon", f"Alice <{ALICE}>").replace(b"From:", b"From  :")
-    + b"Content-Type: text/plain\r\n\r\nold client\r\n",
-    ALICE,
-)
+respelled("obs-subject-space-colon", b"Subject:", b"Subject :", b"Content-Type")
+respelled("obs-from-space-colon", b"From:", b"From  :", b"Content-Type")
 plain("obs-phrase-dots", f"John Q. Public <jqp@{DOMAIN}>", f"jqp@{DOMAIN}")
 plain("obs-cfws-in-address", f"Alice <alice @ {DOMAIN}>", ALICE)
 plain("obs-comment-after-address", f"{ALICE} (Alice Customer)", ALICE)
@@ -86,18 +83,8 @@ plain("obs-quoted-escapes", f'"Alice \\"Al\\" C." <{ALICE}>', ALICE)
 plain("obs-two-digit-year", f"Alice <{ALICE}>", ALICE,
       extra="Resent-Date: 25 Nov 26 10:00 EST\r\n")  # fmt: skip
 plain("obs-no-space-after-colon", f"Alice <{ALICE}>", ALICE, extra="X-Priority:3\r\n")
-raw_case(
-    "obs-uppercase-names",
-    head("obs-uppercase-names", f"Alice <{ALICE}>").replace(b"From:", b"FROM:")
-    + b"CONTENT-TYPE: text/plain\r\n\r\nshouting headers\r\n",
-    ALICE,
-)
-raw_case(
-    "obs-lowercase-names",
-    head("obs-lowercase-names", f"Alice <{ALICE}>").replace(b"From:", b"from:")
-    + b"content-type: text/plain\r\n\r\nquiet headers\r\n",
-    ALICE,
-)
+respelled("obs-uppercase-names", b"From:", b"FROM:", b"CONTENT-TYPE")
+respelled("obs-lowercase-names", b"From:", b"from:", b"content-type")
 plain("obs-folded-subject-tabs", f"Alice <{ALICE}>", ALICE,
       subject="A long subject\r\n\tfolded with a tab\r\n  and spaces")  # fmt: skip
 plain("obs-folded-from", f"Alice Customer\r\n <{ALICE}>", ALICE)
