@@ -1,7 +1,7 @@
 """queue outcome: why a processed entry made no new ticket message
 
 Revision ID: b7d41c9e2a10
-Revises: 73af9ce6beea
+Revises: 5c1e0a7d2b94
 Create Date: 2026-12-01 09:50:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b7d41c9e2a10"
-down_revision: str | Sequence[str] | None = "73af9ce6beea"
+down_revision: str | Sequence[str] | None = "5c1e0a7d2b94"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
