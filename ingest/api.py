@@ -51,6 +51,7 @@ from ingest.console.app import create_console
 from ingest.events import ticket_document
 from ingest.metrics import HealthCheck
 from ingest.outbound import queue_reply
+from policy.attachments import clean_filename
 from policy.config import ChannelConfig, Config
 from storage import rejections as rejection_log
 from storage.models import Attachment, Ticket, TicketMessage, aware, utcnow
@@ -324,12 +325,13 @@ class HealthOut(BaseModel):
 def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback and the exact name as RFC 6266 ``filename*``.
 
-    Path parts and control characters go (a name is not a path, and CR/LF
-    would end the header); quotes and backslashes cannot break the quoted
-    fallback because everything outside printable ASCII becomes ``_`` there.
+    Path parts go (a name is not a path) and the rest is
+    :func:`policy.attachments.clean_filename`, what the scanner checked (stored
+    names already are: this keeps older rows in line, and CR/LF out); quotes
+    and backslashes cannot break the quoted fallback because everything
+    outside printable ASCII becomes ``_`` there.
     """
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable()).strip().strip(".") or "attachment"
+    name = clean_filename(filename.replace("\\", "/").rsplit("/", 1)[-1]) or "attachment"
     fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\%' else "_" for ch in name)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 

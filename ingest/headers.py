@@ -45,7 +45,8 @@ def summarize(raw: bytes) -> HeaderSummary:
     Uses the ``compat32`` parser: the listener calls this for every message,
     and the modern header registry costs several times more for three fields.
     """
-    block = header_block(raw).decode("utf-8", "replace")  # 8-bit headers are UTF-8 (RFC 6532)
+    # 8-bit headers are UTF-8 (RFC 6532); PostgreSQL text cannot hold a NUL.
+    block = header_block(raw).decode("utf-8", "replace").replace("\x00", "\ufffd")
     try:
         headers = HeaderParser(policy=compat32).parsestr(block + "\r\n\r\n")
     except Exception:  # the stdlib parser is lenient, but hostile input is normal input

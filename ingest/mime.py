@@ -13,11 +13,14 @@ every function here:
   declared charset and repaired only when it does not decode, and repairs are
   reported (``charset_repairs``) rather than hidden.
 
-In a message with CRLF line endings a lone CR or LF inside the top-level
-header block is not a line break (RFC 5322), but the ``email`` parser would
-split on it, letting a client smuggle a header (``Subject: hi\\nBcc: …``) into
-the parse. Such characters are turned into spaces before parsing; the stored
-raw bytes are untouched.
+One message, one reading: the bytes parsed are those of
+:func:`policy.headerblock.read` (the listener verified and stored exactly
+those, and the scanner parses them too), so a lone CR or LF cannot smuggle a
+header (``Subject: hi\\nBcc: …``) or a ``Content-Type`` into this parse that
+the verifier or the scanner did not see. The author is
+:func:`policy.author.read` of that header block, the address DMARC judged;
+attachment names and the body/attachment split are
+:mod:`policy.attachments`, what the scanner checked.
 """
 
 from __future__ import annotations
@@ -26,19 +29,20 @@ import email
 import email.policy
 import hashlib
 import io
-import mimetypes
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.generator import BytesGenerator
-from email.header import decode_header
 from email.headerregistry import AddressHeader
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import TypeVar
 
+from policy import attachments, headerblock
+from policy.author import NoAuthor
+from policy.author import read as read_author
 from policy.autoreply import (
     NOT_A_BOUNCE,
     AutoReply,
@@ -46,7 +50,7 @@ from policy.autoreply import (
     classify_auto_reply,
     classify_bounce,
 )
-from policy.charsets import clean_text, decode_bytes, decode_escaped
+from policy.charsets import clean_text, decode_bytes, decode_header_value
 from policy.config import LimitsConfig
 from policy.html import bound_depth, has_text, html_to_text, normalise_content_id, sanitise_html
 from policy.ids import message_ids
@@ -59,13 +63,9 @@ _LIMITS = LimitsConfig()
 # a field longer than this goes to the lenient (regular-expression) parser,
 # which is linear and some thirty times faster, instead.
 _STRICT_ADDRESS_FIELD = 8 * 1024
-_MAX_FILENAME = 200
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _LONE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
-_UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 # Fields whose values make two deliveries of one message the same message;
 # trace fields (Received, Delivered-To, Authentication-Results …) differ per
 # delivery and are left out.
@@ -142,6 +142,9 @@ class ParsedMessage:
     bounce: Bounce
     headers: tuple[tuple[str, str], ...]
     defects: tuple[str, ...]
+    # Why ``from_`` is None: a reason code of :class:`policy.author.NoAuthor`,
+    # or ``null_author`` for a bounce whose From names no address.
+    author_problem: str | None = None
 
     @property
     def charset_repaired(self) -> bool:
@@ -203,67 +206,8 @@ def _unparseable(raw: bytes, exc: BaseException) -> ParsedMessage:
         bounce=NOT_A_BOUNCE,
         headers=(),
         defects=(f"unparseable: {type(exc).__name__}",),
+        author_problem="from_unreadable",
     )
-
-
-def _neutralise_lone_breaks(raw: bytes) -> tuple[bytes, int]:
-    """The bytes to parse, and where the body starts in them."""
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        first_lf = raw.find(b"\n")
-        if b"\n\n" in raw or first_lf <= 0 or raw[first_lf - 1] != ord("\r"):
-            # LF line endings (or a mix ending in them): every LF is a line break.
-            end = raw.find(b"\n\n")
-            return raw, len(raw) if end < 0 else end + 2
-        end = len(raw)
-    fixed = _LONE_BREAK.sub(b" ", raw[:end]) + raw[end:]
-    return fixed, min(end + 4, len(fixed))
-
-
-def decode_header_value(raw: str) -> tuple[str, bool]:
-    """A header value unfolded, RFC 2047-decoded and on one line.
-
-    Returns the text and whether a charset had to be repaired. Raw 8-bit
-    bytes (RFC 6532 UTF-8, or a legacy charset a client did not declare)
-    arrive as surrogate escapes and are decoded like a body part.
-    """
-    repaired = False
-    value = _FOLD.sub("", raw)
-    escaped = decode_escaped(value)
-    value, repaired = escaped.text, escaped.repaired
-    pieces: list[str] = []
-    position = 0
-    previous_was_word = False
-    for match in _ENCODED_WORD.finditer(value):
-        between = value[position : match.start()]
-        if not (previous_was_word and not between.strip()):
-            pieces.append(between)
-        word, word_repaired = _decode_word(match.group())
-        pieces.append(word)
-        repaired = repaired or word_repaired
-        position = match.end()
-        previous_was_word = True
-    pieces.append(value[position:])
-    text = _LINE_BREAKS.sub(" ", "".join(pieces))
-    return clean_text(text).strip(), repaired
-
-
-def _decode_word(word: str) -> tuple[str, bool]:
-    try:
-        [(data, charset)] = decode_header(word)
-    except Exception:  # a broken encoded word is shown as written
-        return word, False
-    if isinstance(data, str):
-        return data, False
-    decoded = decode_bytes(data, charset)
-    return decoded.text, decoded.repaired
-
-
-def _filename(value: str) -> str:
-    if "=?" in value:
-        value = decode_header_value(value)[0]
-    value = _UNSAFE_FILENAME.sub("_", clean_text(value)).strip().strip(".")
-    return value[:_MAX_FILENAME]
 
 
 class _Parser:
@@ -289,18 +233,19 @@ class _Parser:
         self.attachments: list[ParsedAttachment] = []
 
     def parse(self) -> ParsedMessage:
-        fixed, body_start = _neutralise_lone_breaks(self.raw)
+        block = headerblock.read(self.raw)
+        fixed = block.raw
         if self.body_failure is None:
             msg = email.message_from_bytes(fixed, policy=_PARSE_POLICY)
         else:
             msg = BytesHeaderParser(policy=_PARSE_POLICY).parsebytes(fixed)
             self.defects.append(f"body not parsed: {type(self.body_failure).__name__}")
         headers = self._headers(msg)
-        digest = self._digest(headers, fixed[body_start:])
+        digest = self._digest(headers, block.body)
         ids = message_ids(self._first(headers, "message-id") or "")
         in_reply_to = message_ids(self._first(headers, "in-reply-to") or "")
         references = message_ids(" ".join(v for n, v in headers if n.lower() == "references"))
-        from_ = self._addresses(msg, "from", headers)
+        from_, author_problem = self._author(block)
         if self.body_failure is None:
             self._walk(msg, "1", 0, in_related=False)
         html, remote = self._html()
@@ -314,15 +259,14 @@ class _Parser:
         bounce = self._guard(
             "bounce",
             NOT_A_BOUNCE,
-            lambda: classify_bounce(
-                msg, headers, from_[0].address if from_ else "", self.mail_from
-            ),
+            lambda: classify_bounce(msg, headers, from_.address if from_ else "", self.mail_from),
         )
         return ParsedMessage(
             message_id=ids[0] if ids else f"<{digest[:32]}@{DERIVED_ID_DOMAIN}>",
             message_id_derived=not ids,
             content_digest=digest,
-            from_=from_[0] if from_ else None,
+            from_=from_ if from_ and from_.address else None,
+            author_problem=author_problem,
             to=self._addresses(msg, "to", headers),
             cc=self._addresses(msg, "cc", headers),
             reply_to=self._addresses(msg, "reply-to", headers),
@@ -375,6 +319,19 @@ class _Parser:
         sha.update(b"\n")
         sha.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
         return sha.hexdigest()
+
+    def _author(self, block: headerblock.HeaderBlock) -> tuple[Address | None, str | None]:
+        """The author DMARC judged (see :mod:`policy.author`), or why there is none.
+
+        A null-sender bounce gives an Address without an address (its display
+        name is still shown) and the problem ``null_author``.
+        """
+        try:
+            author = read_author(block.values("from"))
+        except NoAuthor as exc:
+            return None, exc.reason
+        name = decode_header_value(author.display)[0]
+        return Address(name, author.address), "null_author" if author.null else None
 
     def _addresses(
         self, msg: Message, name: str, headers: Sequence[tuple[str, str]]
@@ -460,9 +417,7 @@ class _Parser:
                 if isinstance(child, Message):
                     self._walk(child, f"{path}.{index}", depth + 1, related)
             return
-        disposition = part.get_content_disposition()
-        named = part.get_filename() is not None
-        if ctype in ("text/plain", "text/html") and disposition != "attachment" and not named:
+        if attachments.is_body(part):
             self._body(part, path, ctype, self.texts if ctype == "text/plain" else self.htmls)
         else:
             self._attach(part, path, in_related)
@@ -497,7 +452,7 @@ class _Parser:
             return
         self.attachments.append(
             ParsedAttachment(
-                filename=self._attachment_name(part, path, ctype, payload),
+                filename=attachments.filename(part, path),
                 content_type=ctype,
                 size=len(data),
                 sha256=sha,
@@ -506,21 +461,6 @@ class _Parser:
                 data=data,
             )
         )
-
-    def _attachment_name(self, part: Message, path: str, ctype: str, payload: object) -> str:
-        given = self._guard(f"part {path} filename", None, part.get_filename)
-        name = _filename(given) if given else ""
-        if name:
-            return name
-        if ctype in ("message/rfc822", "message/global") and isinstance(payload, list):
-            inner = payload[0] if payload and isinstance(payload[0], Message) else None
-            subject = _raw_header(inner, "subject") if inner is not None else None
-            title = _filename(decode_header_value(subject)[0]) if subject else ""
-            return f"{title or 'message'}.eml"
-        extension = mimetypes.guess_extension(ctype) or (
-            ".txt" if ctype.startswith(("message/", "text/")) else ".bin"
-        )
-        return f"part-{path}{extension}"
 
     def _html(self) -> tuple[str | None, tuple[str, ...]]:
         if not self.htmls:
@@ -553,7 +493,3 @@ def _serialise(msg: EmailMessage) -> bytes:
     buffer = io.BytesIO()
     BytesGenerator(buffer, mangle_from_=False, policy=_EML_POLICY).flatten(msg)
     return buffer.getvalue()
-
-
-def _raw_header(msg: Message, name: str) -> str | None:
-    return next((str(v) for n, v in msg.raw_items() if n.lower() == name), None)

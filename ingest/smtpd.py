@@ -1,9 +1,18 @@
 """aiosmtpd protocol classes with the behaviour a production MX needs.
 
 aiosmtpd has no connection limits, answers size overruns with texts that lack
-enhanced status codes, and hides the raw RCPT argument (so source routes are
-invisible once parsed). These subclasses add exactly that and nothing else;
-all decisions stay in the handler (``ingest/listener.py``).
+enhanced status codes, hides the raw RCPT argument (so source routes are
+invisible once parsed) and refuses DATA lines over 1000 octets. These
+subclasses add exactly that and nothing else; all decisions stay in the
+handler (``ingest/listener.py``).
+
+Long lines: real mailers send HTML and unwrapped base64 as single lines of
+tens of kilobytes, and Postfix accepts them, so a line may be as long as the
+message may be large (aiosmtpd's ``line_length_limit``, which is also the
+read buffer's limit). DATA is still read up to CRLF only, so the smuggling
+fix (a bare LF before the dot is not the end of data) is untouched; a command
+line is still refused over its own limit, and the most a session can buffer
+stays the message size limit.
 """
 
 from __future__ import annotations
@@ -36,11 +45,9 @@ _REWRITES: dict[bytes, tuple[bytes, str, str]] = {
         "MAIL",
         "message_too_big",
     ),
-    b"500 Line too long (see RFC5321 4.5.3.1.6)": (
-        b"500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)",
-        "DATA",
-        "line_too_long",
-    ),
+    # Lines may be as long as the message may be large (see above): a line
+    # longer than that is a message over the size limit.
+    b"500 Line too long (see RFC5321 4.5.3.1.6)": (_SIZE_TEXT, "DATA", "message_too_big"),
 }
 
 
@@ -131,8 +138,9 @@ class Gate:
 
 class _Limits:
     """Mixed into both protocols: connection gate, session budgets, raw RCPT argument,
-    reply texts."""
+    reply texts, lines."""
 
+    line_length_limit: int
     gate: Gate
     on_refusal: Callable[[str, str], None]
     is_trusted: Callable[[str], bool]
@@ -198,6 +206,12 @@ class _Limits:
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
         super().data_received(data)  # type: ignore[misc]
+
+    def __init__(self, handler: Any, *, data_size_limit: int, **kwargs: Any) -> None:
+        # Read by aiosmtpd's __init__ for its stream reader: set it first. The
+        # extra octets are the CRLF and a transparency dot.
+        self.line_length_limit = data_size_limit + 3
+        super().__init__(handler, data_size_limit=data_size_limit, **kwargs)  # type: ignore[call-arg]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if getattr(self, "transport", None) is None:  # not the STARTTLS re-entry

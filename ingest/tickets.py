@@ -20,7 +20,16 @@ Not every message becomes a new ticket message:
   sent, the reply's delivery state becomes failed with the bounce's status
   (:func:`storage.outbox.mark_reply_bounced`); a bounce of mail we do not know
   opens nothing — unless a postmaster-like From is all that makes it look like
-  one, since postmasters are people who write to helpdesks too.
+  one, since postmasters are people who write to helpdesks too. A message
+  whose From names no address at all (``<>``, ``MAILER-DAEMON``) is always
+  such a bounce;
+* a message without a trustworthy author (:mod:`policy.author`; the listener
+  refuses those when it verifies senders) makes no ticket and is recorded as
+  a batch refusal: the requester is the author DMARC judged or nobody, never
+  the envelope sender.
+
+Why an entry made no new ticket message is recorded with it
+(:func:`storage.queue.note_outcome`), for ``trace``.
 
 A reply whose original still waits in the queue (several workers can take
 them out of order) is deferred with a :class:`~policy.errors.TempFail` until
@@ -42,6 +51,7 @@ from sqlmodel import col
 
 from ingest import events
 from ingest.mime import ParsedMessage
+from ingest.rejections import record_batch_rejection
 from ingest.threading import ThreadMatch, earlier_unfiled, find_ticket, known_message
 from policy.autoreply import is_own_mail
 from policy.config import Config
@@ -55,7 +65,7 @@ from storage.models import (
     utcnow,
 )
 from storage.outbox import mark_reply_bounced
-from storage.queue import Claim
+from storage.queue import Claim, note_outcome
 
 log = logging.getLogger("mail.tickets")
 
@@ -69,17 +79,16 @@ def file_message(
     _one_filer_per_message_id(session, mailbox, parsed.message_id)
     duplicate = find_duplicate(session, mailbox, parsed.message_id, parsed.content_digest)
     if duplicate is not None:
-        log.info("entry %d: duplicate of ticket message %d", claim.entry_id, duplicate)
-        return duplicate
-    if _is_own(session, mailbox, parsed, config):
-        log.info(
-            "entry %d: our own mail %s came back; no ticket", claim.entry_id, parsed.message_id
+        return _no_new_message(
+            session, claim, f"duplicate of ticket message {duplicate}", duplicate
         )
-        return None
+    if _is_own(session, mailbox, parsed, config):
+        return _no_new_message(session, claim, f"our own mail {parsed.message_id} came back")
     sender = parsed.from_.address if parsed.from_ else None
+    null_author = parsed.author_problem == "null_author"
     original = (
         known_message(session, mailbox, parsed.bounce.original_message_ids)
-        if parsed.bounce.is_bounce
+        if parsed.bounce.is_bounce or null_author
         else None
     )
     if original is not None:
@@ -89,8 +98,10 @@ def file_message(
             # Only the bounce that turned the reply failed says so to the helpdesk.
             events.reply_bounced(session, config, original.message_id)
         match: ThreadMatch | None = ThreadMatch(original.ticket_id, "bounce", original.message_id)
-    elif parsed.bounce.is_certain:
-        log.info("entry %d: bounce of mail we do not know; no ticket", claim.entry_id)
+    elif parsed.bounce.is_certain or null_author:
+        return _no_new_message(session, claim, "a bounce of mail we never sent")
+    elif sender is None:
+        _no_author(session, claim, stored, config, parsed.author_problem or "from_missing")
         return None
     else:
         # Asked before the lookup: on PostgreSQL each statement sees the latest
@@ -100,8 +111,28 @@ def file_message(
         if waiting_for is not None:
             raise TempFail(f"answers queue entry {waiting_for}, which is not filed yet")
         match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
-    ticket = _ticket(session, mailbox, match, parsed, sender or stored.mail_from or "unknown")
+    ticket = _ticket(session, mailbox, match, parsed, sender or "")
     return _store(session, claim, stored, ticket, parsed, match)
+
+
+def _no_new_message(
+    session: Session, claim: Claim, why: str, ticket_message_id: int | None = None
+) -> int | None:
+    log.info("entry %d: %s; no new ticket message", claim.entry_id, why)
+    note_outcome(session, claim, why)
+    return ticket_message_id
+
+
+def _no_author(
+    session: Session, claim: Claim, stored: StoredMessage, config: Config, problem: str
+) -> None:
+    """No ticket for a message without a trustworthy author, and a record saying so."""
+    why = f"no trustworthy author ({problem})"
+    rejection = record_batch_rejection(
+        session, stored, mailbox=claim.mailbox, reason="from_malformed", outcome=f"done: {why}"
+    )
+    events.rejected(session, config, rejection)
+    _no_new_message(session, claim, why)
 
 
 def _one_filer_per_message_id(session: Session, mailbox: str, message_id: str) -> None:
@@ -208,7 +239,7 @@ def _store(
         queue_entry_id=claim.entry_id,
         message_id=parsed.message_id,
         digest=parsed.content_digest,
-        from_addr=(parsed.from_.address if parsed.from_ else stored.mail_from)[:998],
+        from_addr=(parsed.from_.address if parsed.from_ else "")[:998],
         from_name=(parsed.from_.name if parsed.from_ else "")[:998],
         to=[a.address for a in parsed.to],
         cc=[a.address for a in parsed.cc],

@@ -23,8 +23,10 @@ deflate are refused as unscannable: zipfile cannot bound the output of its
 bzip2 and lzma decompressors per read.
 
 :func:`scan_message_bytes` works on the raw message and walks the MIME tree
-itself with the standard library, so it depends on nothing else in firstline
-and sees every leaf part, including those of attached messages;
+itself with the standard library, seeing every leaf part, including those of
+attached messages; it parses the bytes of :func:`policy.headerblock.read` and
+names parts with :mod:`policy.attachments`, as the ticket parser does, so the
+structure and the names checked are those stored and served.
 :func:`scan_parts` takes parts already decoded. It does no I/O.
 
 Reason codes (stable; they go to the rejection log):
@@ -46,9 +48,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-import email.utils
 import io
-import re
 import struct
 import zipfile
 import zlib
@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from email.message import Message
 from enum import StrEnum
 from typing import NamedTuple
+
+from policy import attachments, headerblock
 
 #: Names refused whatever their content: Windows executables, installers,
 #: scripts run by the Windows Script Host or PowerShell, shortcuts, Java
@@ -100,7 +102,6 @@ EICAR_SIGNATURE = "EICAR-Test-File"
 # (space, tab, CR, LF, Ctrl-Z), 128 bytes in all. Following them keeps mail
 # that merely quotes the string (security newsletters) deliverable.
 _EICAR_TAIL = frozenset(b" \t\r\n\x1a")
-_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _VBA_PROJECT_OLE = "_VBA_PROJECT".encode("utf-16-le")
 # A password-protected OOXML file is an OLE2 container around this stream.
 _ENCRYPTED_PACKAGE_OLE = "EncryptedPackage".encode("utf-16-le")
@@ -216,45 +217,55 @@ def _mime_parts(raw: bytes, limits: ScanLimits) -> Iterator[Part]:
     meet as a RecursionError or a memory bill.
     """
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
+        message = email.message_from_bytes(headerblock.canonical(raw), policy=email.policy.default)
+    except headerblock.HeaderTooLarge:
+        raise _blocked("unscannable", "", "header block too large") from None
     except RecursionError:
         raise _blocked("archive_limits", "", "MIME nesting too deep") from None
     except _MIME_ERRORS:
         raise _blocked("unscannable", "", "unparseable MIME structure") from None
-    stack: list[tuple[Message, int]] = [(message, 0)]
+    # Paths number parts as the ticket parser does (1, 1.1, 1.2 …): made-up
+    # names ("part-1.2.js") are part of what is checked.
+    stack: list[tuple[Message, int, str]] = [(message, 0, "1")]
     count = 0
     while stack:
-        part, depth = stack.pop()
+        part, depth, path = stack.pop()
         if depth > limits.max_mime_depth:
             raise _blocked("archive_limits", "", "MIME nesting too deep")
         payload = part.get_payload() if part.is_multipart() else None
         if isinstance(payload, list):
-            stack.extend((sub, depth + 1) for sub in reversed(payload) if isinstance(sub, Message))
+            children = [sub for sub in payload if isinstance(sub, Message)]
+            stack.extend(
+                (sub, depth + 1, f"{path}.{index}")
+                for index, sub in reversed(list(enumerate(children, 1)))
+            )
             continue
         count += 1
         if count > limits.max_entries:
             raise _blocked("archive_limits", "", "too many MIME parts")
-        yield _leaf(part, count)
+        yield _leaf(part, path)
 
 
-def _leaf(part: Message, index: int) -> Part:
+def _leaf(part: Message, path: str) -> Part:
     """Decode one leaf; a part the stdlib cannot read is refused, not skipped.
 
     Skipping it would let a crafted header hide ``.js`` from the name checks.
-    The name is the one a mail client shows, RFC 2047 and RFC 2231 decoded.
+    The name is the one the ticket stores and serves (:mod:`policy.attachments`);
+    a given name hiding its extension behind bidi controls is refused as such.
     """
     try:
-        name = part.get_filename() or part.get_param("name") or ""
-        if isinstance(name, tuple):  # an RFC 2231 value in an unknown charset
-            name = email.utils.collapse_rfc2231_value(name)
+        if attachments.BIDI_CONTROLS.search(attachments.given_filename(part)):
+            raise _blocked(
+                "blocked_attachment", f"part {path}", "name hides its extension with bidi controls"
+            )
         data = part.get_payload(decode=True)
         return Part(
-            filename=str(name),
+            filename="" if attachments.is_body(part) else attachments.filename(part, path),
             content_type=part.get_content_type(),
             data=data if isinstance(data, bytes) else b"",
         )
     except _MIME_ERRORS:
-        raise _blocked("unscannable", f"part {index}", "unparseable MIME part") from None
+        raise _blocked("unscannable", f"part {path}", "unparseable MIME part") from None
 
 
 def scan_message_bytes(raw: bytes, limits: ScanLimits = DEFAULT_LIMITS) -> ScanResult:
@@ -312,7 +323,7 @@ def _check_eicar(data: bytes, filename: str) -> None:
 
 
 def _check_name(path: str, name: str) -> None:
-    if _BIDI_CONTROLS.search(name):
+    if attachments.BIDI_CONTROLS.search(name):
         raise _blocked("blocked_attachment", path, "name hides its extension with bidi controls")
     # Windows ignores trailing dots and spaces: "invoice.exe. " runs as an .exe.
     parts = name.rstrip(". \t").lower().split(".")

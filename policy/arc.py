@@ -19,7 +19,8 @@ from typing import Literal
 import authres
 import dkim
 
-from policy.dkim import Keys, dnsfunc
+from policy.dkim import Keys, dkimpy_message, dnsfunc
+from policy.headerblock import HeaderBlock
 
 ChainResult = Literal["none", "pass", "fail"]
 
@@ -57,10 +58,10 @@ def _recorded_dmarc(aar_value: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-def verify_arc(raw: bytes, keys: Keys, min_key_bits: int) -> ArcResult:
+def verify_arc(block: HeaderBlock, keys: Keys, min_key_bits: int) -> ArcResult:
     """Validate the whole chain; ``cv`` is ``none`` when the message has no ARC sets."""
     try:
-        verifier = dkim.ARC(raw, minkey=min_key_bits)
+        verifier = dkimpy_message(dkim.ARC, block, min_key_bits)
         cv, results, comment = verifier.verify(dnsfunc=dnsfunc(keys))
     except dkim.DKIMException as exc:
         return ArcResult("fail", str(exc))

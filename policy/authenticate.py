@@ -26,7 +26,14 @@ reason                      action      meaning
 ``manual_forward_quarantine`` quarantine manually forwarded, policy quarantine
 ``dmarc_reject``            reject      DMARC failed, effective policy reject (550)
 ``manual_forward``          reject      manually forwarded, policy reject (550)
-``from_malformed``          reject      zero or several From addresses (550)
+``from_malformed``          reject      no single trustworthy author (550; the
+                                        detail's ``problem`` says which, see
+                                        :mod:`policy.author`)
+``header_too_large``        reject      a header block over the limit (552)
+``null_author_bounce``      accept      a delivery report whose From names no
+                                        address (``<>``, MAILER-DAEMON): DMARC
+                                        has no domain to judge; it can only join
+                                        the ticket of mail we sent
 ``dns_tempfail``            tempfail    DNS timeout/SERVFAIL in any check (451)
 ==========================  ==========  =========================================
 
@@ -39,6 +46,13 @@ networks. Everything else is checked as usual.
 A malformed From is refused even under ``dmarc: monitor``: it is not a DMARC
 decision but a message without a single author (RFC 7489 6.6.1), which
 cannot become a ticket with a requester.
+
+The header block is read once (:mod:`policy.headerblock`) and the author
+once (:mod:`policy.author`); dkimpy is handed that reading rather than
+parsing the message itself, so the fields signatures are checked over are
+the fields the ticket is made from. Malformed input is never our trouble: a
+check that cannot read the message gives ``permerror`` for that method, the
+verdict rests on the others, and one log line names the reason code.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import email
 import ipaddress
+import logging
 import multiprocessing
 import os
 import re
@@ -57,8 +72,10 @@ from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Any
 
-from policy import authresults, dkim, dmarc, forwarding, spf
+from policy import authresults, dkim, dmarc, forwarding, headerblock, spf
 from policy.arc import ArcResult, verify_arc
+from policy.author import Author, NoAuthor
+from policy.author import read as read_author
 from policy.config import Config, MailboxConfig, PolicyConfig
 from policy.dns import Resolver
 from policy.errors import DnsTempError
@@ -75,12 +92,13 @@ FROM_MALFORMED_REPLY = (
     "550 5.7.1 The message must name exactly one author address in its From header field"
 )
 
+log = logging.getLogger("mail.verify")
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # "from HELO (rDNS-name [IP])": the comment is what the receiving hop wrote itself.
 _RECEIVED_FROM = re.compile(
     r"^\s*from\s+(?P<helo>\S+)\s*\((?P<rest>[^()]*)\)", re.IGNORECASE | re.DOTALL
 )
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BRACKETED_IP = re.compile(r"\[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\]")
 
 
@@ -98,19 +116,48 @@ class Analysis:
     signatures: list[dkim.DkimSignature]
     arc: ArcResult
     evidence: forwarding.ForwardingEvidence
+    # (method, reason code: what the message did to that check) for the log.
+    problems: tuple[tuple[str, str], ...] = ()
 
 
 def analyse(raw: bytes, mail_from: str, keys: dkim.Keys, min_key_bits: int) -> Analysis:
     """The CPU-heavy part, fit for a process pool: every signature, ARC, the body.
 
     Everything that needs more than the header block happens here, so the
-    event loop only ever parses headers.
+    event loop only ever reads headers. ``raw`` is canonical (the listener
+    verifies what it stores); reading it again here costs one linear pass and
+    keeps what crosses to the worker small. Whatever a hostile message makes
+    a library raise is that method's ``permerror``, never a 4xx.
     """
-    return Analysis(
-        dkim.verify_dkim(raw, keys, min_key_bits),
-        verify_arc(raw, keys, min_key_bits),
-        forwarding.inspect(email.message_from_bytes(raw), mail_from),
-    )
+    block = headerblock.read(raw)
+    problems: list[tuple[str, str]] = []
+    try:
+        signatures = dkim.verify_dkim(block, keys, min_key_bits)
+    except Exception as exc:  # hostile input: the sender's fault, not ours
+        problems.append(("dkim", type(exc).__name__))
+        signatures = [
+            dkim.DkimSignature(d or "", "", "", "permerror", f"unreadable: {type(exc).__name__}")
+            for d in _signature_domains(block)
+        ]
+    try:
+        arc = verify_arc(block, keys, min_key_bits)
+    except Exception as exc:
+        problems.append(("arc", type(exc).__name__))
+        arc = ArcResult("fail", f"unreadable: {type(exc).__name__}")
+    try:
+        evidence = forwarding.inspect(email.message_from_bytes(raw), mail_from)
+    except Exception as exc:  # e.g. RecursionError on thousands of MIME levels
+        problems.append(("forwarding", type(exc).__name__))
+        evidence = forwarding.ForwardingEvidence()
+    return Analysis(signatures, arc, evidence, tuple(problems))
+
+
+def _signature_domains(block: headerblock.HeaderBlock) -> list[str]:
+    return [
+        dkim.tag_text(value, b"d")
+        for name, value in block.fields
+        if name.lower() == b"dkim-signature"
+    ]
 
 
 def process_pool() -> ProcessPoolExecutor:
@@ -214,16 +261,6 @@ def spf_origin(received: list[str], envelope: Envelope, trusted: list[Network]) 
     return envelope.client_ip, envelope.helo  # it started on a trusted host
 
 
-def header_block(raw: bytes) -> bytes:
-    """The header section, up to and including the blank line that ends it."""
-    match = _HEADER_END.search(raw)
-    return raw[: match.end()] if match else raw
-
-
-def _values(header_fields: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
-    return [v.decode("utf-8", "replace").strip() for n, v in header_fields if n.lower() == name]
-
-
 def _record(value: Any) -> dict[str, Any]:
     """A dataclass as a JSON-ready dict, shallow (our results are flat)."""
     return {f.name: getattr(value, f.name) for f in fields(value)}
@@ -243,7 +280,8 @@ def _trusted_sealer(arc: ArcResult, author: str, sealers: list[str]) -> bool:
 class _Checks:
     spf: tuple[spf.SpfCheck, spf.SpfCheck]
     keys: dkim.Keys
-    discovery: dmarc.PolicyDiscovery
+    # None for a null-sender bounce: there is no author domain to ask about.
+    discovery: dmarc.PolicyDiscovery | None
 
 
 class Authenticator:
@@ -282,20 +320,27 @@ class Authenticator:
     async def verify(
         self, raw: bytes, envelope: Envelope, mailbox: MailboxConfig, policy: PolicyConfig
     ) -> Verdict:
-        header_fields = dkim.headers(header_block(raw))
         try:
-            author = dmarc.author_domain(_values(header_fields, b"from"))
-        except dmarc.MalformedFrom as exc:
+            # Linear and bounded (policy.headerblock), but not free: beside the loop.
+            block = await asyncio.to_thread(headerblock.read, raw)
+        except headerblock.HeaderTooLarge as exc:
+            return Verdict(
+                Action.REJECT, "header_too_large", headerblock.TOO_LARGE_REPLY,
+                details={"header": str(exc)},
+            )  # fmt: skip
+        try:
+            author = read_author(block.values("from"))
+        except NoAuthor as exc:
+            log.info("from_malformed (%s): %s", exc.reason, exc.detail)
             return Verdict(
                 Action.REJECT,
                 "from_malformed",
                 FROM_MALFORMED_REPLY,
-                details={"from": str(exc)},
+                details={"from": exc.detail, "problem": exc.reason},
             )
-        received = _values(header_fields, b"received")
-        ip, helo = spf_origin(received, envelope, list(policy.trusted_networks))
+        ip, helo = spf_origin(block.values("received"), envelope, list(policy.trusted_networks))
         try:
-            checks = await self._lookups(dkim.key_names(header_fields), envelope, ip, helo, author)
+            checks = await self._lookups(dkim.key_names(block.fields), envelope, ip, helo, author)
         except DnsTempError as exc:
             return self._tempfail(str(exc))
         mailfrom = checks.spf[0]
@@ -304,22 +349,36 @@ class Authenticator:
         if mailfrom.dns_failure:
             return self._tempfail("SPF: " + mailfrom.explanation)
         analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
-        message_ids = _values(header_fields, b"message-id")
-        outcome = dmarc.evaluate(
-            author,
-            checks.discovery,
-            mailfrom.result,
-            mailfrom.domain,
-            [s.domain for s in analysis.signatures if s.result == "pass"],
-            message_ids[0] if message_ids else "",
+        for method, problem in analysis.problems:
+            log.info("%s permerror (malformed_input: %s)", method, problem)
+        message_ids = block.values("message-id")
+        outcome = (
+            dmarc.evaluate(
+                author.domain,
+                checks.discovery,
+                mailfrom.result,
+                mailfrom.domain,
+                [s.domain for s in analysis.signatures if s.result == "pass"],
+                message_ids[0] if message_ids else "",
+            )
+            if checks.discovery is not None
+            else dmarc.DmarcOutcome("none", "", reason="null-sender bounce: no author domain")
         )
         results = authresults.build(
             self.authserv_id, checks.spf, analysis.signatures, analysis.arc, outcome,
             envelope.client_ip,
         )  # fmt: skip
-        action, reason, reply, kind = self._decide(outcome, analysis.arc, analysis.evidence, policy)
+        if author.null:
+            action, reason, reply, kind = (
+                Action.ACCEPT, "null_author_bounce", None, analysis.evidence.kind
+            )  # fmt: skip
+        else:
+            action, reason, reply, kind = self._decide(
+                outcome, analysis.arc, analysis.evidence, policy
+            )
         details: dict[str, Any] = {
-            "from_domain": author,
+            "from_domain": author.domain,
+            "author": author.address,
             "spf_ip": ip,
             "spf": [_record(c) for c in checks.spf],
             "dkim": [_record(s) for s in analysis.signatures],
@@ -337,7 +396,7 @@ class Authenticator:
         return Verdict(action, reason, reply, results, kind, details)
 
     async def _lookups(
-        self, names: list[str], envelope: Envelope, ip: str, helo: str, author: str
+        self, names: list[str], envelope: Envelope, ip: str, helo: str, author: Author
     ) -> _Checks:
         try:
             async with asyncio.TaskGroup() as group:
@@ -345,10 +404,15 @@ class Authenticator:
                     spf.check_spf(self.resolver, ip, envelope.mail_from, helo, self._spf_results)
                 )
                 keys_task = group.create_task(dkim.fetch_keys(self.resolver, names))
-                dmarc_task = group.create_task(dmarc.discover(self.resolver, author))
+                dmarc_task = (
+                    None
+                    if author.null
+                    else group.create_task(dmarc.discover(self.resolver, author.domain))
+                )
         except* DnsTempError as group_error:
             raise group_error.exceptions[0] from None
-        return _Checks(spf_task.result(), keys_task.result(), dmarc_task.result())
+        discovery = dmarc_task.result() if dmarc_task is not None else None
+        return _Checks(spf_task.result(), keys_task.result(), discovery)
 
     async def _analyse(
         self, raw: bytes, mail_from: str, keys: dkim.Keys, policy: PolicyConfig

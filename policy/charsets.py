@@ -235,3 +235,47 @@ def decode_words(value: object) -> str:
         return str(make_header(decode_header(text)))
     except Exception:  # malformed encoded words: keep what was sent
         return text
+
+
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_LINE_BREAKS = re.compile(r"[\r\n\x00]+")
+
+
+def decode_header_value(raw: str) -> tuple[str, bool]:
+    """A header value unfolded, RFC 2047-decoded and on one line.
+
+    Returns the text and whether a charset had to be repaired. Raw 8-bit
+    bytes (RFC 6532 UTF-8, or a legacy charset a client did not declare)
+    arrive as surrogate escapes and are decoded like a body part.
+    """
+    repaired = False
+    value = _FOLD.sub("", raw)
+    escaped = decode_escaped(value)
+    value, repaired = escaped.text, escaped.repaired
+    pieces: list[str] = []
+    position = 0
+    previous_was_word = False
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[position : match.start()]
+        if not (previous_was_word and not between.strip()):
+            pieces.append(between)
+        word, word_repaired = _decode_word(match.group())
+        pieces.append(word)
+        repaired = repaired or word_repaired
+        position = match.end()
+        previous_was_word = True
+    pieces.append(value[position:])
+    text = _LINE_BREAKS.sub(" ", "".join(pieces))
+    return clean_text(text).strip(), repaired
+
+
+def _decode_word(word: str) -> tuple[str, bool]:
+    try:
+        [(data, charset)] = decode_header(word)
+    except Exception:  # a broken encoded word is shown as written
+        return word, False
+    if isinstance(data, str):
+        return data, False
+    decoded = decode_bytes(data, charset)
+    return decoded.text, decoded.repaired

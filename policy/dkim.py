@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from policy.dns import Resolver
+from policy.headerblock import HeaderBlock
 
 DkimResult = Literal["pass", "fail", "permerror"]
 
@@ -55,20 +57,26 @@ class DkimSignature:
     key_bits: int | None = None
 
 
-def headers(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """The header fields as dkimpy sees them: (name, value as it was folded).
+_LINE_BREAK = re.compile(rb"\r?\n")
+_SignerT = TypeVar("_SignerT", bound=dkim.DomainSigner)
 
-    A line that is neither a field nor a continuation makes dkimpy give up on
-    the whole message; the fields around it are still what the sender wrote,
-    so they are read without it (no signature over such a header can verify).
+
+def dkimpy_message(cls: type[_SignerT], block: HeaderBlock, min_key_bits: int) -> _SignerT:
+    """A dkimpy verifier over our one reading of the message.
+
+    dkimpy's own parser reads the header block differently from everything
+    else (it gives up on obsolete syntax, and appending continuation lines one
+    by one is quadratic), so it is handed the fields of
+    :func:`policy.headerblock.read` and the body as its parser would have
+    made it (CRLF line breaks).
     """
-    try:
-        parsed, _body = dkim.rfc822_parse(raw)
-    except dkim.MessageFormatError:
-        block = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-        lines = [line for line in block.split(b"\n") if b":" in line or line[:1] in (b" ", b"\t")]
-        parsed, _body = dkim.rfc822_parse(b"\n".join(lines) + b"\n\n")
-    return list(parsed)
+    verifier: _SignerT = cls(None, minkey=min_key_bits)
+    verifier.headers = [[name, value] for name, value in block.fields]
+    body = block.body
+    if body.count(b"\n") != body.count(b"\r\n"):
+        body = b"\r\n".join(_LINE_BREAK.split(body))
+    verifier.body = body
+    return verifier
 
 
 def _tags(value: bytes) -> dict[bytes, bytes] | None:
@@ -125,6 +133,11 @@ def dnsfunc(keys: Keys) -> Callable[..., bytes | None]:
     return lookup
 
 
+def tag_text(value: bytes, name: bytes) -> str:
+    """One tag of a signature field's value, as text ("" when unreadable)."""
+    return _tag(_tags(value), name)
+
+
 def _tag(tags: dict[bytes, bytes] | None, name: bytes) -> str:
     value = (tags or {}).get(name, b"")
     return value.strip().decode("ascii", "replace").lower()
@@ -135,16 +148,9 @@ def _header_b(tags: dict[bytes, bytes] | None) -> str:
     return b"".join(value.split())[:8].decode("ascii", "replace")
 
 
-def verify_dkim(raw: bytes, keys: Keys, min_key_bits: int) -> list[DkimSignature]:
-    """Verify every DKIM-Signature of ``raw``, topmost first."""
-    try:
-        verifier = dkim.DKIM(raw, minkey=min_key_bits)
-    except dkim.MessageFormatError as exc:  # the sender's fault: nothing verifies
-        return [
-            DkimSignature(_tag(tags, b"d"), _tag(tags, b"s"), _tag(tags, b"a"), "permerror",
-                          f"malformed message: {exc}", _header_b(tags), None)
-            for tags in (_tags(v) for n, v in headers(raw) if n.lower() == b"dkim-signature")
-        ]  # fmt: skip
+def verify_dkim(block: HeaderBlock, keys: Keys, min_key_bits: int) -> list[DkimSignature]:
+    """Verify every DKIM-Signature of the message, topmost first."""
+    verifier = dkimpy_message(dkim.DKIM, block, min_key_bits)
     values = [v for n, v in verifier.headers if n.lower() == b"dkim-signature"]
     lookup = dnsfunc(keys)
     results = []

@@ -28,7 +28,6 @@ import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from email.utils import getaddresses
 from typing import Literal
 
 from publicsuffixlist import PublicSuffixList
@@ -44,10 +43,6 @@ _WEAKER: dict[Disposition, Disposition] = {
     "quarantine": "none",
     "none": "none",
 }
-
-
-class MalformedFrom(ValueError):
-    """Zero or several author addresses, or one without a domain."""
 
 
 @functools.cache
@@ -68,20 +63,6 @@ def aligned(identifier: str, author: str, mode: str) -> bool:
     if mode == "s":
         return identifier == author
     return organizational_domain(identifier) == organizational_domain(author)
-
-
-def author_domain(from_values: list[str]) -> str:
-    """The RFC5322.From domain, refusing anything but exactly one address."""
-    if len(from_values) != 1:
-        raise MalformedFrom(f"{len(from_values)} From header fields")
-    addresses = [address for _name, address in getaddresses(from_values) if address]
-    if len(addresses) != 1:
-        raise MalformedFrom(f"{len(addresses)} From addresses")
-    local, at, domain = addresses[0].rpartition("@")
-    domain = domain.strip().lower().rstrip(".")
-    if not at or not local or not domain or "." not in domain or " " in domain:
-        raise MalformedFrom("the From address has no usable domain")
-    return domain
 
 
 @dataclass(frozen=True)

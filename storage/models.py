@@ -93,6 +93,9 @@ class QueueEntry(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utcnow)
     state_changed_at: datetime = _when(default_factory=utcnow)
     ticket_message_id: int | None = Field(default=None)
+    # Why a processed entry made no new ticket message (a duplicate, a bounce of
+    # mail we never sent, our own mail come back): what trace says about it.
+    outcome: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Set when an operator released the entry from quarantine: the batch must
     # not quarantine it again for the reason the operator has already overruled.
     released_at: datetime | None = _when(default=None, nullable=True)

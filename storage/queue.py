@@ -127,6 +127,14 @@ def finish(session: Session, claim: Claim, *, ticket_message_id: int | None) -> 
     )
 
 
+def note_outcome(session: Session, claim: Claim, outcome: str) -> None:
+    """Say why this entry makes no new ticket message, in the filing transaction
+    (whose :func:`finish` checks the lease and leaves the note in place)."""
+    session.execute(
+        update(QueueEntry).where(col(QueueEntry.id) == claim.entry_id).values(outcome=outcome)
+    )
+
+
 def quarantine(session: Session, claim: Claim, *, reason: str) -> None:
     _transition(session, claim, state=QueueState.QUARANTINED, last_error=reason)
 

@@ -33,7 +33,10 @@ from storage.rejections import bare_message_id
 def _status(entry: QueueEntry, message: StoredMessage, ticket_id: int | None) -> str:
     state = QueueState(entry.state)
     if state == QueueState.DONE:
-        return f"on ticket {ticket_id}" if ticket_id is not None else "processed, no ticket"
+        why = f": {entry.outcome}" if entry.outcome else ""
+        return (
+            f"on ticket {ticket_id}{why}" if ticket_id is not None else f"processed, no ticket{why}"
+        )
     if state == QueueState.FAILED:
         return f"failed after {entry.attempts} attempt(s): {entry.last_error or 'no error'}"
     if state == QueueState.QUARANTINED:
@@ -131,6 +134,7 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
                 "mailbox": entry.mailbox,
                 "attempts": entry.attempts,
                 "error": entry.last_error,
+                "outcome": entry.outcome,
                 "ticket_id": ticket_id,
             }
         )

@@ -12,7 +12,7 @@ from sqlmodel import col
 from ingest.headers import summarize
 from storage import views
 from storage.models import QueueEntry, StoredMessage
-from tests.server import ServerThread
+from tests.server import RawClient, ServerThread
 
 
 def deliver(
@@ -84,3 +84,16 @@ def ticket_of(all_tickets: list[dict[str, Any]], message_id: str) -> dict[str, A
     """The one ticket holding a message with ``message_id``."""
     [ticket] = [t for t in all_tickets if any(m["message_id"] == message_id for m in t["messages"])]
     return ticket
+
+
+def transmit(
+    client: RawClient, raw: bytes, mail_from: str, rcpt: str = "support@example.com"
+) -> str:
+    """One transaction with the bytes exactly as given (dot-stuffed), the final reply."""
+    assert client.cmd(f"MAIL FROM:<{mail_from}>".encode()).startswith(b"250")
+    assert client.cmd(f"RCPT TO:<{rcpt}>".encode()).startswith(b"250")
+    assert client.cmd(b"DATA").startswith(b"354")
+    data = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+    data = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
+    client.send(data + b".\r\n")
+    return client.reply().decode("utf-8", "replace")

@@ -26,6 +26,8 @@ from policy.antivirus import (
     scan_message_bytes,
     scan_parts,
 )
+from policy.attachments import clean_filename
+from policy.headerblock import canonical
 
 MIB = 1024 * 1024
 
@@ -151,12 +153,16 @@ def test_eicar_in_an_attached_message() -> None:
     "filename",
     ["setup.exe", "invoice.pdf.exe", "INVOICE.PDF.SCR", "run.js", "a.vbs", "x.bat", "y.cmd",
      "tool.jar", "old.com", "f.pif", "p.ps1", "h.hta", "i.msi", "s.lnk", "disk.iso",
-     "invoice.exe.", "invoice.exe. ."],
+     "invoice.exe.", "invoice.exe. .",
+     # Invisible characters: removed before the check, as from the stored name.
+     "update.j\u200bs", "run.bat\u00ad", "setup.hta\ufeff",
+     "\uff53\uff45\uff54\uff55\uff50.\uff45\uff58\uff45"],
 )  # fmt: skip
 def test_blocked_names(filename: str) -> None:
     result = scan_message_bytes(mail((filename, b"harmless looking bytes")))
     assert (result.outcome, result.reason) == (Outcome.BLOCKED, "blocked_attachment")
-    assert result.filename == filename
+    # The finding names the file as the ticket would store and serve it.
+    assert result.filename == clean_filename(filename)
 
 
 def test_double_extension_is_named_in_the_detail() -> None:
@@ -406,14 +412,15 @@ def test_nesting_within_the_mime_limit_passes() -> None:
     assert scan_message_bytes(nested_mime(30)).outcome is Outcome.CLEAN
 
 
-def test_header_that_crashes_the_stdlib_parser_is_unscannable() -> None:
-    """Found by fuzzing: a bare CR inside a parameter name raises IndexError in the stdlib."""
+def test_a_bare_cr_in_a_header_is_a_space_for_every_reader() -> None:
+    """Found by fuzzing: a bare CR inside a parameter name raised IndexError in the
+    stdlib. The one header reading makes it a space before any parser sees it."""
     raw = (
         b"From: a@example.net\nMIME-Version: 1.0\n"
         b'Content-Type: multipart/mixed; bounda*\r09ry="x"\n\n--x\nhi\n--x--\n'
     )
-    result = scan_message_bytes(raw)
-    assert (result.outcome, result.reason) == (Outcome.BLOCKED, "unscannable")
+    assert scan_message_bytes(raw).outcome is Outcome.CLEAN
+    assert b"bounda* 09ry" in canonical(raw)
 
 
 MUTATION_BYTES = b"=?*;\"'\\%\r\n :/bq-_09aZ\x00\xff\xe2\x80\xae"

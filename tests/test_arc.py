@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from policy.arc import ArcResult, verify_arc
-from policy.dkim import fetch_keys, headers, key_names
+from policy.dkim import fetch_keys, key_names
 from policy.dns import Resolver
+from policy.headerblock import read
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 from tests.signing import Signer, message
 
 
 async def check(server: DnsServer, raw: bytes) -> ArcResult:
-    keys = await fetch_keys(Resolver([server.address], timeout=2.0), key_names(headers(raw)))
-    return verify_arc(raw, keys, 1024)
+    keys = await fetch_keys(Resolver([server.address], timeout=2.0), key_names(read(raw).fields))
+    return verify_arc(read(raw), keys, 1024)
 
 
 def arrive(raw: bytes, authserv_id: str, dmarc: str) -> bytes:

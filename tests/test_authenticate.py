@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from policy.authenticate import Authenticator, dmarc_reject_reply, process_pool
 from policy.config import Config, MailboxConfig, PolicyConfig, PolicyOverride
 from policy.dns import Resolver
+from policy.headerblock import canonical, read
 from policy.verdict import Action, Envelope, ForwardingKind
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 from tests.signing import Signer, message
@@ -396,17 +397,51 @@ def test_pool_workers_exit_when_the_server_is_killed() -> None:
 async def test_a_header_line_without_a_colon_is_judged_not_deferred(
     dns_server: DnsServer, authenticator: Authenticator
 ) -> None:
-    """dkimpy refuses such a message outright; that is the sender's fault, so the
-    verdict is given on what can be checked (SPF passes here) instead of a 451
-    the forwarder would retry for days."""
-    signed = publish_sender(dns_server, "v=DMARC1; p=none").sign(message())
+    """dkimpy's own parser refuses such a message outright (a 451 the forwarder
+    would retry for days). The one header reading drops the line, and what is
+    verified is what is stored: the signature, which never covered the line,
+    verifies over that."""
+    signed = publish_sender(dns_server, "v=DMARC1; p=reject").sign(message())
     head, _, body = signed.partition(b"\r\n\r\n")
     broken = head + b"\r\nthis line is no header field\r\n\r\n" + body
     verdict = await authenticator.verify(broken, envelope(), MAILBOX, PolicyConfig())
     assert verdict.action == Action.ACCEPT
     [signature] = verdict.details["dkim"]
-    assert signature["result"] == "permerror" and signature["domain"] == "example.com"
-    assert verdict.details["dmarc"]["result"] == "pass"  # aligned SPF still counts
+    assert signature["result"] == "pass" and signature["domain"] == "example.com"
+    assert canonical(broken) == signed
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: b"\xef\xbb\xbf" + raw,  # a byte-order mark
+        lambda raw: raw.replace(b"Subject:", b"Subject :", 1),  # RFC 5322 4.5.3
+        lambda raw: raw.replace(b"\r\n\r\n", b"\r\nS\xc3\xbcbject: x\r\n\r\n", 1),
+        lambda raw: raw + b"\x00\xff\xfe binary tail \x80\r\n",
+        lambda raw: raw.replace(b"\r\n", b"\n"),  # a file handed over with LF
+    ],
+    ids=["bom", "obsolete-colon", "8bit-name", "binary-tail", "lf"],
+)
+async def test_header_block_oddities_get_a_verdict_not_a_451(
+    dns_server: DnsServer, authenticator: Authenticator, damage: Callable[[bytes], bytes]
+) -> None:
+    raw = damage(publish_sender(dns_server, "v=DMARC1; p=none").sign(message()))
+    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert verdict.action == Action.ACCEPT, verdict
+    assert verdict.details["author"] == "alice@example.com"
+    assert verdict.details["dmarc"]["author"] == "example.com"
+
+
+async def test_thousands_of_continuation_lines_are_read_in_linear_time_or_refused(
+    authenticator: Authenticator,
+) -> None:
+    """Issue 12's folded header: dkimpy appended continuation lines one by one."""
+    folded = b"Subject: x\r\n" + b" a\r\n" * 60_000 + b"From: a@example.com\r\n\r\nbody\r\n"
+    assert len(read(folded).fields) == 2
+    huge = b"Subject: x\r\n" + b" a\r\n" * 2_000_000 + b"\r\nbody\r\n"
+    verdict = await authenticator.verify(huge, envelope(), MAILBOX, PolicyConfig())
+    assert (verdict.action, verdict.reason) == (Action.REJECT, "header_too_large")
+    assert verdict.reply is not None and verdict.reply.startswith("552 5.3.4 ")
 
 
 async def test_a_pool_whose_worker_died_is_replaced_not_a_451_forever(
@@ -429,3 +464,22 @@ async def test_a_pool_whose_worker_died_is_replaced_not_a_451_forever(
     finally:
         authenticator.close()
         pool.shutdown(wait=True)
+
+
+async def test_two_thousand_mime_levels_are_a_verdict_with_one_log_line(
+    dns_server: DnsServer, authenticator: Authenticator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stdlib recurses per MIME level; that is the message's fault, not a 451."""
+    publish_sender(dns_server, "v=DMARC1; p=none")
+    body = b"deep\r\n"
+    for level in range(2000):
+        body = b'Content-Type: multipart/mixed; boundary="%d"\r\n\r\n--%d\r\n%s\r\n--%d--\r\n' % (
+            level, level, body, level,
+        )  # fmt: skip
+    raw = message().split(b"Content-Type:")[0] + body
+    caplog.set_level("INFO", logger="mail.verify")
+    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert verdict.action == Action.ACCEPT and verdict.details["dmarc"]["result"] == "pass"
+    [line] = [r for r in caplog.records if r.name == "mail.verify"]
+    assert line.getMessage() == "forwarding permerror (malformed_input: RecursionError)"
+    assert line.exc_info is None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from policy.dkim import fetch_keys, headers, key_names, verify_dkim
+from policy.dkim import fetch_keys, key_names, verify_dkim
 from policy.dns import Resolver
 from policy.errors import DnsTempError
+from policy.headerblock import read
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
 from tests.signing import Signer, message
 
@@ -15,8 +16,8 @@ async def verify(
     server: DnsServer, raw: bytes, min_key_bits: int = 1024, dns_timeout: float = 2.0
 ) -> list:
     resolver = Resolver([server.address], timeout=dns_timeout)
-    keys = await fetch_keys(resolver, key_names(headers(raw)))
-    return verify_dkim(raw, keys, min_key_bits)
+    keys = await fetch_keys(resolver, key_names(read(raw).fields))
+    return verify_dkim(read(raw), keys, min_key_bits)
 
 
 async def test_rsa_signature_passes(dns_server: DnsServer) -> None:

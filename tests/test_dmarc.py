@@ -6,10 +6,8 @@ import pytest
 
 from policy.dmarc import (
     DmarcRecord,
-    MalformedFrom,
     PolicyDiscovery,
     aligned,
-    author_domain,
     discover,
     evaluate,
     organizational_domain,
@@ -52,35 +50,6 @@ def test_organizational_domain(domain: str, org: str) -> None:
 )
 def test_alignment(identifier: str, author: str, mode: str, expected: bool) -> None:
     assert aligned(identifier, author, mode) is expected
-
-
-@pytest.mark.parametrize(
-    ("values", "domain"),
-    [
-        (["Alice <alice@Example.COM>"], "example.com"),
-        (['"Bob, Jr." <bob@mail.example.co.uk>'], "mail.example.co.uk"),
-        (["carol@example.org (Carol)"], "example.org"),
-    ],
-)
-def test_author_domain(values: list[str], domain: str) -> None:
-    assert author_domain(values) == domain
-
-
-@pytest.mark.parametrize(
-    "values",
-    [
-        [],
-        ["a@example.com", "b@example.com"],
-        ["a@example.com, b@example.net"],
-        ["undisclosed-recipients:;"],
-        ["no address here"],
-        ["alice@"],
-        ["alice@localhost"],
-    ],
-)
-def test_malformed_from_is_refused_explicitly(values: list[str]) -> None:
-    with pytest.raises(MalformedFrom):
-        author_domain(values)
 
 
 @pytest.mark.parametrize(

@@ -90,17 +90,17 @@ def test_limits_and_protocol_refusals_are_one_record_each(
         assert client.cmd(b"RCPT TO:<billing@example.com>").startswith(b"250")
         too_many = client.cmd(b"RCPT TO:<lenient@example.com>").decode().strip()
         client.cmd(b"DATA")
-        client.send(MESSAGE + b"y" * 5000 + b"\r\n.\r\n")
+        client.send(MESSAGE + b"y" * (1024 * 1024 + 10) + b"\r\n.\r\n")
         long_line = client.reply().decode().strip()
         client.close()
         got = [(r.stage, r.reason, r.reply) for r in records(server)]
     assert got == [
         ("RCPT", "policy_split", split),
         ("RCPT", "too_many_recipients", too_many),
-        ("DATA", "line_too_long", long_line),
+        ("DATA", "message_too_big", long_line),
     ]
     assert split.startswith("452 4.5.3") and too_many.startswith("452 4.5.3")
-    assert long_line.startswith("500 5.5.2")
+    assert long_line.startswith("552 5.3.4")
 
 
 def test_data_refusal_by_verification_keeps_headers_and_results(

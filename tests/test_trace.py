@@ -191,3 +191,41 @@ def test_a_held_manual_forward_names_its_original_sender(
     received = next(e for e in found["events"] if e["event"] == "received")  # type: ignore[attr-defined]
     assert received["forwarded_from"] == "carol@buyer.example"
     assert received["verdict"]["forwarding"]["original_sender"] == "carol@buyer.example"
+
+
+def test_trace_says_why_a_processed_message_made_no_ticket(server: ServerThread) -> None:
+    raw = message(sender="Alice <alice@fine.example>", to="support@example.com")
+    own = message(
+        sender="Support <support@example.com>",
+        to="support@example.com",
+        extra=(("X-Loop", "support@example.com"),),
+    )
+    unknown_bounce = (
+        b"From: MAILER-DAEMON (Mail Delivery System)\r\nTo: support@example.com\r\n"
+        b"Subject: Undelivered Mail\r\nMessage-ID: <dsn-1@mx.elsewhere.example>\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="d"\r\n\r\n'
+        b"--d\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+        b"Final-Recipient: rfc822; gone@fine.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"\r\n--d\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Message-ID: <never-sent@example.com>\r\n\r\n--d--\r\n"
+    )
+    with server.smtp() as client:
+        client.sendmail("alice@fine.example", ["support@example.com"], raw)
+    server.process()
+    with server.smtp() as client:
+        client.sendmail("alice@fine.example", ["support@example.com"], raw)  # delivered again
+        client.sendmail("support@example.com", ["support@example.com"], own)
+        client.sendmail("", ["support@example.com"], unknown_bounce)
+    server.process()
+    with Session(server.engine) as session:
+        [first] = session.scalars(select(TicketMessage)).all()
+    again = states(traced(server, message_id(raw)))
+    assert again == [
+        f"on ticket {first.ticket_id}",
+        f"on ticket {first.ticket_id}: duplicate of ticket message {first.id}",
+    ]
+    [came_back] = states(traced(server, message_id(own)))
+    assert came_back.startswith("processed, no ticket: our own mail <") and "came back" in came_back
+    assert states(traced(server, "dsn-1@mx.elsewhere.example")) == [
+        "processed, no ticket: a bounce of mail we never sent"
+    ]

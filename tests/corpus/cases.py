@@ -419,6 +419,8 @@ case(
         None,
         "still readable",
         mail_from="alice@customer.example",
+        # No trustworthy author: no ticket, and never the envelope sender instead.
+        ticket=False,
     )
 )
 case(Case("empty-body", mail("empty-body", "Empty", b""), "Empty", "alice@customer.example", ""))

@@ -1,0 +1,76 @@
+"""The one author of a message: strict and lenient readings of From, and when they disagree."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy.author import MAX_FROM_CHARS, Author, NoAuthor, read
+
+
+@pytest.mark.parametrize(
+    ("value", "address", "display"),
+    [
+        ("Alice <alice@Example.COM>", "alice@example.com", "Alice"),
+        ('"Bob, Jr." <bob@mail.example.co.uk>', "bob@mail.example.co.uk", "Bob, Jr."),
+        ("carol@example.org (Carol)", "carol@example.org", "Carol"),
+        # Exchange: an encoded display name whose decoded text holds a comma.
+        (
+            "=?iso-8859-1?Q?B=FCrling,=20Andreas?= <a@example.com>",
+            "a@example.com",
+            "Bürling, Andreas",
+        ),
+        # Unquoted specials in the display name still name one angle-addr.
+        ("Doe, John <john@example.com>", "john@example.com", "Doe, John"),
+        ("jane@laptop <jane@example.com>", "jane@example.com", "jane@laptop"),
+        ('"Alice <Sales>" <alice@example.com>', "alice@example.com", "Alice <Sales>"),
+        # RFC 5322 4: obsolete phrase and CFWS inside the address.
+        ("John Q. Public <jqp@example.com>", "jqp@example.com", "John Q. Public"),
+        ("Alice <alice @ example.com>", "alice@example.com", "Alice"),
+        ("Alice <alice@example.com> (Sales)", "alice@example.com", "Alice"),
+        ("x@nodmarc.example.", "x@nodmarc.example", ""),
+        ("=?utf-8?b?5byg5LiJ?= <zhang@example.cn>", "zhang@example.cn", "张三"),
+        ("Jöhn <jöhn@exämple.com>", "jöhn@exämple.com", "Jöhn"),
+        # A display name that looks like an address is display text, not the author.
+        ("ceo@victim.example <eve@attacker.example>", "eve@attacker.example", "ceo@victim.example"),
+    ],
+)
+def test_one_author(value: str, address: str, display: str) -> None:
+    assert read([value]) == Author(address, display)
+
+
+@pytest.mark.parametrize(
+    ("value", "display"),
+    [("<>", ""), ("Mail Delivery System <>", "Mail Delivery System"),
+     ("MAILER-DAEMON (Mail Delivery System)", "Mail Delivery System")],
+)  # fmt: skip
+def test_null_sender_forms_are_bounces(value: str, display: str) -> None:
+    author = read([value])
+    assert author.null and author.display == display and author.domain == ""
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ([], "from_missing"),
+        (["a@example.com", "b@example.com"], "from_several"),
+        (["a@example.com, b@example.net"], "from_several"),
+        (["Eve <eve@attacker.example>, <ceo@victim.example>"], "from_several"),
+        (["undisclosed-recipients:;"], "from_missing"),
+        (["no address here"], "from_unreadable"),
+        (["alice@"], "from_unreadable"),
+        (["alice@localhost"], "from_unreadable"),
+        (["alice@[192.0.2.1]"], "from_unreadable"),
+        # The spoofs: each parser would have read another domain.
+        (["CEO <ceo@victim.example[>"], "from_unreadable"),
+        (["ceo@victim.example\\"], "from_unreadable"),
+        (["=?utf-8?q?=3Cceo=40victim.example=3E?= eve@attacker.example"], "from_unreadable"),
+        (["<ceo@victim.example> eve@attacker.example"], "from_unreadable"),
+        (["Group: ceo@victim.example;"], "from_ambiguous"),
+        (["a@b.example (" + "(" * 1000 + ")" * 1000 + ")"], "from_unreadable"),
+        (["x" * MAX_FROM_CHARS + " <a@example.com>"], "from_unreadable"),
+    ],
+)
+def test_no_trustworthy_author(values: list[str], reason: str) -> None:
+    with pytest.raises(NoAuthor) as caught:
+        read(values)
+    assert caught.value.reason == reason
