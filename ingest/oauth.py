@@ -37,6 +37,7 @@ import httpx
 from authlib.oauth2.rfc7523.assertion import private_key_jwt_sign, sign_jwt_bearer_assertion
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from joserfc.jwk import RSAKey
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -113,7 +114,7 @@ def _certificate_assertion(auth: SmtpAuthConfig, now: datetime) -> str:
     thumbprint = hashlib.sha1(certificate.public_bytes(Encoding.DER)).digest()  # noqa: S324
     issued = int(now.timestamp())
     assertion: bytes | str = private_key_jwt_sign(
-        pem,
+        RSAKey.import_key(pem),
         auth.client_id,
         auth.endpoint,
         claims={"nbf": issued},
@@ -129,7 +130,7 @@ def _service_account_assertion(auth: SmtpAuthConfig, account: str, now: datetime
     issued = int(now.timestamp())
     header = {"alg": "RS256", "kid": key.get("private_key_id", "")}
     assertion: bytes | str = sign_jwt_bearer_assertion(
-        key["private_key"],
+        RSAKey.import_key(key["private_key"]),
         issuer=key["client_email"],
         audience=auth.endpoint,
         subject=auth.subject or account,
@@ -282,7 +283,14 @@ class Tokens:
             if found is not None:
                 return found, None
             seconds = smtp.auth.timeout + 5
-            return None, stored.begin_refresh(session, key, credentials, now=now, seconds=seconds)
+            claim = stored.begin_refresh(session, key, credentials, now=now, seconds=seconds)
+            if claim is None:
+                return None, None
+            # Another process may have stored a token between the look and the claim.
+            found = stored.usable(session, key, credentials, now + MARGIN)
+            if found is not None:
+                stored.abandon_refresh(session, claim)
+            return found, None if found is not None else claim
 
     async def _refresh(
         self, key: str, smtp: SmtpConfig, credentials: str, claim: stored.Refresh, now: datetime
@@ -359,8 +367,11 @@ async def start_device_login(smtp: SmtpConfig) -> DeviceCode:
         raise failure(token_diagnosis(smtp, "no_device_url", "device_url is not configured", None))
     async with _client(auth, authenticate=False) as client:
         try:
-            response = await client.post(
-                url, data={"client_id": auth.client_id, "scope": auth.scopes}, withhold_token=True
+            response = await client.request(
+                "POST",
+                url,
+                data={"client_id": auth.client_id, "scope": auth.scopes},
+                withhold_token=True,
             )
             answer = response.json()
         except (httpx.HTTPError, ValueError) as exc:

@@ -73,7 +73,7 @@ def usable(
     session: Session, mailbox: str, credentials: str, valid_until: datetime
 ) -> Stored | None:
     """The stored access token, if made with these credentials and good past ``valid_until``."""
-    row = session.get(OAuthToken, mailbox)
+    row = session.get(OAuthToken, mailbox, populate_existing=True)
     if row is None or row.credentials != credentials or not row.access_token:
         return None
     if row.expires_at is None or aware(row.expires_at) <= valid_until:
