@@ -296,7 +296,9 @@ class Tokens:
         self, key: str, smtp: SmtpConfig, credentials: str, claim: stored.Refresh, now: datetime
     ) -> AccessToken:
         try:
-            grant = await request_token(smtp, claim.refresh_token, now)
+            # httpx's timeout is per read; a provider dripping bytes must not hold the claim.
+            async with asyncio.timeout(smtp.auth.timeout):
+                grant = await request_token(smtp, claim.refresh_token, now)
         except (_Refused, httpx.HTTPError, OSError, ValueError, TypeError, KeyError) as exc:
             await asyncio.to_thread(self._write, stored.abandon_refresh, claim)
             raise _failed(smtp, exc) from None

@@ -207,7 +207,8 @@ class Relay:
             challenge = ""
             if response.code == 334:  # the error, as JSON; the client must answer to get the code
                 with contextlib.suppress(ValueError):
-                    challenge = base64.b64decode(response.message).decode("utf-8", "replace")
+                    decoded = base64.b64decode(response.message[:4096]).decode("utf-8", "replace")
+                    challenge = " ".join(decoded.split())
                 response = await self._client.execute_command(cancel)
             if response.code != 235:
                 said = f"{response.message} {challenge}".strip()

@@ -199,6 +199,16 @@ def _certificate_hint(error: BaseException, smtp: SmtpConfig) -> str:
     return f"the certificate is not signed by the CA in {smtp.ca_file}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_MAX_PROVIDER_TEXT = 1000
+
+
+def _bounded(text: str) -> str:
+    """A provider's words on one line and of bounded length: they go to logs and terminals."""
+    text = _CONTROL.sub(" ", text).strip()
+    return text if len(text) <= _MAX_PROVIDER_TEXT else text[:_MAX_PROVIDER_TEXT] + "…"
+
+
 def token_diagnosis(
     smtp: SmtpConfig,
     error: str,
@@ -212,7 +222,7 @@ def token_diagnosis(
     An unreachable or failing (5xx) token endpoint is temporary; an OAuth
     error answer is the credentials' fault and waits for an admin.
     """
-    text = f"{error}: {description}" if error and description else (error or description)
+    text = _bounded(f"{error}: {description}" if error and description else (error or description))
     if exc is not None:
         where = urlsplit(smtp.auth.endpoint).hostname or smtp.auth.endpoint
         if isinstance(exc, ssl.SSLError | ssl.CertificateError):
@@ -319,7 +329,11 @@ def smtp_warnings(config: Config) -> list[str]:
         if swapped:
             warnings.append(f"{where}: {swapped}")
         key_file = smtp.dkim.key_file if smtp.dkim is not None else None
-        files = [("ca_file", smtp.ca_file), ("dkim.key_file", key_file)]
+        files = [
+            ("ca_file", smtp.ca_file),
+            ("dkim.key_file", key_file),
+            ("auth.ca_file", smtp.auth.ca_file),
+        ]
         for name, path in files:
             if path is not None and not os.access(path, os.R_OK):
                 warnings.append(f"{where}: {name} {path} cannot be read: replies will fail")

@@ -30,7 +30,7 @@ from ingest.cli import main
 from ingest.oauth import Tokens
 from ingest.outbound import queue_reply, send_due_replies
 from ingest.relay import Relay, StepDone
-from ingest.smtpfail import Kind, SmtpFailure, Step
+from ingest.smtpfail import Kind, SmtpFailure, Step, token_diagnosis
 from policy.config import Config, SmtpConfig, parse_config
 from policy.errors import ConfigError
 from storage import oauth as stored
@@ -529,3 +529,15 @@ def test_the_password_form_stays_as_it_was() -> None:
     smtp = parse_config(text).mailboxes[0].smtp
     assert smtp is not None and not smtp.oauth
     assert smtp.credentials() != smtp.model_copy(update={"account": "x@example.com"}).credentials()
+
+
+def test_a_providers_words_reach_logs_and_terminals_on_one_bounded_line(
+    relays: Relays, provider: OAuthProvider, tmp_path: Path
+) -> None:
+    smtp = smtp_config(relays, 587, auth_settings(provider, "microsoft-app", tmp_path))
+    hostile = "AADSTS7000215: bad\r\nX-Injected: yes\x1b[2J" + "A" * 100_000
+    d = token_diagnosis(smtp, "invalid_client", hostile, 401)
+    assert "\n" not in d.server_text and "\r" not in d.server_text and "\x1b" not in d.server_text
+    assert len(d.server_text) <= 1001 and d.server_text.endswith("…")
+    assert "secret's Value" in d.hint and not d.temporary
+    assert token_diagnosis(smtp, "temporarily_unavailable", "busy", 503).temporary
