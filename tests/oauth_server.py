@@ -374,12 +374,18 @@ class OAuthProvider:
     ca_file: Path
 
 
+def new_ca(ca_file: Path) -> trustme.CA:
+    """A test CA, its certificate written where the client under test is told to trust it."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ca
+
+
 @pytest.fixture(name="provider")
 def provider_fixture(tmp_path: Path) -> Iterator[OAuthProvider]:
     """Import this function into a test module to use the fixture."""
-    ca = trustme.CA()
     ca_file = tmp_path / "oauth-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    ca = new_ca(ca_file)
     endpoint = TokenEndpoint()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(endpoint))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

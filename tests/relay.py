@@ -27,7 +27,7 @@ import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from policy.config import SmtpConfig
-from tests.oauth_server import TokenEndpoint
+from tests.oauth_server import TokenEndpoint, new_ca
 
 USER = "support@example.com"
 PASSWORD = "correct horse battery staple"
@@ -237,9 +237,8 @@ class Relays:
 @pytest.fixture(name="relays")
 def relays_fixture(tmp_path: Path) -> Iterator[Relays]:
     """Import this function into a test module to use the fixture."""
-    ca = trustme.CA()
     ca_file = tmp_path / "relay-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    ca = new_ca(ca_file)
     loop = RelayLoop()
     try:
         yield Relays(loop, ca, ca_file)
