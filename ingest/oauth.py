@@ -365,8 +365,7 @@ class DeviceCode:
 async def start_device_login(smtp: SmtpConfig) -> DeviceCode:
     auth = smtp.auth
     url = auth.device_endpoint
-    if url is None:
-        raise failure(token_diagnosis(smtp, "no_device_url", "device_url is not configured", None))
+    assert url is not None, "the caller checks that the provider has a device endpoint"
     async with _client(auth, authenticate=False) as client:
         try:
             response = await client.request(

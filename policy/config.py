@@ -328,7 +328,6 @@ MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"
 MICROSOFT_DELEGATED_SCOPE = "https://outlook.office.com/SMTP.Send offline_access"
 GOOGLE_SCOPE = "https://mail.google.com/"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105
-GOOGLE_DEVICE_URL = "https://oauth2.googleapis.com/device/code"
 _MICROSOFT_LOGIN = "https://login.microsoftonline.com"
 
 
@@ -455,9 +454,7 @@ class SmtpAuthConfig(_Model):
             return self.device_url
         if self.provider == "microsoft":
             return f"{_MICROSOFT_LOGIN}/{self.tenant}/oauth2/v2.0/devicecode"
-        if self.provider == "google":
-            return GOOGLE_DEVICE_URL
-        return None
+        return None  # Google's device sign-in does not allow the Gmail scope
 
     @property
     def scopes(self) -> str | None:

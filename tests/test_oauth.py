@@ -405,13 +405,19 @@ def test_oauth_login_stores_the_refresh_token_without_showing_it(
     assert_nothing_secret(provider, result.output, after.output, caplog.text)
 
 
-def test_oauth_login_refuses_the_app_flow(
+def test_oauth_login_refuses_the_app_flow_and_google(
     relays: Relays, provider: OAuthProvider, tmp_path: Path
 ) -> None:
     path = write_config(tmp_path, relays, 587, auth_settings(provider, "microsoft-app", tmp_path))
     result = cli(path, "oauth", "login", ACCOUNT)
     assert result.exit_code == 2
     assert "uses the app flow, which needs no sign-in" in result.output
+    google = write_config(
+        tmp_path, relays, 587, auth_settings(provider, "google-refresh", tmp_path)
+    )
+    result = cli(google, "oauth", "login", ACCOUNT)
+    assert result.exit_code == 2
+    assert "Google's does not allow the Gmail scope" in result.output
 
 
 # --- the outbox: a refused login waits for new credentials ---------------------

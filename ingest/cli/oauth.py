@@ -44,6 +44,12 @@ def login(mailbox: str, config_path: str) -> None:
             f"mailbox {box.address} uses the app flow, which needs no sign-in "
             "(firstline smtp-test shows whether its token works)"
         )
+    if smtp.auth.device_endpoint is None:
+        raise click.UsageError(
+            f"mailbox {box.address}: {smtp.auth.provider} offers no device sign-in here "
+            "(Google's does not allow the Gmail scope); give a refresh_token instead, "
+            "see docs/oauth.md"
+        )
     engine = open_store(config)
     try:
         try:
