@@ -128,13 +128,18 @@ class Relay:
             raise failure(Diagnosis(Step.CONNECT, Kind.TLS, False, text, hint)) from None
 
     async def _run(
-        self, step: Step, detail: str, action: Awaitable[aiosmtplib.SMTPResponse]
+        self,
+        step: Step,
+        detail: str,
+        action: Awaitable[aiosmtplib.SMTPResponse],
+        *,
+        shown: bool = True,
     ) -> aiosmtplib.SMTPResponse:
         try:
             response = await action
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             raise failure(await self._diagnose(exc, step)) from exc
-        if self._on_step is not None:
+        if self._on_step is not None and shown:
             self._on_step(StepDone(step, detail, _reply(response)))
         return response
 
@@ -187,7 +192,8 @@ class Relay:
 
     async def _bearer_login(self, account: str, token: AccessToken) -> None:
         if not self._client.supports_extension("auth"):
-            await self._run(Step.LOGIN, "EHLO", self._client.ehlo())
+            # As login() does for a password: the EHLO after TLS is part of the step.
+            await self._run(Step.LOGIN, "EHLO", self._client.ehlo(), shown=False)
         offered = self._client.server_auth_methods
         if "oauthbearer" in offered:
             mechanism, cancel = "OAUTHBEARER", base64.b64encode(b"\x01")
