@@ -37,6 +37,7 @@ import httpx
 from authlib.oauth2.rfc7523.assertion import private_key_jwt_sign, sign_jwt_bearer_assertion
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -204,7 +205,11 @@ async def request_token(smtp: SmtpConfig, refresh_token: str | None, now: dateti
 def _failed(smtp: SmtpConfig, exc: BaseException) -> SmtpFailure:
     if isinstance(exc, _Refused):
         return failure(token_diagnosis(smtp, exc.error, exc.description, exc.status))
-    return failure(token_diagnosis(smtp, "", str(exc) or type(exc).__name__, None, exc=exc))
+    if isinstance(exc, httpx.HTTPError | OSError):  # the endpoint was not reached
+        return failure(token_diagnosis(smtp, "", str(exc) or type(exc).__name__, None, exc=exc))
+    # The certificate or the service account's key could not be read or used.
+    text = f"{type(exc).__name__}: {exc}"
+    return failure(token_diagnosis(smtp, "invalid_key", text, None))
 
 
 # --- the shared cache ---------------------------------------------------------
@@ -299,7 +304,15 @@ class Tokens:
             # httpx's timeout is per read; a provider dripping bytes must not hold the claim.
             async with asyncio.timeout(smtp.auth.timeout):
                 grant = await request_token(smtp, claim.refresh_token, now)
-        except (_Refused, httpx.HTTPError, OSError, ValueError, TypeError, KeyError) as exc:
+        except (
+            _Refused,
+            httpx.HTTPError,
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            JoseError,
+        ) as exc:
             await asyncio.to_thread(self._write, stored.abandon_refresh, claim)
             raise _failed(smtp, exc) from None
         except BaseException:

@@ -113,6 +113,11 @@ _TOKEN_HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.I), hint)
     for pattern, hint in (
         (
+            r"invalid_key",
+            "the certificate or service account key cannot be used: it must be the PEM "
+            "(private key and certificate) or the JSON key file as the provider issued it",
+        ),
+        (
             r"AADSTS7000215|AADSTS7000222|invalid client secret",
             "the client secret is wrong or expired: use the secret's Value (not its ID) "
             "from the app's Certificates & secrets, or create a new one",

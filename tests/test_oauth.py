@@ -287,6 +287,19 @@ async def test_a_server_without_oauth_login_is_named(
     assert "offers no OAuth login (AUTH mechanisms: LOGIN, PLAIN)" in d.server_text
 
 
+async def test_a_certificate_that_is_not_one_is_named_before_asking_anyone(
+    relays: Relays, provider: OAuthProvider, engine: Engine, tmp_path: Path
+) -> None:
+    auth = auth_settings(provider, "microsoft-certificate", tmp_path)
+    (tmp_path / "app.pem").write_text("-----BEGIN NONSENSE-----\n", encoding="utf-8")
+    smtp = smtp_config(relays, 587, auth)
+    d = (await failing(Tokens(engine), smtp)).diagnosis
+    assert (d.step, d.kind, d.temporary) == (Step.TOKEN, Kind.AUTHENTICATION, False)
+    assert d.server_text.startswith("invalid_key: ValueError")
+    assert "cannot be used" in d.hint
+    assert provider.endpoint.requests == []
+
+
 async def test_an_unreachable_token_endpoint_is_temporary(
     relays: Relays, provider: OAuthProvider, engine: Engine, tmp_path: Path
 ) -> None:
