@@ -232,7 +232,9 @@ class Tokens:
     _by_engine: ClassVar[weakref.WeakKeyDictionary[Engine, Tokens]] = weakref.WeakKeyDictionary()
 
     def __init__(self, engine: Engine, *, poll: float = 0.05) -> None:
-        self.engine = engine
+        # Weakly: the shared instance is a value keyed by this engine, and a strong
+        # reference would keep engine and pool alive for good.
+        self._engine = weakref.ref(engine)
         self._poll = poll
         self._memory: dict[str, _Held] = {}
         self._locks: weakref.WeakKeyDictionary[
@@ -245,6 +247,13 @@ class Tokens:
         if engine not in cls._by_engine:
             cls._by_engine[engine] = cls(engine)
         return cls._by_engine[engine]
+
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine()
+        if engine is None:
+            raise RuntimeError("the engine of these tokens was disposed of")
+        return engine
 
     def source(self, mailbox: str, smtp: SmtpConfig, now: datetime | None = None) -> TokenSource:
         return TokenSource(self, mailbox, smtp, now)
