@@ -156,14 +156,20 @@ class _Failed:
 
 
 async def _attempt(
-    config: Config, claim: outbox.ReplyClaim, tokens: Tokens, now: datetime | None
+    engine: Engine,
+    config: Config,
+    claim: outbox.ReplyClaim,
+    tokens: Tokens | None,
+    now: datetime | None,
 ) -> Delivered | _Failed:
     mailbox = config.mailbox(claim.mailbox)
     if mailbox is None or mailbox.smtp is None:
         reason = f"mailbox {claim.mailbox} is no longer configured for sending"
         return _Failed(reason, "configuration", temporary=False)
     smtp = mailbox.smtp
-    token = tokens.source(mailbox.address, smtp, now) if smtp.oauth else None
+    token = None
+    if smtp.oauth:
+        token = (tokens or Tokens.shared(engine)).source(mailbox.address, smtp, now)
     try:
         return await deliver(
             mailbox, smtp, config.server.hostname, claim.raw, claim.recipients, token=token
@@ -254,7 +260,7 @@ async def _send(
     except outbox.LeaseLost:
         log.warning("reply %d: lease lost before sending; another worker owns it", claim.reply_id)
         return None
-    outcome = await _attempt(config, claim, tokens or Tokens.shared(engine), now)
+    outcome = await _attempt(engine, config, claim, tokens, now)
     state = await asyncio.to_thread(_record, engine, config, claim, outcome, now)
     if state is not None:
         OUTBOUND.labels(state.value).inc()
