@@ -204,7 +204,7 @@ class MessageOut(BaseModel):
     created_at: str | None
 
 
-ReplyState = Literal["queued", "sending", "sent", "retrying", "failed"]
+ReplyState = Literal["queued", "sending", "sent", "retrying", "failed", "held"]
 
 
 class ReplyOut(BaseModel):

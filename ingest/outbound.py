@@ -7,9 +7,11 @@ looped by ``run_outbox`` inside ``firstline serve``) claims due replies like
 the batch claims mail, sends each through its mailbox's relay, and records
 the outcome with the claim's token: ``sent`` with the server's answer;
 ``retrying`` with exponential backoff for temporary failures (4xx, timeouts,
-connection refused); ``failed`` at once for permanent ones (5xx,
-authentication, TLS) — classified by :mod:`ingest.smtpfail`, as the send test
-shows them.
+connection refused); ``held`` for a refused login (password, OAuth client,
+token), until the mailbox's credentials change or an operator retries;
+``failed`` at once for other permanent ones (5xx, TLS) — classified by
+:mod:`ingest.smtpfail`, as the send test shows them. OAuth 2.0 access tokens
+come from :class:`ingest.oauth.Tokens`, one cache for the whole process.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from ingest.compose import (
     to_bytes,
 )
 from ingest.metrics import OUTBOUND
+from ingest.oauth import Tokens
 from ingest.relay import Delivered, deliver
-from ingest.smtpfail import SmtpFailure
+from ingest.smtpfail import Kind, SmtpFailure, Step
 from policy.config import Config
 from policy.errors import PermFail
 from storage import lease, outbox
@@ -63,6 +66,7 @@ class OutboxResult:
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+    held: int = 0
 
 
 def _thread(session: Session, ticket_id: int) -> tuple[list[str], str | None]:
@@ -147,20 +151,39 @@ class _Failed:
     error_class: str
     temporary: bool
     diagnosis: dict[str, Any] | None = None
+    # A refused login: the digest of the credentials it was refused with.
+    hold_for: str | None = None
 
 
-async def _attempt(config: Config, claim: outbox.ReplyClaim) -> Delivered | _Failed:
+async def _attempt(
+    engine: Engine,
+    config: Config,
+    claim: outbox.ReplyClaim,
+    tokens: Tokens | None,
+    now: datetime | None,
+) -> Delivered | _Failed:
     mailbox = config.mailbox(claim.mailbox)
     if mailbox is None or mailbox.smtp is None:
         reason = f"mailbox {claim.mailbox} is no longer configured for sending"
         return _Failed(reason, "configuration", temporary=False)
+    smtp = mailbox.smtp
+    token = None
+    if smtp.oauth:
+        token = (tokens or Tokens.shared(engine)).source(mailbox.address, smtp, now)
     try:
         return await deliver(
-            mailbox, mailbox.smtp, config.server.hostname, claim.raw, claim.recipients
+            mailbox, smtp, config.server.hostname, claim.raw, claim.recipients, token=token
         )
     except SmtpFailure as exc:
         d = exc.diagnosis
-        return _Failed(str(d), str(d.kind), temporary=d.temporary, diagnosis=d.as_dict())
+        refused = d.kind is Kind.AUTHENTICATION and d.step in (Step.TOKEN, Step.LOGIN)
+        return _Failed(
+            str(d),
+            str(d.kind),
+            temporary=d.temporary,
+            diagnosis=d.as_dict(),
+            hold_for=smtp.credentials() if refused else None,
+        )
     except PermFail as exc:  # a DKIM key that cannot be used: an admin must act
         return _Failed(str(exc), "configuration", temporary=False)
     except Exception as exc:  # a bug must not stop the other replies; try again later
@@ -196,6 +219,7 @@ def _record(
                     claim.attempts, settings.retry_seconds, settings.max_retry_seconds
                 ),
                 now=now,
+                hold_for=result.hold_for,
             )
             events.reply_settled(session, config, claim.reply_id)  # if it failed for good
             return state
@@ -225,14 +249,18 @@ def _renew(engine: Engine, config: Config, claim: outbox.ReplyClaim) -> None:
 
 
 async def _send(
-    engine: Engine, config: Config, claim: outbox.ReplyClaim, now: datetime | None
+    engine: Engine,
+    config: Config,
+    claim: outbox.ReplyClaim,
+    now: datetime | None,
+    tokens: Tokens | None = None,
 ) -> outbox.ReplyState | None:
     try:
         await asyncio.to_thread(_renew, engine, config, claim)
     except outbox.LeaseLost:
         log.warning("reply %d: lease lost before sending; another worker owns it", claim.reply_id)
         return None
-    outcome = await _attempt(config, claim)
+    outcome = await _attempt(engine, config, claim, tokens, now)
     state = await asyncio.to_thread(_record, engine, config, claim, outcome, now)
     if state is not None:
         OUTBOUND.labels(state.value).inc()
@@ -247,21 +275,43 @@ async def _send(
     return state
 
 
+def _release(engine: Engine, config: Config, now: datetime | None) -> None:
+    """Requeue held replies of mailboxes whose credentials changed since they were refused."""
+    with Session(engine) as session, session.begin():
+        for mailbox in config.mailboxes:
+            if mailbox.smtp is None:
+                continue
+            released = outbox.release_held(
+                session, mailbox.address, mailbox.smtp.credentials(), now
+            )
+            if released:
+                log.info(
+                    "%s: credentials changed; %d held repl%s queued again",
+                    mailbox.address, len(released), "y" if len(released) == 1 else "ies",
+                )  # fmt: skip
+
+
 async def send_due_replies(
-    engine: Engine, config: Config, *, owner: str, now: datetime | None = None
+    engine: Engine,
+    config: Config,
+    *,
+    owner: str,
+    now: datetime | None = None,
+    tokens: Tokens | None = None,
 ) -> OutboxResult:
     """Send every reply that is due (up to ``batch.size``) and record each outcome.
 
     Mailboxes are served side by side, each one's replies in order: a relay
     that hangs until its timeout delays only its own mailbox.
     """
+    await asyncio.to_thread(_release, engine, config, now)
     claims = await asyncio.to_thread(_claim, engine, config, owner, now)
     by_mailbox: dict[str, list[outbox.ReplyClaim]] = {}
     for claim in claims:
         by_mailbox.setdefault(claim.mailbox, []).append(claim)
 
     async def in_order(group: list[outbox.ReplyClaim]) -> list[outbox.ReplyState | None]:
-        return [await _send(engine, config, claim, now) for claim in group]
+        return [await _send(engine, config, claim, now, tokens) for claim in group]
 
     states = [
         state
@@ -273,6 +323,7 @@ async def send_due_replies(
         sent=states.count(outbox.ReplyState.SENT),
         retrying=states.count(outbox.ReplyState.RETRYING),
         failed=states.count(outbox.ReplyState.FAILED),
+        held=states.count(outbox.ReplyState.HELD),
     )
 
 

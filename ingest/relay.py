@@ -6,11 +6,16 @@ its steps explicitly (connect, STARTTLS, login, MAIL, RCPT, DATA) instead of
 one ``send_message`` call, so that a failure names the step it happened in and
 the send test can print every step's answer. ``starttls`` means required: a
 server that does not offer it is a TLS failure, never a plain-text send.
+
+With OAuth 2.0 the access token is the first step (a token that cannot be had
+is not worth a connection), and the login is ``AUTH OAUTHBEARER`` (RFC 7628)
+where the server offers it, else ``AUTH XOAUTH2``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import socket
@@ -20,9 +25,20 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import aiosmtplib
+from aiosmtplib.auth import auth_xoauth2_encode
 
 from ingest.dkimsign import dkim_sign
-from ingest.smtpfail import HINT_TLS, Diagnosis, Kind, Step, diagnose, failure, swap_hint
+from ingest.oauth import AccessToken, TokenSource, token_step
+from ingest.smtpfail import (
+    HINT_TLS,
+    Diagnosis,
+    Kind,
+    SmtpFailure,
+    Step,
+    diagnose,
+    failure,
+    swap_hint,
+)
 from policy.config import MailboxConfig, SmtpConfig
 
 _CLOSE_POLLS = 100
@@ -80,10 +96,17 @@ class Relay:
     """``async with Relay(...) as relay: await relay.send(...)``; failures are classified."""
 
     def __init__(
-        self, smtp: SmtpConfig, local_hostname: str, on_step: StepObserver | None = None
+        self,
+        smtp: SmtpConfig,
+        local_hostname: str,
+        on_step: StepObserver | None = None,
+        token: TokenSource | None = None,
     ) -> None:
         self.smtp = smtp
         self._on_step = on_step
+        self._token_source = token
+        # The token this session logged in with (to drop it if the server refused it).
+        self.token: AccessToken | None = None
         self._socket: socket.socket | None = None
         self._client = aiosmtplib.SMTP(
             hostname=smtp.host,
@@ -105,13 +128,18 @@ class Relay:
             raise failure(Diagnosis(Step.CONNECT, Kind.TLS, False, text, hint)) from None
 
     async def _run(
-        self, step: Step, detail: str, action: Awaitable[aiosmtplib.SMTPResponse]
+        self,
+        step: Step,
+        detail: str,
+        action: Awaitable[aiosmtplib.SMTPResponse],
+        *,
+        shown: bool = True,
     ) -> aiosmtplib.SMTPResponse:
         try:
             response = await action
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             raise failure(await self._diagnose(exc, step)) from exc
-        if self._on_step is not None:
+        if self._on_step is not None and shown:
             self._on_step(StepDone(step, detail, _reply(response)))
         return response
 
@@ -130,6 +158,8 @@ class Relay:
         smtp = self.smtp
         how = {"ssl": "implicit TLS", "starttls": "STARTTLS", "none": "no encryption"}
         context = self._tls_context()
+        if smtp.oauth:
+            await self._fetch_token()
         try:
             await self._run(
                 Step.CONNECT,
@@ -139,7 +169,9 @@ class Relay:
             self._socket = self._client.get_transport_info("socket")
             if smtp.encryption == "starttls":
                 await self._starttls()
-            if smtp.account is not None:
+            if smtp.account is not None and self.token is not None:
+                await self._bearer_login(smtp.account, self.token)
+            elif smtp.account is not None:
                 password = smtp.password.get_secret_value() if smtp.password is not None else ""
                 await self._run(
                     Step.LOGIN, f"as {smtp.account}", self._client.login(smtp.account, password)
@@ -148,6 +180,53 @@ class Relay:
             await self._close()
             raise
         return self
+
+    async def _fetch_token(self) -> None:
+        if self._token_source is None:
+            raise RuntimeError("an OAuth 2.0 relay needs a token source")
+        self.token = await self._token_source.get()
+        if self._on_step is not None:
+            auth = self.smtp.auth
+            detail = f"{auth.provider} {auth.flow} for {self.smtp.account}"
+            self._on_step(StepDone(Step.TOKEN, detail, token_step(self.token)))
+
+    async def _bearer_login(self, account: str, token: AccessToken) -> None:
+        if not self._client.supports_extension("auth"):
+            # As login() does for a password: the EHLO after TLS is part of the step.
+            await self._run(Step.LOGIN, "EHLO", self._client.ehlo(), shown=False)
+        offered = self._client.server_auth_methods
+        if "oauthbearer" in offered:
+            mechanism, cancel = "OAUTHBEARER", base64.b64encode(b"\x01")
+            gs2 = f"n,a={account},\x01host={self.smtp.host}\x01port={self.smtp.port}\x01"
+            initial = base64.b64encode(f"{gs2}auth=Bearer {token.value}\x01\x01".encode())
+        elif "xoauth2" in offered:
+            mechanism, cancel = "XOAUTH2", b""
+            initial = auth_xoauth2_encode(account, token.value)
+        else:
+            listed = ", ".join(m.upper() for m in offered) or "none"
+            text = f"the server offers no OAuth login (AUTH mechanisms: {listed})"
+            hint = "check the server name: Microsoft 365 and Google offer XOAUTH2 after STARTTLS"
+            raise failure(Diagnosis(Step.LOGIN, Kind.AUTHENTICATION, False, text, hint))
+
+        async def login() -> aiosmtplib.SMTPResponse:
+            response = await self._client.execute_command(b"AUTH", mechanism.encode(), initial)
+            challenge = ""
+            if response.code == 334:  # the error, as JSON; the client must answer to get the code
+                with contextlib.suppress(ValueError):
+                    decoded = base64.b64decode(response.message[:4096]).decode("utf-8", "replace")
+                    challenge = " ".join(decoded.split())
+                response = await self._client.execute_command(cancel)
+            if response.code != 235:
+                said = f"{response.message} {challenge}".strip()
+                raise aiosmtplib.SMTPAuthenticationError(response.code, said)
+            return response
+
+        try:
+            await self._run(Step.LOGIN, f"as {account} ({mechanism})", login())
+        except SmtpFailure:
+            if self._token_source is not None:
+                await self._token_source.refused(token)
+            raise
 
     async def _starttls(self) -> None:
         await self._run(Step.STARTTLS, "EHLO", self._client.ehlo())
@@ -196,8 +275,9 @@ async def deliver(
     raw: bytes,
     recipients: Sequence[str],
     on_step: StepObserver | None = None,
+    token: TokenSource | None = None,
 ) -> Delivered:
     """Send ``raw`` from the mailbox's address through its relay, DKIM-signed if configured."""
     data = dkim_sign(raw, smtp.dkim, mailbox.address) if smtp.dkim is not None else raw
-    async with Relay(smtp, local_hostname, on_step) as relay:
+    async with Relay(smtp, local_hostname, on_step, token) as relay:
         return await relay.send(mailbox.address, recipients, data)

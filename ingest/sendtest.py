@@ -12,7 +12,10 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sqlalchemy import Engine
+
 from ingest.compose import Sender, send_test_message, to_bytes
+from ingest.oauth import Tokens
 from ingest.relay import Relay, StepDone, StepObserver, deliver
 from ingest.smtpfail import Diagnosis, SmtpFailure
 from policy.config import Config, MailboxConfig
@@ -41,11 +44,21 @@ def find_mailbox(config: Config, name: str) -> MailboxConfig | None:
 
 
 async def send_test(
-    config: Config, mailbox: MailboxConfig, to: str | None, on_step: StepObserver | None = None
+    config: Config,
+    mailbox: MailboxConfig,
+    to: str | None,
+    on_step: StepObserver | None = None,
+    *,
+    engine: Engine | None = None,
 ) -> SendTest:
-    """Run the steps; without ``to`` stop after login. ``mailbox.smtp`` must be set."""
+    """Run the steps; without ``to`` stop after login. ``mailbox.smtp`` must be set.
+
+    With OAuth 2.0 the token comes from (and is kept in) the store behind
+    ``engine``, the one replies use, so a token obtained here is theirs too.
+    """
     smtp = mailbox.smtp
     assert smtp is not None
+    token = Tokens.shared(engine).source(mailbox.address, smtp) if smtp.oauth and engine else None
     outcome = SendTest()
 
     def seen(done: StepDone) -> None:
@@ -56,12 +69,12 @@ async def send_test(
     hostname = config.server.hostname
     try:
         if to is None:
-            async with Relay(smtp, hostname, seen):
+            async with Relay(smtp, hostname, seen, token):
                 return outcome
         outcome.message_id = f"<smtp-test.{secrets.token_hex(8)}@{hostname}>"
         sender = Sender(mailbox.name, mailbox.address)
         raw = to_bytes(send_test_message(sender, to, outcome.message_id, datetime.now(UTC)))
-        delivered = await deliver(mailbox, smtp, hostname, raw, [to], seen)
+        delivered = await deliver(mailbox, smtp, hostname, raw, [to], seen, token)
         outcome.queue_id = delivered.queue_id
     except SmtpFailure as exc:
         outcome.failure = exc.diagnosis

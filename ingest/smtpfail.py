@@ -21,6 +21,7 @@ import ssl
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiosmtplib
 
@@ -29,6 +30,7 @@ from policy.errors import FirstlineError, PermFail, TempFail
 
 
 class Step(StrEnum):
+    TOKEN = "token"  # noqa: S105 (the step, not a secret)
     CONNECT = "connect"
     STARTTLS = "starttls"
     LOGIN = "login"
@@ -90,6 +92,68 @@ _TLS_WORDS = re.compile(r"\bssl\b|\btls\b|starttls|encryption required", re.I)
 _PLAIN_TEXT_REPLY = re.compile(r"wrong.version.number|record.layer.failure|unknown.protocol", re.I)
 
 HINT_AUTH = "check the account and password, or whether the provider needs an app password or OAuth"
+HINT_OAUTH = (
+    "the server refused the OAuth token: check that account is the mailbox the token "
+    "is for and that the app may send as it"
+)
+HINT_SMTP_AUTH_DISABLED = (
+    "SMTP AUTH is disabled for the tenant or this mailbox: in Exchange Online enable it for "
+    "the mailbox (Set-CASMailbox ADDRESS -SmtpClientAuthenticationDisabled $false) or the "
+    "tenant (Set-TransportConfig -SmtpClientAuthenticationDisabled $false)"
+)
+HINT_WRONG_ACCOUNT = (
+    "the token is not good for this account: account must be the mailbox the token was "
+    "issued for; for the app flow, register the app in Exchange (New-ServicePrincipal) and "
+    "give it the mailbox (Add-MailboxPermission ADDRESS -User SERVICE_ID -AccessRights FullAccess)"
+)
+HINT_RELOGIN = "the refresh token was revoked or has expired: run `firstline oauth login MAILBOX`"
+HINT_CLOCK = "this host's clock is off (the assertion is outside its valid time): check NTP"
+# (the provider's words, the hint); the first that matches wins.
+_TOKEN_HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.I), hint)
+    for pattern, hint in (
+        (
+            r"invalid_key",
+            "the certificate or service account key cannot be used: it must be the PEM "
+            "(private key and certificate) or the JSON key file as the provider issued it",
+        ),
+        (
+            r"AADSTS7000215|AADSTS7000222|invalid client secret",
+            "the client secret is wrong or expired: use the secret's Value (not its ID) "
+            "from the app's Certificates & secrets, or create a new one",
+        ),
+        (
+            r"AADSTS700016|AADSTS90002|not found in the directory|tenant .* not found",
+            "the app (client_id) or the tenant is not found: check client_id and tenant, "
+            "and that the app is registered in (or consented to by) that tenant",
+        ),
+        (
+            r"AADSTS65001|AADSTS650052|AADSTS500011|consent",
+            "an admin has not granted consent: API permissions → Office 365 Exchange Online → "
+            "SMTP.SendAsApp (app) or SMTP.Send (delegated), then Grant admin consent",
+        ),
+        (r"AADSTS700024|AADSTS500133|iat and exp|valid time range|clock", HINT_CLOCK),
+        (
+            r"AADSTS700027|AADSTS700023|certificate",
+            "the certificate is not the one registered for the app: upload it under "
+            "Certificates & secrets",
+        ),
+        (
+            r"AADSTS70008|AADSTS700082|AADSTS700084|AADSTS50173|AADSTS50076|expired or revoked"
+            r"|no refresh token",
+            HINT_RELOGIN,
+        ),
+        (
+            r"unauthorized_client|not authorized for any of the scopes",
+            "the client may not use this grant or scope: for a Google service account, add its "
+            "client ID with scope https://mail.google.com/ under Security → API controls → "
+            "Domain-wide delegation in the Admin console",
+        ),
+        (r"invalid_client", "the client is not recognised: check client_id and client_secret"),
+        (r"invalid_scope", "the scope is not valid for this client: check scope"),
+        (r"invalid_grant", "the grant was refused: check the credentials and the account"),
+    )
+)
 HINT_TLS = "check the server name, port and encryption method"
 HINT_CONNECTION = "check the server location (host name) and port"
 
@@ -140,6 +204,56 @@ def _certificate_hint(error: BaseException, smtp: SmtpConfig) -> str:
     return f"the certificate is not signed by the CA in {smtp.ca_file}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_MAX_PROVIDER_TEXT = 1000
+
+
+def _bounded(text: str) -> str:
+    """A provider's words on one line and of bounded length: they go to logs and terminals."""
+    text = _CONTROL.sub(" ", text).strip()
+    return text if len(text) <= _MAX_PROVIDER_TEXT else text[:_MAX_PROVIDER_TEXT] + "…"
+
+
+def token_diagnosis(
+    smtp: SmtpConfig,
+    error: str,
+    description: str,
+    status: int | None,
+    *,
+    exc: BaseException | None = None,
+) -> Diagnosis:
+    """A token request that failed: the provider's error and description, and what to do.
+
+    An unreachable or failing (5xx) token endpoint is temporary; an OAuth
+    error answer is the credentials' fault and waits for an admin.
+    """
+    text = _bounded(f"{error}: {description}" if error and description else (error or description))
+    if exc is not None:
+        where = urlsplit(smtp.auth.endpoint).hostname or smtp.auth.endpoint
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return Diagnosis(Step.TOKEN, Kind.TLS, False, text, f"check the certificate of {where}")
+        return Diagnosis(
+            Step.TOKEN, Kind.CONNECTION, True, text, f"the token endpoint {where} is not reachable"
+        )
+    if (status is not None and status >= 500) or error == "temporarily_unavailable":
+        return Diagnosis(
+            Step.TOKEN, Kind.CONNECTION, True, text, "the token endpoint has trouble: try later"
+        )
+    hint = next((h for pattern, h in _TOKEN_HINTS if pattern.search(text)), "")
+    hint = hint or "the identity provider refused the credentials: check the auth section"
+    return Diagnosis(Step.TOKEN, Kind.AUTHENTICATION, False, text, hint)
+
+
+def _auth_hint(code: int, message: str, smtp: SmtpConfig) -> str:
+    if not smtp.oauth:
+        return HINT_AUTH
+    if "5.7.139" in message:
+        return HINT_SMTP_AUTH_DISABLED
+    if "5.7.3" in message or code == 535:
+        return HINT_WRONG_ACCOUNT
+    return HINT_OAUTH
+
+
 def diagnose(
     exc: BaseException, step: Step, smtp: SmtpConfig, *, tls_server: bool = False
 ) -> Diagnosis:
@@ -164,7 +278,8 @@ def diagnose(
     if _TLS_WORDS.search(text):
         return Diagnosis(step, Kind.TLS, False, text, _joined(HINT_TLS, swap_hint(smtp)))
     if step is Step.LOGIN:
-        return Diagnosis(step, Kind.AUTHENTICATION, False, text, HINT_AUTH)
+        hint = HINT_OAUTH if smtp.oauth else HINT_AUTH
+        return Diagnosis(step, Kind.AUTHENTICATION, False, text, hint)
     not_found = _find(exc, socket.gaierror)
     if not_found is not None:
         return Diagnosis(
@@ -181,7 +296,8 @@ def _diagnose_reply(code: int, message: str, step: Step, smtp: SmtpConfig) -> Di
     text = f"{code} {message}"
     temporary = 400 <= code < 500
     if code in (534, 535) or (step is Step.LOGIN and not _TLS_WORDS.search(message)):
-        return Diagnosis(step, Kind.AUTHENTICATION, temporary, text, HINT_AUTH, code)
+        hint = _auth_hint(code, message, smtp)
+        return Diagnosis(step, Kind.AUTHENTICATION, temporary, text, hint, code)
     if code == 538 or _TLS_WORDS.search(message):
         return Diagnosis(step, Kind.TLS, temporary, text, _joined(HINT_TLS, swap_hint(smtp)), code)
     if _AUTH_WORDS.search(message):
@@ -218,7 +334,11 @@ def smtp_warnings(config: Config) -> list[str]:
         if swapped:
             warnings.append(f"{where}: {swapped}")
         key_file = smtp.dkim.key_file if smtp.dkim is not None else None
-        files = [("ca_file", smtp.ca_file), ("dkim.key_file", key_file)]
+        files = [
+            ("ca_file", smtp.ca_file),
+            ("dkim.key_file", key_file),
+            ("auth.ca_file", smtp.auth.ca_file),
+        ]
         for name, path in files:
             if path is not None and not os.access(path, os.R_OK):
                 warnings.append(f"{where}: {name} {path} cannot be read: replies will fail")

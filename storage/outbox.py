@@ -7,6 +7,13 @@ Every reply has one explicit, timestamped delivery state::
             temporary   ▼  │ due again                          ▲
                       retrying(last error, next attempt) ───────┘ attempts exhausted
     sent ──bounce comes back──▶ failed(bounce reason)
+    sending ──login refused──▶ held(error, credentials) ──credentials changed / retry──▶ queued
+
+A refused login (the password, the OAuth client, consent, SMTP AUTH turned
+off) will be refused again every minute until an admin acts, so such a reply
+is ``held`` with the digest of the credentials that failed: the worker puts
+it back in the queue once the mailbox's credentials differ (a reload with a
+new secret, a ``firstline oauth login``) or an operator retries it.
 
 Replies are claimed exactly as the inbound queue is (:mod:`storage.lease`):
 one owner and token per claim, token-checked transitions, so two workers
@@ -19,13 +26,26 @@ customer's client rather than a reply being lost — until that has happened
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, Text, and_, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Index,
+    LargeBinary,
+    Text,
+    and_,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
@@ -44,8 +64,10 @@ __all__ = [
     "mark_attempt_failed",
     "mark_reply_bounced",
     "mark_sent",
+    "release_held",
     "replies_of",
     "retry_failed",
+    "retry_held",
 ]
 
 
@@ -55,6 +77,7 @@ class ReplyState(StrEnum):
     SENT = "sent"
     RETRYING = "retrying"
     FAILED = "failed"
+    HELD = "held"
 
 
 class Reply(SQLModel, table=True):
@@ -84,6 +107,8 @@ class Reply(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utcnow)
     state_changed_at: datetime = _when(default_factory=utcnow)
     sent_at: datetime | None = _when(default=None, nullable=True)
+    # Digest of the mailbox's credentials a held reply failed with (SmtpConfig.credentials).
+    held_credentials: str | None = Field(default=None, max_length=64)
 
 
 @dataclass(frozen=True)
@@ -208,12 +233,17 @@ def mark_attempt_failed(
     max_attempts: int,
     retry_after: float,
     now: datetime | None = None,
+    hold_for: str | None = None,
 ) -> ReplyState:
-    """``retrying`` with the next attempt's time, or ``failed`` (permanent, or out of attempts)."""
+    """``retrying`` with the next attempt's time, ``held`` (a refused login: ``hold_for``
+    names the credentials), or ``failed`` (permanent, or out of attempts)."""
     now = now or utcnow()
-    state = (
-        ReplyState.RETRYING if temporary and claim.attempts < max_attempts else ReplyState.FAILED
-    )
+    if hold_for is not None and not temporary:
+        state = ReplyState.HELD
+    elif temporary and claim.attempts < max_attempts:
+        state = ReplyState.RETRYING
+    else:
+        state = ReplyState.FAILED
     _transition(
         session,
         claim,
@@ -222,8 +252,57 @@ def mark_attempt_failed(
         error_class=error_class,
         diagnosis=diagnosis,
         available_at=now + timedelta(seconds=retry_after),
+        held_credentials=hold_for if state == ReplyState.HELD else None,
     )
     return state
+
+
+def _requeue(session: Session, where: ColumnElement[bool], now: datetime | None) -> list[int]:
+    """Held replies back to the queue, due now, with their attempts counted afresh."""
+    now = now or utcnow()
+    rows = session.execute(
+        update(Reply)
+        .where(col(Reply.state) == ReplyState.HELD, where)
+        .values(
+            state=ReplyState.QUEUED,
+            attempts=0,
+            available_at=now,
+            held_credentials=None,
+            state_changed_at=now,
+        )
+        .returning(lease.table_of(Reply).c.id)
+    ).all()
+    return sorted(int(r[0]) for r in rows)
+
+
+def release_held(
+    session: Session, mailbox: str, credentials: str, now: datetime | None = None
+) -> list[int]:
+    """The mailbox's credentials are now ``credentials``: requeue what failed with others."""
+    return _requeue(
+        session,
+        and_(
+            func.lower(col(Reply.mailbox)) == mailbox.lower(),
+            col(Reply.held_credentials) != credentials,
+        ),
+        now,
+    )
+
+
+def retry_held(
+    session: Session,
+    reply_ids: Sequence[int] = (),
+    *,
+    mailbox: str | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """An operator says try again: these held replies, or all of ``mailbox``'s, or all."""
+    where: ColumnElement[bool] = true()
+    if reply_ids:
+        where = col(Reply.id).in_(list(reply_ids))
+    elif mailbox is not None:
+        where = func.lower(col(Reply.mailbox)) == mailbox.lower()
+    return _requeue(session, where, now)
 
 
 def mark_reply_bounced(session: Session, reply_message_id: str, reason: str) -> bool:
@@ -256,7 +335,7 @@ def reply_view(reply: Reply) -> dict[str, Any]:
         view.update(
             server_reply=reply.server_reply, queue_id=reply.queue_id, sent_at=iso(reply.sent_at)
         )
-    if reply.state in (ReplyState.RETRYING, ReplyState.FAILED):
+    if reply.state in (ReplyState.RETRYING, ReplyState.FAILED, ReplyState.HELD):
         view.update(error=reply.last_error, error_class=reply.error_class)
         if reply.diagnosis is not None:
             view["diagnosis"] = reply.diagnosis

@@ -288,7 +288,7 @@ def test_451_then_250_is_retried_with_backoff_and_sent(replying: Any) -> None:
 
     with Session(desk.server.engine) as session:
         assert outbox.depth(session) == {
-            "queued": 0, "sending": 0, "sent": 0, "retrying": 1, "failed": 0
+            "queued": 0, "sending": 0, "sent": 0, "retrying": 1, "failed": 0, "held": 0
         }  # fmt: skip
     assert desk.send(start + timedelta(seconds=59)).taken == 0
     assert desk.send(start + timedelta(seconds=61)) == OutboxResult(taken=1, sent=1)
@@ -310,15 +310,16 @@ def test_550_fails_at_once(replying: Any) -> None:
     assert "[failed]" in text and "550 5.7.1 Relaying denied" in text
 
 
-def test_wrong_password_fails_at_once_and_is_never_shown(
+def test_wrong_password_holds_the_reply_at_once_and_is_never_shown(
     replying: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "not-the-password-4711"
     desk, ticket_id, handler = replying(password=wrong)
-    assert desk.send(utcnow()).failed == 1
+    assert desk.send(utcnow()).held == 1
+    assert desk.send(utcnow() + timedelta(days=1)).taken == 0  # not retried every minute
     [shown] = desk.shown(ticket_id)["replies"]
-    assert shown["error_class"] == "authentication"
+    assert (shown["state"], shown["error_class"]) == ("held", "authentication")
     assert shown["diagnosis"]["server_text"] == "535 5.7.8 Authentication credentials invalid"
     human = run("tickets", "show", str(ticket_id), config=desk.path).stdout
     for text in (json.dumps(shown), human, caplog.text):

@@ -20,7 +20,9 @@ def test_status_shows_queue_batches_and_refusals(
     empty = json.loads(run("status", "--json", config=config_path).stdout)
     assert empty["queue"] == {"queued": 0, "leased": 0, "done": 0, "failed": 0, "quarantined": 0}
     assert (empty["oldest_waiting"], empty["batches"], empty["rejections_24h"]) == (None, [], {})
-    assert empty["outbox"] == {"queued": 0, "sending": 0, "sent": 0, "retrying": 0, "failed": 0}
+    assert empty["outbox"] == dict.fromkeys(
+        ("queued", "sending", "sent", "retrying", "failed", "held"), 0
+    )
 
     for subject in ("one", "two"):
         raw = message(sender="Alice <alice@customer.example>", to="support@example.com",

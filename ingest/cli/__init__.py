@@ -8,6 +8,8 @@ from ingest.cli import (
     check_config,
     db,
     events,
+    oauth,
+    outbox,
     process,
     purge,
     quarantine,
@@ -43,6 +45,8 @@ main.add_command(quarantine.quarantine)
 main.add_command(reload.reload)
 main.add_command(status.status)
 main.add_command(events.events)
+main.add_command(oauth.oauth)
+main.add_command(outbox.outbox)
 main.add_command(smtp_test)
 main.add_command(reply)
 main.add_command(console_password)

@@ -23,6 +23,8 @@ def check_config(config_path: str) -> None:
     for mailbox in config.mailboxes:
         smtp = mailbox.smtp
         relay = f"{smtp.host}:{smtp.port} {smtp.encryption}" if smtp else "no SMTP relay"
+        if smtp is not None and smtp.oauth:
+            relay += f", OAuth 2.0 ({smtp.auth.provider}, {smtp.auth.flow})"
         click.echo(f"    {mailbox.address} ({mailbox.name}) → {mailbox.channel}; {relay}")
     for warning in smtp_warnings(config):
         click.echo(f"  warning: {warning}")

@@ -3,7 +3,9 @@
 An admin setting up a mailbox needs to know which step fails and what to
 change, not a traceback: each step prints the server's answer, and a failure
 prints its class, the server's own words and the hint from
-:mod:`ingest.smtpfail` — the same diagnosis a failed reply shows.
+:mod:`ingest.smtpfail` — the same diagnosis a failed reply shows. With OAuth
+2.0 the first step is the access token, taken from (and kept in) the same
+store the worker uses, so a token obtained here is the one replies use.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 
 import click
 
-from ingest.cli.common import config_option, load
+from ingest.cli.common import config_option, load, open_store
 from ingest.compose import InvalidReply, parse_address
 from ingest.relay import StepDone
 from ingest.sendtest import find_mailbox, send_test
@@ -47,7 +49,12 @@ def smtp_test(mailbox: str, to: str | None, config_path: str) -> None:
             raise click.BadParameter(str(exc), param_hint="--to") from None
     smtp = box.smtp
     click.echo(f"{box.address} via {smtp.host}:{smtp.port} ({smtp.encryption})")
-    outcome = asyncio.run(send_test(config, box, to, _show))
+    engine = open_store(config) if smtp.oauth else None
+    try:
+        outcome = asyncio.run(send_test(config, box, to, _show, engine=engine))
+    finally:
+        if engine is not None:
+            engine.dispose()
     if outcome.failure is not None:
         d = outcome.failure
         when = "temporary" if d.temporary else "permanent"

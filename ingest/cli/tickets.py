@@ -84,7 +84,11 @@ def show(config_path: str, as_json: bool, ticket_id: int) -> None:
         click.echo(f"To: {', '.join(reply['recipients'])}   attempts: {reply['attempts']}")
         if reply["state"] == "sent":
             click.echo(f"Server: {reply['server_reply']}   queue id: {reply['queue_id'] or '-'}")
-        elif reply["state"] in ("retrying", "failed"):
+        elif reply["state"] in ("retrying", "failed", "held"):
             click.echo(f"Error ({reply['error_class']}): {reply['error']}")
+            if reply["state"] == "held":
+                click.echo(
+                    "Held until the mailbox's credentials change (or: firstline outbox retry)"
+                )
             if reply["state"] == "retrying":
                 click.echo(f"Next attempt: {reply['next_attempt_at']}")

@@ -328,7 +328,7 @@ async def mailbox_test(ui: Ui, who: Signed, fields: Form) -> Response:
             parse_address(to)
         except InvalidReply as exc:
             raise Refused(400, f"The test recipient is not usable: {exc}") from None
-    outcome = await send_test(config, box, to)
+    outcome = await send_test(config, box, to, engine=ui.engine)
     return ui.page("mailboxes.html", who, boxes=_mailboxes(ui), source=config.source,
                    result={"box": box, "to": to, "outcome": outcome},
                    nav="mailboxes")  # fmt: skip
