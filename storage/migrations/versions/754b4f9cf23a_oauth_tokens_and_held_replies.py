@@ -1,7 +1,7 @@
 """oauth tokens and held replies
 
 Revision ID: 754b4f9cf23a
-Revises: 5c1e0a7d2b94
+Revises: b7d41c9e2a10
 Create Date: 2026-12-01 10:20:00.000000
 """
 
@@ -14,7 +14,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision: str = "754b4f9cf23a"
-down_revision: str | Sequence[str] | None = "5c1e0a7d2b94"
+down_revision: str | Sequence[str] | None = "b7d41c9e2a10"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
