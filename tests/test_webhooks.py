@@ -326,9 +326,8 @@ def test_dead_letter_after_the_retry_window_then_retry_failed(
 
         # Delivered events hold copies of tickets: retention forgets them.
         later = utcnow() + timedelta(days=31)
-        with Session(server.engine) as session, session.begin():
-            assert purge(session, days=30, now=utcnow()).webhook_events == 0
-            assert purge(session, days=30, now=later).webhook_events == 2
+        assert purge(server.engine, days=30, now=utcnow()).webhook_events == 0
+        assert purge(server.engine, days=30, now=later).webhook_events == 2
         assert stored_events(server) == []
 
     created = receiver.of_type("ticket.created")
