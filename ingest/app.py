@@ -43,6 +43,7 @@ from policy.verdict import Verifier
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter
 from storage.schema import prepare
+from storage.space import SpaceGuard
 
 log = logging.getLogger("mail.app")
 
@@ -117,6 +118,7 @@ class App:
             commit_timeout=config.storage.commit_timeout,
         )
         self.gate = Gate(config.server.max_connections, config.server.max_connections_per_ip)
+        self.space = SpaceGuard(lambda: self.holder.current)
         self.servers: dict[str, asyncio.Server] = {}
         self.worker = Worker(self.holder, self.engine)
         self.deliverer = Deliverer(
@@ -158,7 +160,7 @@ class App:
         for proto in PROTOCOLS:
             self.handlers[proto] = IngestHandler(
                 self.holder, self.writer, rejections, proto=proto,
-                verifier=self.verifier, resolver=self.resolver,
+                verifier=self.verifier, resolver=self.resolver, space=self.space,
             )  # fmt: skip
             listen = _listen(config, proto)
             if listen is not None:
@@ -191,7 +193,7 @@ class App:
 
     async def _start_api(self, listen: str) -> HttpServer:
         config = self.holder.current
-        registry = scrape_registry(self.engine) if config.metrics.listen else None
+        registry = scrape_registry(self.engine, self.space) if config.metrics.listen else None
         asgi = create_app(
             lambda: self.holder.current, self.engine, health=self.health, registry=registry
         )
@@ -200,7 +202,7 @@ class App:
         return server
 
     async def _start_metrics(self, listen: str) -> MetricsServer:
-        server = MetricsServer(listen, scrape_registry(self.engine), self.health)
+        server = MetricsServer(listen, scrape_registry(self.engine, self.space), self.health)
         await server.start()
         return server
 
@@ -297,6 +299,13 @@ class App:
             checks["storage"] = "ok"
         except Exception as exc:  # the name of the error only: messages may hold the URL
             checks["storage"] = f"failing: {exc.__class__.__name__}"
+        space = self.space.space()
+        if space is not None:
+            checks["disk"] = (
+                f"low: {space.free} bytes free, mail refused under {space.min_free}"
+                if space.low
+                else "ok"
+            )
         return checks
 
     def _ping(self) -> None:

@@ -26,9 +26,11 @@ from ingest.reverse import confirmed_name
 from policy.authresults import strip_ours
 from policy.config import Config, MailboxConfig
 from policy.dns import Resolver
+from policy.errors import InsufficientStorage
 from policy.verdict import ACCEPT, Action, Envelope, Verdict, Verifier
 from storage.intake import GroupCommitWriter, Incoming, new_row
 from storage.models import QueueState, StoredMessage
+from storage.space import INSUFFICIENT, SpaceGuard
 
 if TYPE_CHECKING:
     from aiosmtpd.smtp import SMTP, Session
@@ -64,8 +66,10 @@ class IngestHandler:
         proto: str,
         verifier: Verifier | None = None,
         resolver: Resolver | None = None,
+        space: SpaceGuard | None = None,
     ) -> None:
         self.config = config
+        self.space = space
         self.writer = writer
         self.rejections = rejections
         self.proto = proto
@@ -94,6 +98,20 @@ class IngestHandler:
         session.host_name = hostname
         await self._lookup_name(session)
         return f"250 {server.hostname}"
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self._storage_low():
+            return INSUFFICIENT  # before the client sends a byte of the message
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self,
@@ -183,8 +201,13 @@ class IngestHandler:
             verdict={"action": verdict.action.value, "reason": verdict.reason, **verdict.details},
         )
         state = QueueState.QUARANTINED if verdict.action == Action.QUARANTINE else QueueState.QUEUED
+        if self._storage_low():  # the volume filled while this message came in
+            return self._per_recipient(mailboxes, INSUFFICIENT)
         try:
             await self.writer.submit(Incoming(stored, [m.key for m in mailboxes], state))
+        except InsufficientStorage:
+            log.error("not accepted, the storage volume is full: trace=%s", trace_id)
+            return self._per_recipient(mailboxes, INSUFFICIENT)
         except Exception as exc:
             log.error("not accepted, storage failed: %s trace=%s", exc.__class__.__name__, trace_id)
             return self._per_recipient(mailboxes, INTERNAL_ERROR)
@@ -256,6 +279,13 @@ class IngestHandler:
         return await self.verifier.verify(data, envelope, mailbox, policy)
 
     # --- helpers -------------------------------------------------------------
+
+    def _storage_low(self) -> bool:
+        space = self.space.space() if self.space is not None else None
+        if space is None or not space.low:
+            return False
+        log.warning("refusing mail: %s", space.describe())
+        return True
 
     def _per_recipient(self, mailboxes: list[MailboxConfig], reply: str) -> str:
         """LMTP answers once per accepted recipient (RFC 2033); SMTP once."""

@@ -124,6 +124,9 @@ class StorageConfig(_Model):
     url: str = "sqlite:///./data/firstline.db"
     # Seconds a session waits for its commit before answering 451 (a stalled database).
     commit_timeout: float = Field(default=60, gt=0)
+    # Bytes that must stay free on the SQLite database's volume, or new mail gets
+    # 452 4.3.1 (unset: four times server.max_message_size; 0: no check).
+    min_free: int | None = Field(default=None, ge=0)
 
 
 class BatchConfig(_Model):
@@ -412,6 +415,13 @@ class Config(_Model):
                 )
             addresses[mailbox.key] = index
         return self
+
+    @property
+    def min_free_bytes(self) -> int:
+        """Free space the storage volume must keep (``storage.min_free``)."""
+        if self.storage.min_free is not None:
+            return self.storage.min_free
+        return 4 * self.server.max_message_size
 
     def mailbox(self, address: str) -> MailboxConfig | None:
         """The mailbox whose service address is exactly ``address`` (case-insensitive)."""
