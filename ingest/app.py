@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import Engine, text
 
+from ingest import sdnotify
 from ingest.api import create_app
 from ingest.batch import Batch, BatchResult
 from ingest.events import filing_with_events, on_intake
@@ -356,10 +357,12 @@ class App:
         if control is not None and not control.claim():
             control = None
         reloads = asyncio.create_task(self._reload_when(reload, control), name="reload")
+        sdnotify.ready(f"{role}: {self._describe()}")
         try:
             await stop.wait()
         finally:
             log.info("shutting down")
+            sdnotify.stopping()
             reloads.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloads
@@ -371,6 +374,20 @@ class App:
         while True:
             await requested.wait()
             requested.clear()
+            sdnotify.reloading()
             result = await self.reloader.reload()
+            # Ready either way: a refused reload leaves the running configuration in force.
+            verdict = "reload accepted" if result.accepted else "reload refused, configuration kept"
+            sdnotify.ready(f"{verdict}; {self._describe()}")
             if control is not None:
                 control.publish(result)
+
+    def _describe(self) -> str:
+        """What ``systemctl status`` shows on its Status: line."""
+        config = self.holder.current
+        listening = [
+            f"{proto} on {listen.listen}"
+            for proto in PROTOCOLS
+            if proto in self.servers and (listen := _listen(config, proto)) is not None
+        ]
+        return ", ".join(listening) if listening else "batch worker"

@@ -34,13 +34,16 @@ from pydantic import (
 from policy.errors import ConfigError, ConfigProblem
 
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_ENV_IN_PATH = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
 def resolve_secret(value: Any) -> Any:
     """Turn ``${NAME}`` into the environment's value and ``file:PATH`` into the file's.
 
-    The error messages name the variable or file, never a value.
+    ``PATH`` may name variables too: ``file:${CREDENTIALS_DIRECTORY}/smtp-password``
+    reads a credential systemd passed with ``LoadCredential=``. The error
+    messages name the variable or file, never a value.
     """
     if not isinstance(value, str):
         return value
@@ -51,12 +54,19 @@ def resolve_secret(value: Any) -> Any:
             raise ValueError(f"environment variable {name} is not set")
         return os.environ[name]
     if value.startswith("file:"):
-        path = Path(value[len("file:") :]).expanduser()
+        path = Path(_ENV_IN_PATH.sub(_env_value, value[len("file:") :])).expanduser()
         try:
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
     return value
+
+
+def _env_value(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if name not in os.environ:
+        raise ValueError(f"environment variable {name} is not set")
+    return os.environ[name]
 
 
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
