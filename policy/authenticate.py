@@ -27,7 +27,9 @@ reason                      action      meaning
 ``dmarc_reject``            reject      DMARC failed, effective policy reject (550)
 ``manual_forward``          reject      manually forwarded, policy reject (550)
 ``from_malformed``          reject      zero or several From addresses (550)
-``dns_tempfail``            tempfail    DNS timeout/SERVFAIL in any check (451)
+``dns_tempfail``            tempfail    DNS timeout/SERVFAIL in a lookup whose answer
+                                        could change the verdict (451); not once an
+                                        aligned DKIM signature has passed
 ==========================  ==========  =========================================
 
 Trusted networks are our own MTAs in front of us (an edge MX or filter
@@ -244,6 +246,7 @@ class _Checks:
     spf: tuple[spf.SpfCheck, spf.SpfCheck]
     keys: dkim.Keys
     discovery: dmarc.PolicyDiscovery
+    key_failures: dict[str, str]  # DKIM key names whose lookup failed → why
 
 
 class Authenticator:
@@ -299,22 +302,28 @@ class Authenticator:
         except DnsTempError as exc:
             return self._tempfail(str(exc))
         mailfrom = checks.spf[0]
-        # Only the MAIL FROM result can decide DMARC (with a null sender it is the
-        # HELO result); a HELO lookup failing otherwise is recorded as temperror.
-        if mailfrom.dns_failure:
-            return self._tempfail("SPF: " + mailfrom.explanation)
         analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
+        signatures = dkim.unresolved(analysis.signatures, checks.key_failures)
         message_ids = _values(header_fields, b"message-id")
         outcome = dmarc.evaluate(
             author,
             checks.discovery,
             mailfrom.result,
             mailfrom.domain,
-            [s.domain for s in analysis.signatures if s.result == "pass"],
+            [s.domain for s in signatures if s.result == "pass"],
             message_ids[0] if message_ids else "",
         )
+        # A lookup that failed defers the message only if its answer could change
+        # the verdict: not once an aligned DKIM signature has passed (DMARC passes
+        # whatever SPF or the other keys say). Only the MAIL FROM result counts for
+        # SPF (with a null sender it is the HELO result); a HELO failure otherwise
+        # is recorded as temperror.
+        failures = [f"SPF: {mailfrom.explanation}"] if mailfrom.dns_failure else []
+        failures += [f"DKIM key {name}: {why}" for name, why in checks.key_failures.items()]
+        if failures and not outcome.dkim_aligned:
+            return self._tempfail("; ".join(failures))
         results = authresults.build(
-            self.authserv_id, checks.spf, analysis.signatures, analysis.arc, outcome,
+            self.authserv_id, checks.spf, signatures, analysis.arc, outcome,
             envelope.client_ip,
         )  # fmt: skip
         action, reason, reply, kind = self._decide(outcome, analysis.arc, analysis.evidence, policy)
@@ -322,7 +331,7 @@ class Authenticator:
             "from_domain": author,
             "spf_ip": ip,
             "spf": [_record(c) for c in checks.spf],
-            "dkim": [_record(s) for s in analysis.signatures],
+            "dkim": [_record(s) for s in signatures],
             "arc": _record(analysis.arc),
             "dmarc": _record(outcome),
             "forwarding": {
@@ -339,16 +348,19 @@ class Authenticator:
     async def _lookups(
         self, names: list[str], envelope: Envelope, ip: str, helo: str, author: str
     ) -> _Checks:
+        key_failures: dict[str, str] = {}
         try:
             async with asyncio.TaskGroup() as group:
                 spf_task = group.create_task(
                     spf.check_spf(self.resolver, ip, envelope.mail_from, helo, self._spf_results)
                 )
-                keys_task = group.create_task(dkim.fetch_keys(self.resolver, names))
+                keys_task = group.create_task(
+                    dkim.fetch_keys(self.resolver, names, failed=key_failures)
+                )
                 dmarc_task = group.create_task(dmarc.discover(self.resolver, author))
         except* DnsTempError as group_error:
             raise group_error.exceptions[0] from None
-        return _Checks(spf_task.result(), keys_task.result(), dmarc_task.result())
+        return _Checks(spf_task.result(), keys_task.result(), dmarc_task.result(), key_failures)
 
     async def _analyse(
         self, raw: bytes, mail_from: str, keys: dkim.Keys, policy: PolicyConfig
