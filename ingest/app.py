@@ -43,6 +43,7 @@ from policy.errors import ConfigProblem
 from policy.verdict import Verifier
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter
+from storage.keys import DMARC_SAMPLING, instance_key
 from storage.schema import prepare
 from storage.space import SpaceGuard
 
@@ -50,7 +51,8 @@ log = logging.getLogger("mail.app")
 
 PROTOCOLS = ("SMTP", "LMTP")
 
-VerifierFactory = Callable[[Config], Verifier | None]
+# Builds the verifier from the configuration and the store's DMARC sampling key.
+VerifierFactory = Callable[[Config, bytes], Verifier | None]
 
 
 class Worker:
@@ -132,6 +134,7 @@ class App:
         self.verifier: Verifier | None = None
         self.handlers: dict[str, IngestHandler] = {}
         self._tls: ssl.SSLContext | None = None
+        self._sampling_key = b""
         self.metrics: MetricsServer | None = None
         self.reloader = Reloader(lambda: self.holder.current, self.apply)
 
@@ -155,7 +158,9 @@ class App:
 
     async def _start_listeners(self) -> None:
         config = self.holder.current
-        self.verifier = self.verifier_factory(config) if self.verifier_factory else None
+        if self.verifier_factory is not None:
+            self._sampling_key = await asyncio.to_thread(instance_key, self.engine, DMARC_SAMPLING)
+            self.verifier = self.verifier_factory(config, self._sampling_key)
         self._tls = _tls_context(config)
         rejections = RejectionLog(self.writer)
         for proto in PROTOCOLS:
@@ -240,7 +245,7 @@ class App:
             and self.verifier_factory is not None
             and (new.dns != old.dns or new.server.hostname != old.server.hostname)
         ):
-            retired, self.verifier = self.verifier, self.verifier_factory(new)
+            retired, self.verifier = self.verifier, self.verifier_factory(new, self._sampling_key)
             if retired is not None:  # its worker processes would otherwise live on
                 self._retiring.add(asyncio.create_task(asyncio.to_thread(retired.close)))
         for handler in self.handlers.values():

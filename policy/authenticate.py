@@ -154,6 +154,7 @@ def _alive(pid: int) -> bool:
 
 def production_verifier(
     config: Config,
+    sampling_key: bytes,
     *,
     on_query: Callable[[str], None] | None = None,
     on_cache_hit: Callable[[], None] | None = None,
@@ -173,7 +174,10 @@ def production_verifier(
         on_query=on_query,
         on_cache_hit=on_cache_hit,
     )
-    return Authenticator(resolver, config.server.hostname, pool, new_executor=process_pool)
+    return Authenticator(
+        resolver, config.server.hostname, pool, new_executor=process_pool,
+        sampling_key=sampling_key,
+    )  # fmt: skip
 
 
 def _in(ip: str, networks: list[Network]) -> bool:
@@ -263,9 +267,12 @@ class Authenticator:
         executor: Executor | None = None,
         *,
         new_executor: Callable[[], Executor] | None = None,
+        sampling_key: bytes = b"",
     ) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
+        # Keys DMARC pct sampling (storage/keys.py): the same in every process on a store.
+        self.sampling_key = sampling_key
         self._executor = executor
         # A process pool is broken for good once one worker dies (OOM killer, a
         # crash in a C extension); this makes a fresh one instead of a 451 forever.
@@ -273,8 +280,13 @@ class Authenticator:
         self._spf_results = spf.ResultCache()
 
     @classmethod
-    def from_config(cls, config: Config, executor: Executor | None = None) -> Authenticator:
-        return cls(Resolver.from_config(config.dns), config.server.hostname, executor)
+    def from_config(
+        cls, config: Config, sampling_key: bytes = b"", executor: Executor | None = None
+    ) -> Authenticator:
+        return cls(
+            Resolver.from_config(config.dns), config.server.hostname, executor,
+            sampling_key=sampling_key,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Stop the executor's workers once verifications in flight have finished
@@ -312,6 +324,7 @@ class Authenticator:
             mailfrom.domain,
             [s.domain for s in signatures if s.result == "pass"],
             message_ids[0] if message_ids else "",
+            self.sampling_key,
         )
         # A lookup that failed defers the message only if its answer could change
         # the verdict: not once an aligned DKIM signature has passed (DMARC passes

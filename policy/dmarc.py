@@ -14,9 +14,11 @@ short enough to keep on plain data where they can be tested as tables:
   (the MAIL FROM domain, or HELO for a null reverse-path) or when ANY DKIM
   signature passed with an aligned ``d=``; alignment is relaxed (same
   organisational domain) or strict (same domain) per ``aspf``/``adkim``;
-* ``pct`` samples deterministically by a hash of the Message-ID, so a
-  forwarder retrying after a 451 meets the same decision; messages outside
-  the sample get the next weaker policy (reject → quarantine → none).
+* ``pct`` samples deterministically by an HMAC of the Message-ID under a
+  key of this installation (``storage/keys.py``): a forwarder retrying after
+  a 451 meets the same decision, but a spoofer, who chooses the Message-ID,
+  cannot choose one that is sampled out; messages outside the sample get the
+  next weaker policy (reject → quarantine → none).
 
 The only I/O is :func:`discover` asking the injected resolver; a DNS failure
 raises :class:`policy.errors.DnsTempError` and the caller answers 4xx.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from email.utils import getaddresses
@@ -197,11 +200,12 @@ class DmarcOutcome:
     reason: str = ""
 
 
-def sampled(message_id: str, pct: int) -> bool:
-    """True when this message falls inside the ``pct`` share."""
+def sampled(message_id: str, pct: int, key: bytes = b"") -> bool:
+    """True when this message falls inside the ``pct`` share (``key``: ours, secret)."""
     if pct >= 100:
         return True
-    digest = hashlib.sha256(message_id.strip().encode("utf-8", "replace")).digest()
+    message = message_id.strip().encode("utf-8", "replace")
+    digest = hmac.new(key, message, hashlib.sha256).digest()
     return int.from_bytes(digest[:4], "big") % 100 < pct
 
 
@@ -212,6 +216,7 @@ def evaluate(
     spf_domain: str,
     dkim_passes: Iterable[str],
     message_id: str,
+    sampling_key: bytes = b"",
 ) -> DmarcOutcome:
     """The DMARC result and the policy to apply, from results already computed.
 
@@ -234,7 +239,7 @@ def evaluate(
     )
     if spf_aligned or dkim_aligned:
         return outcome
-    inside = sampled(message_id, record.pct)
+    inside = sampled(message_id, record.pct, sampling_key)
     return replace(
         outcome,
         result="fail",
