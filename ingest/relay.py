@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import re
 import socket
 import ssl
@@ -50,8 +52,21 @@ StepObserver = Callable[[StepDone], None]
 
 
 def tls_context(smtp: SmtpConfig) -> ssl.SSLContext:
-    """Verify against the system store, or only against the mailbox's own CA file."""
-    cafile = str(smtp.ca_file) if smtp.ca_file is not None else None
+    """Verify against the system store, or only against the mailbox's own CA file.
+
+    Loaded once per CA file (and again when the file changes: a new mtime or
+    size) and shared by every connection, since parsing a CA bundle costs
+    milliseconds of CPU per connection otherwise; nobody changes a context
+    after it is made, which is what makes sharing it safe.
+    """
+    if smtp.ca_file is None:
+        return _context(None, None)
+    found = os.stat(smtp.ca_file)
+    return _context(str(smtp.ca_file), (found.st_mtime_ns, found.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _context(cafile: str | None, _version: tuple[int, int] | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
@@ -94,11 +109,11 @@ class Relay:
             start_tls=False,
         )
 
-    def _tls_context(self) -> ssl.SSLContext | None:
+    async def _tls_context(self) -> ssl.SSLContext | None:
         if self.smtp.encryption == "none":
             return None
-        try:
-            return tls_context(self.smtp)
+        try:  # a first load reads and parses files: not on the event loop
+            return await asyncio.to_thread(tls_context, self.smtp)
         except (OSError, ssl.SSLError) as exc:
             text = f"cannot load the CA file {self.smtp.ca_file}: {exc}"
             hint = "ca_file must be a readable PEM file of the CA certificates to trust"
@@ -129,7 +144,7 @@ class Relay:
     async def __aenter__(self) -> Relay:
         smtp = self.smtp
         how = {"ssl": "implicit TLS", "starttls": "STARTTLS", "none": "no encryption"}
-        context = self._tls_context()
+        context = await self._tls_context()
         try:
             await self._run(
                 Step.CONNECT,
@@ -198,6 +213,9 @@ async def deliver(
     on_step: StepObserver | None = None,
 ) -> Delivered:
     """Send ``raw`` from the mailbox's address through its relay, DKIM-signed if configured."""
-    data = dkim_sign(raw, smtp.dkim, mailbox.address) if smtp.dkim is not None else raw
+    # RSA signing takes milliseconds of CPU: not on the event loop.
+    data = raw
+    if smtp.dkim is not None:
+        data = await asyncio.to_thread(dkim_sign, raw, smtp.dkim, mailbox.address)
     async with Relay(smtp, local_hostname, on_step) as relay:
         return await relay.send(mailbox.address, recipients, data)

@@ -26,6 +26,7 @@ raises :class:`policy.errors.DnsTempError` and the caller answers 4xx.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -172,6 +173,8 @@ def select(records: list[bytes]) -> tuple[bool, PolicyDiscovery]:
 
 async def discover(resolver: Resolver, author: str) -> PolicyDiscovery:
     """RFC 7489 6.6.3: the From domain's record, else the organisational domain's."""
+    if not _psl.cache_info().currsize:  # parsing the list takes a while: not on the loop
+        await asyncio.to_thread(_psl)
     found, discovery = select(await resolver.txt(f"_dmarc.{author}"))
     if found:
         return _at(discovery, author)
