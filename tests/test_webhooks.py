@@ -8,6 +8,7 @@ the window" and "replayed" are observed on the wire, not in our tables only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -96,6 +97,14 @@ class Receiver:
                     receiver.deliveries.append(
                         Delivery(json.loads(body), verify(receiver.secret, signature, body), answer)
                     )
+                if answer == "trickle":  # each byte quick, the whole answer never in time
+                    with contextlib.suppress(OSError):  # the client hung up: as it should
+                        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                            if receiver.release.wait(0.25):
+                                break
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                    return
                 if answer == "hang":
                     with receiver._lock:
                         receiver.hanging += 1
@@ -266,6 +275,24 @@ def test_5xx_and_timeouts_are_retried_and_the_ticket_s_next_event_waits(
     assert len({d.id for d in receiver.of_type("ticket.created")}) == 1  # one idempotency key
     assert all(d.verified for d in receiver.deliveries)
     assert created.attempts == 4 and added.attempts == 1
+
+
+def test_a_helpdesk_trickling_its_answer_gets_the_total_timeout(
+    desk: Callable[..., Any], receiver: Receiver
+) -> None:
+    receiver.script = ["trickle"]
+    with desk(timeout=1) as server:
+        deliver(server, mail("Printer on fire", "slow@customer.example"))
+        server.process()
+        poke(server)
+        wait_for(lambda: len(receiver.deliveries) >= 2, "the retry after the timeout")
+        wait_for(
+            lambda: all(e.state == EventState.DELIVERED for e in stored_events(server)),
+            "delivered on the retry",
+        )
+        [event] = stored_events(server)
+    assert [d.answered for d in receiver.deliveries] == ["trickle", 200]
+    assert event.attempts == 2
 
 
 def test_410_is_dead_at_once_and_events_retry_replays_it(
