@@ -153,18 +153,12 @@ def purge(
         return len(ids)
 
     def rejections(session: Session) -> int:
-        oldest_ids = select(col(Rejection.id)).where(old_rejections).limit(chunk)
-        done = _rowcount(
-            session.execute(delete(Rejection).where(col(Rejection.id).in_(oldest_ids)))
-        )
+        done = _delete_some(session, Rejection, old_rejections, chunk)
         report.rejections += done
         return done
 
     def webhook_events(session: Session) -> int:
-        settled_ids = select(col(WebhookEvent.id)).where(settled_events).limit(chunk)
-        done = _rowcount(
-            session.execute(delete(WebhookEvent).where(col(WebhookEvent.id).in_(settled_ids)))
-        )
+        done = _delete_some(session, WebhookEvent, settled_events, chunk)
         report.webhook_events += done
         return done
 
@@ -184,8 +178,11 @@ def purge(
     return report
 
 
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
+def _delete_some(session: Session, model: Any, where: Any, chunk: int) -> int:
+    """Delete up to ``chunk`` rows of ``model`` matching ``where``; how many went."""
+    some = select(col(model.id)).where(where).limit(chunk)
+    result: Any = session.execute(delete(model).where(col(model.id).in_(some)))
+    return int(result.rowcount or 0)
 
 
 def _repeat(engine: Engine, step: Callable[[Session], int], chunk: int) -> None:

@@ -13,14 +13,18 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 from prometheus_client import generate_latest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from ingest.metrics import scrape_registry
 from policy.config import Config, parse_config
+from policy.errors import InsufficientStorage, StorageUnavailable
+from storage.engine import storage_error
 from storage.models import StoredMessage
 from storage.space import storage_folder
 from tests.cli import run, write_config
@@ -156,3 +160,11 @@ def test_a_full_disk_at_commit_is_452_and_leaves_nothing_half_written(volume: Pa
         assert stored(server) == 1
         assert send(server, "fits again", size=900 * 1024)[1].startswith(b"250")
         assert stored(server) == 2
+
+
+def test_postgresql_disk_full_maps_to_452_at_the_storage_boundary() -> None:
+    """The PostgreSQL server's disk is not ours to fill; its error is (SQLSTATE 53100)."""
+    full = OperationalError("INSERT …", {}, psycopg.errors.DiskFull("could not extend file"))
+    assert isinstance(storage_error(full), InsufficientStorage)
+    gone = OperationalError("INSERT …", {}, psycopg.errors.AdminShutdown("terminating"))
+    assert type(storage_error(gone)) is StorageUnavailable
