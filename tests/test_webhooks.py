@@ -291,8 +291,10 @@ def test_a_helpdesk_trickling_its_answer_gets_the_total_timeout(
             "delivered on the retry",
         )
         [event] = stored_events(server)
-    assert [d.answered for d in receiver.deliveries] == ["trickle", 200]
-    assert event.attempts == 2
+    # Not delivered by the trickle (which would have ended with a 200 after ~10 s):
+    # retried. (A loaded machine may need more than one retry within 1 s.)
+    answers = [d.answered for d in receiver.deliveries]
+    assert answers[0] == "trickle" and answers[-1] == 200 and event.attempts == len(answers)
 
 
 def test_410_is_dead_at_once_and_events_retry_replays_it(
