@@ -107,8 +107,9 @@ class IngestHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        if self._storage_low():
-            return INSUFFICIENT  # before the client sends a byte of the message
+        if self._storage_low():  # before the client sends a byte of the message
+            self._reject(session, envelope, "MAIL", INSUFFICIENT, "insufficient_storage", rcpt=[])
+            return INSUFFICIENT
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -201,12 +202,16 @@ class IngestHandler:
             verdict={"action": verdict.action.value, "reason": verdict.reason, **verdict.details},
         )
         state = QueueState.QUARANTINED if verdict.action == Action.QUARANTINE else QueueState.QUEUED
-        if self._storage_low():  # the volume filled while this message came in
-            return self._per_recipient(mailboxes, INSUFFICIENT)
         try:
+            if self._storage_low():  # the volume filled while this message came in
+                raise InsufficientStorage("under storage.min_free")
             await self.writer.submit(Incoming(stored, [m.key for m in mailboxes], state))
         except InsufficientStorage:
             log.error("not accepted, the storage volume is full: trace=%s", trace_id)
+            self._reject(
+                session, envelope, "DATA", INSUFFICIENT, "insufficient_storage",
+                rcpt=[m.address for m in mailboxes], headers=summary,
+            )  # fmt: skip
             return self._per_recipient(mailboxes, INSUFFICIENT)
         except Exception as exc:
             log.error("not accepted, storage failed: %s trace=%s", exc.__class__.__name__, trace_id)

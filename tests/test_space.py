@@ -25,7 +25,7 @@ from ingest.metrics import scrape_registry
 from policy.config import Config, parse_config
 from policy.errors import InsufficientStorage, StorageUnavailable
 from storage.engine import storage_error
-from storage.models import StoredMessage
+from storage.models import Rejection, StoredMessage
 from storage.space import storage_folder
 from tests.cli import run, write_config
 from tests.conftest import BASE_CONFIG, merge
@@ -125,6 +125,10 @@ def test_a_low_volume_refuses_mail_and_says_so_until_space_comes_back(
         wait_until(lambda: server.call(server.app.health())["disk"] != "ok", "saw the disk low")
         mail, _ = send(server, "while low")
         assert mail.startswith(b"452 4.3.1 Insufficient system storage"), mail
+        server.flush()
+        with Session(server.engine) as session:
+            [refusal] = session.scalars(select(Rejection)).all()
+        assert (refusal.stage, refusal.reason) == ("MAIL", "insufficient_storage")
         assert server.call(server.app.health())["disk"].startswith("low: ")
         scraped = generate_latest(scrape_registry(server.engine, server.app.space)).decode()
         assert "firstline_storage_min_free_bytes 4.194304e+06" in scraped
@@ -133,6 +137,7 @@ def test_a_low_volume_refuses_mail_and_says_so_until_space_comes_back(
         shown = run("status", config=config_path)
         assert shown.exit_code == 0, shown.output
         assert "refusing mail under 4.0 MiB): LOW" in shown.stdout
+        assert "insufficient_storage 1" in shown.stdout
         status_json = run("status", "--json", config=config_path)
         assert '"low": true' in status_json.stdout
         # The batch keeps running: turning mail into tickets is how space comes back.
