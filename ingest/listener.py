@@ -108,7 +108,8 @@ class IngestHandler:
         mail_options: list[str],
     ) -> str:
         if self._storage_low():  # before the client sends a byte of the message
-            self._reject(session, envelope, "MAIL", INSUFFICIENT, "insufficient_storage", rcpt=[])
+            self._reject(session, envelope, "MAIL", INSUFFICIENT, "insufficient_storage",
+                         rcpt=[], mail_from=address)  # fmt: skip
             return INSUFFICIENT
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -338,11 +339,12 @@ class IngestHandler:
         rcpt: list[str],
         headers: HeaderSummary | None = None,
         auth: dict[str, Any] | None = None,
+        mail_from: str | None = None,  # at MAIL, before the envelope holds it
     ) -> None:
         mailbox = self.config.current.mailbox(rcpt[0]) if len(rcpt) == 1 else None
         self.rejections.record(
             stage=stage, reply=reply, reason=reason, peer=self._peer(session),
-            mail_from=_mail_from(envelope), rcpt_to=rcpt,
+            mail_from=_mail_from(envelope) if mail_from is None else mail_from, rcpt_to=rcpt,
             mailbox=mailbox.address if mailbox else None, headers=headers, authentication=auth,
         )  # fmt: skip
 

@@ -128,7 +128,9 @@ def test_a_low_volume_refuses_mail_and_says_so_until_space_comes_back(
         server.flush()
         with Session(server.engine) as session:
             [refusal] = session.scalars(select(Rejection)).all()
-        assert (refusal.stage, refusal.reason) == ("MAIL", "insufficient_storage")
+        assert (refusal.stage, refusal.reason, refusal.mail_from) == (
+            "MAIL", "insufficient_storage", "alice@fine.example"
+        )  # fmt: skip
         assert server.call(server.app.health())["disk"].startswith("low: ")
         scraped = generate_latest(scrape_registry(server.engine, server.app.space)).decode()
         assert "firstline_storage_min_free_bytes 4.194304e+06" in scraped
