@@ -197,5 +197,5 @@ def test_serve_refuses_an_invalid_file(tmp_path: Path) -> None:
 def test_sender_verification_can_be_left_to_the_mta_in_front() -> None:
     from ingest.cli.serve import serve_verifier
 
-    assert serve_verifier(parse_config("policy: {verify_senders: false}\n")) is None
+    assert serve_verifier(parse_config("policy: {verify_senders: false}\n"), b"k") is None
     assert parse_config("").policy.verify_senders is True
