@@ -1,7 +1,7 @@
 """instance keys
 
 Revision ID: d4dcff350ce8
-Revises: 73af9ce6beea
+Revises: 5c1e0a7d2b94
 Create Date: 2026-12-01 10:00:05.343846
 """
 
@@ -14,7 +14,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision: str = "d4dcff350ce8"
-down_revision: str | Sequence[str] | None = "73af9ce6beea"
+down_revision: str | Sequence[str] | None = "5c1e0a7d2b94"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
