@@ -19,6 +19,7 @@ from collections.abc import Callable
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import Engine, text
 
+from ingest import sdnotify
 from ingest.api import create_app
 from ingest.batch import Batch, BatchResult
 from ingest.events import filing_with_events, on_intake
@@ -43,13 +44,16 @@ from policy.errors import ConfigProblem
 from policy.verdict import Verifier
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter
+from storage.keys import DMARC_SAMPLING, instance_key
 from storage.schema import prepare
+from storage.space import SpaceGuard
 
 log = logging.getLogger("mail.app")
 
 PROTOCOLS = ("SMTP", "LMTP")
 
-VerifierFactory = Callable[[Config], Verifier | None]
+# Builds the verifier from the configuration and the store's DMARC sampling key.
+VerifierFactory = Callable[[Config, bytes], Verifier | None]
 
 
 class Worker:
@@ -123,6 +127,7 @@ class App:
             config.server.max_trusted_connections,
             config.server.min_session_rate,
         )
+        self.space = SpaceGuard(lambda: self.holder.current)
         self.servers: dict[str, asyncio.Server] = {}
         self.worker = Worker(self.holder, self.engine)
         self.deliverer = Deliverer(
@@ -135,6 +140,7 @@ class App:
         self.verifier: Verifier | None = None
         self.handlers: dict[str, IngestHandler] = {}
         self._tls: ssl.SSLContext | None = None
+        self._sampling_key = b""
         self.metrics: MetricsServer | None = None
         self.reloader = Reloader(lambda: self.holder.current, self.apply)
 
@@ -158,13 +164,15 @@ class App:
 
     async def _start_listeners(self) -> None:
         config = self.holder.current
-        self.verifier = self.verifier_factory(config) if self.verifier_factory else None
+        if self.verifier_factory is not None:
+            self._sampling_key = await asyncio.to_thread(instance_key, self.engine, DMARC_SAMPLING)
+            self.verifier = self.verifier_factory(config, self._sampling_key)
         self._tls = _tls_context(config)
         rejections = RejectionLog(self.writer)
         for proto in PROTOCOLS:
             self.handlers[proto] = IngestHandler(
                 self.holder, self.writer, rejections, proto=proto,
-                verifier=self.verifier, resolver=self.resolver,
+                verifier=self.verifier, resolver=self.resolver, space=self.space,
             )  # fmt: skip
             listen = _listen(config, proto)
             if listen is not None:
@@ -210,7 +218,7 @@ class App:
 
     async def _start_api(self, listen: str) -> HttpServer:
         config = self.holder.current
-        registry = scrape_registry(self.engine) if config.metrics.listen else None
+        registry = scrape_registry(self.engine, self.space) if config.metrics.listen else None
         asgi = create_app(
             lambda: self.holder.current, self.engine, health=self.health, registry=registry
         )
@@ -219,7 +227,7 @@ class App:
         return server
 
     async def _start_metrics(self, listen: str) -> MetricsServer:
-        server = MetricsServer(listen, scrape_registry(self.engine), self.health)
+        server = MetricsServer(listen, scrape_registry(self.engine, self.space), self.health)
         await server.start()
         return server
 
@@ -258,7 +266,7 @@ class App:
             and self.verifier_factory is not None
             and (new.dns != old.dns or new.server.hostname != old.server.hostname)
         ):
-            retired, self.verifier = self.verifier, self.verifier_factory(new)
+            retired, self.verifier = self.verifier, self.verifier_factory(new, self._sampling_key)
             if retired is not None:  # its worker processes would otherwise live on
                 self._retiring.add(asyncio.create_task(asyncio.to_thread(retired.close)))
         for handler in self.handlers.values():
@@ -318,6 +326,13 @@ class App:
             checks["storage"] = "ok"
         except Exception as exc:  # the name of the error only: messages may hold the URL
             checks["storage"] = f"failing: {exc.__class__.__name__}"
+        space = self.space.space()
+        if space is not None:
+            checks["disk"] = (
+                f"low: {space.free} bytes free, mail refused under {space.min_free}"
+                if space.low
+                else "ok"
+            )
         return checks
 
     def _ping(self) -> None:
@@ -368,10 +383,12 @@ class App:
         if control is not None and not control.claim():
             control = None
         reloads = asyncio.create_task(self._reload_when(reload, control), name="reload")
+        sdnotify.ready(f"{role}: {self._describe()}")
         try:
             await stop.wait()
         finally:
             log.info("shutting down")
+            sdnotify.stopping()
             reloads.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloads
@@ -383,6 +400,20 @@ class App:
         while True:
             await requested.wait()
             requested.clear()
+            sdnotify.reloading()
             result = await self.reloader.reload()
+            # Ready either way: a refused reload leaves the running configuration in force.
+            verdict = "reload accepted" if result.accepted else "reload refused, configuration kept"
+            sdnotify.ready(f"{verdict}; {self._describe()}")
             if control is not None:
                 control.publish(result)
+
+    def _describe(self) -> str:
+        """What ``systemctl status`` shows on its Status: line."""
+        config = self.holder.current
+        listening = [
+            f"{proto} on {listen.listen}"
+            for proto in PROTOCOLS
+            if proto in self.servers and (listen := _listen(config, proto)) is not None
+        ]
+        return ", ".join(listening) if listening else "batch worker"

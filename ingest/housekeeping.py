@@ -95,5 +95,4 @@ class Housekeeping:
         return report
 
     def _purge(self, days: int) -> retention.PurgeReport:
-        with Session(self.engine) as session, session.begin():
-            return retention.purge(session, days=days)
+        return retention.purge(self.engine, days=days)

@@ -28,10 +28,12 @@ from policy import headerblock
 from policy.authresults import strip_ours
 from policy.config import Config, MailboxConfig
 from policy.dns import Resolver
+from policy.errors import InsufficientStorage
 from policy.limits import Breach, check_header, check_structure
 from policy.verdict import ACCEPT, Action, Envelope, Verdict, Verifier
 from storage.intake import GroupCommitWriter, Incoming, new_row
 from storage.models import QueueState, StoredMessage
+from storage.space import INSUFFICIENT, SpaceGuard
 
 if TYPE_CHECKING:
     from aiosmtpd.smtp import SMTP, Session
@@ -67,8 +69,10 @@ class IngestHandler:
         proto: str,
         verifier: Verifier | None = None,
         resolver: Resolver | None = None,
+        space: SpaceGuard | None = None,
     ) -> None:
         self.config = config
+        self.space = space
         self.writer = writer
         self.rejections = rejections
         self.proto = proto
@@ -115,6 +119,10 @@ class IngestHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        if self._storage_low():  # before the client sends a byte of the message
+            self._reject(session, envelope, "MAIL", INSUFFICIENT, "insufficient_storage",
+                         rcpt=[], mail_from=address)  # fmt: skip
+            return INSUFFICIENT
         if not _utf8(address):
             reply = "553 5.1.7 The sender address is not valid UTF-8"
             self._reject(session, envelope, "MAIL", reply, "invalid_sender", rcpt=[],
@@ -225,7 +233,16 @@ class IngestHandler:
         )
         state = QueueState.QUARANTINED if verdict.action == Action.QUARANTINE else QueueState.QUEUED
         try:
+            if self._storage_low():  # the volume filled while this message came in
+                raise InsufficientStorage("under storage.min_free")
             await self.writer.submit(Incoming(stored, [m.key for m in mailboxes], state))
+        except InsufficientStorage:
+            log.error("not accepted, the storage volume is full: trace=%s", trace_id)
+            self._reject(
+                session, envelope, "DATA", INSUFFICIENT, "insufficient_storage",
+                rcpt=[m.address for m in mailboxes], headers=summary,
+            )  # fmt: skip
+            return self._per_recipient(mailboxes, INSUFFICIENT)
         except Exception as exc:
             log.error("not accepted, storage failed: %s trace=%s", exc.__class__.__name__, trace_id)
             return self._per_recipient(mailboxes, INTERNAL_ERROR)
@@ -316,6 +333,13 @@ class IngestHandler:
 
     # --- helpers -------------------------------------------------------------
 
+    def _storage_low(self) -> bool:
+        space = self.space.space() if self.space is not None else None
+        if space is None or not space.low:
+            return False
+        log.warning("refusing mail: %s", space.describe())
+        return True
+
     def _per_recipient(self, mailboxes: list[MailboxConfig], reply: str) -> str:
         """LMTP answers once per accepted recipient (RFC 2033); SMTP once."""
         if self.proto != "LMTP":
@@ -362,7 +386,7 @@ class IngestHandler:
         rcpt: list[str],
         headers: HeaderSummary | None = None,
         auth: dict[str, Any] | None = None,
-        mail_from: str | None = None,
+        mail_from: str | None = None,  # at MAIL, before the envelope holds it
         helo: str | None = None,
     ) -> None:
         rcpt = [_shown(r) for r in rcpt]

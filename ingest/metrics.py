@@ -35,6 +35,7 @@ from starlette.types import ASGIApp
 
 from storage import events, outbox, status
 from storage.models import utcnow
+from storage.space import SpaceGuard
 
 log = logging.getLogger("mail.metrics")
 
@@ -184,6 +185,28 @@ class StoreCollector(Collector):
         yield webhook
 
 
+class SpaceCollector(Collector):
+    """Free bytes on the storage volume and the threshold under which mail is refused."""
+
+    def __init__(self, guard: SpaceGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterable[Metric]:
+        space = self.guard.space()
+        if space is None:  # PostgreSQL: the database server's disk is not ours to see
+            return
+        yield GaugeMetricFamily(
+            "firstline_storage_free_bytes",
+            "bytes free on the storage volume (SQLite's folder)",
+            value=space.free,
+        )
+        yield GaugeMetricFamily(
+            "firstline_storage_min_free_bytes",
+            "free bytes under which new mail is refused with 452 4.3.1 (storage.min_free)",
+            value=space.min_free,
+        )
+
+
 class _Shared(Collector):
     """Hands the module's registry to a per-server registry."""
 
@@ -191,11 +214,13 @@ class _Shared(Collector):
         return REGISTRY.collect()
 
 
-def scrape_registry(engine: Engine) -> CollectorRegistry:
+def scrape_registry(engine: Engine, space: SpaceGuard | None = None) -> CollectorRegistry:
     """The registry one endpoint serves: the shared counters plus this store's gauges."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Shared())
     registry.register(StoreCollector(engine))
+    if space is not None:
+        registry.register(SpaceCollector(space))
     return registry
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import os
 import re
 import socket
 import ssl
@@ -66,8 +68,21 @@ StepObserver = Callable[[StepDone], None]
 
 
 def tls_context(smtp: SmtpConfig) -> ssl.SSLContext:
-    """Verify against the system store, or only against the mailbox's own CA file."""
-    cafile = str(smtp.ca_file) if smtp.ca_file is not None else None
+    """Verify against the system store, or only against the mailbox's own CA file.
+
+    Loaded once per CA file (and again when the file changes: a new mtime or
+    size) and shared by every connection, since parsing a CA bundle costs
+    milliseconds of CPU per connection otherwise; nobody changes a context
+    after it is made, which is what makes sharing it safe.
+    """
+    if smtp.ca_file is None:
+        return _context(None, None)
+    found = os.stat(smtp.ca_file)
+    return _context(str(smtp.ca_file), (found.st_mtime_ns, found.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _context(cafile: str | None, _version: tuple[int, int] | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
@@ -117,11 +132,11 @@ class Relay:
             start_tls=False,
         )
 
-    def _tls_context(self) -> ssl.SSLContext | None:
+    async def _tls_context(self) -> ssl.SSLContext | None:
         if self.smtp.encryption == "none":
             return None
-        try:
-            return tls_context(self.smtp)
+        try:  # a first load reads and parses files: not on the event loop
+            return await asyncio.to_thread(tls_context, self.smtp)
         except (OSError, ssl.SSLError) as exc:
             text = f"cannot load the CA file {self.smtp.ca_file}: {exc}"
             hint = "ca_file must be a readable PEM file of the CA certificates to trust"
@@ -157,7 +172,7 @@ class Relay:
     async def __aenter__(self) -> Relay:
         smtp = self.smtp
         how = {"ssl": "implicit TLS", "starttls": "STARTTLS", "none": "no encryption"}
-        context = self._tls_context()
+        context = await self._tls_context()
         if smtp.oauth:
             await self._fetch_token()
         try:
@@ -278,6 +293,9 @@ async def deliver(
     token: TokenSource | None = None,
 ) -> Delivered:
     """Send ``raw`` from the mailbox's address through its relay, DKIM-signed if configured."""
-    data = dkim_sign(raw, smtp.dkim, mailbox.address) if smtp.dkim is not None else raw
+    # RSA signing takes milliseconds of CPU: not on the event loop.
+    data = raw
+    if smtp.dkim is not None:
+        data = await asyncio.to_thread(dkim_sign, raw, smtp.dkim, mailbox.address)
     async with Relay(smtp, local_hostname, on_step, token) as relay:
         return await relay.send(mailbox.address, recipients, data)

@@ -105,11 +105,15 @@ async def post(
         "Firstline-Event-Type": claim.type,
     }
     try:
-        async with client.stream(
-            "POST", channel.url, content=body, headers=headers, timeout=channel.timeout
-        ) as response:
-            return judge(response.status_code)
-    except httpx.TimeoutException:
+        # httpx's timeout bounds each read and write, so a server trickling its
+        # answer a byte at a time would hold the event (and its ticket's later
+        # ones) for ever; this bounds the whole exchange.
+        async with asyncio.timeout(channel.timeout):
+            async with client.stream(
+                "POST", channel.url, content=body, headers=headers, timeout=channel.timeout
+            ) as response:
+                return judge(response.status_code)
+    except (httpx.TimeoutException, TimeoutError):
         return Attempt("retry", None, f"no answer within {channel.timeout:g}s")
     except httpx.TransportError as exc:
         return Attempt("retry", None, f"{exc.__class__.__name__}: {exc}"[:500])

@@ -34,7 +34,9 @@ reason                      action      meaning
                                         address (``<>``, MAILER-DAEMON): DMARC
                                         has no domain to judge; it can only join
                                         the ticket of mail we sent
-``dns_tempfail``            tempfail    DNS timeout/SERVFAIL in any check (451)
+``dns_tempfail``            tempfail    DNS timeout/SERVFAIL in a lookup whose answer
+                                        could change the verdict (451); not once an
+                                        aligned DKIM signature has passed
 ==========================  ==========  =========================================
 
 Trusted networks are our own MTAs in front of us (an edge MX or filter
@@ -199,6 +201,7 @@ def _alive(pid: int) -> bool:
 
 def production_verifier(
     config: Config,
+    sampling_key: bytes,
     *,
     on_query: Callable[[str], None] | None = None,
     on_cache_hit: Callable[[], None] | None = None,
@@ -218,7 +221,10 @@ def production_verifier(
         on_query=on_query,
         on_cache_hit=on_cache_hit,
     )
-    return Authenticator(resolver, config.server.hostname, pool, new_executor=process_pool)
+    return Authenticator(
+        resolver, config.server.hostname, pool, new_executor=process_pool,
+        sampling_key=sampling_key,
+    )  # fmt: skip
 
 
 def _in(ip: str, networks: list[Network]) -> bool:
@@ -282,6 +288,7 @@ class _Checks:
     keys: dkim.Keys
     # None for a null-sender bounce: there is no author domain to ask about.
     discovery: dmarc.PolicyDiscovery | None
+    key_failures: dict[str, str]  # DKIM key names whose lookup failed → why
 
 
 class Authenticator:
@@ -298,9 +305,12 @@ class Authenticator:
         executor: Executor | None = None,
         *,
         new_executor: Callable[[], Executor] | None = None,
+        sampling_key: bytes = b"",
     ) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
+        # Keys DMARC pct sampling (storage/keys.py): the same in every process on a store.
+        self.sampling_key = sampling_key
         self._executor = executor
         # A process pool is broken for good once one worker dies (OOM killer, a
         # crash in a C extension); this makes a fresh one instead of a 451 forever.
@@ -308,8 +318,13 @@ class Authenticator:
         self._spf_results = spf.ResultCache()
 
     @classmethod
-    def from_config(cls, config: Config, executor: Executor | None = None) -> Authenticator:
-        return cls(Resolver.from_config(config.dns), config.server.hostname, executor)
+    def from_config(
+        cls, config: Config, sampling_key: bytes = b"", executor: Executor | None = None
+    ) -> Authenticator:
+        return cls(
+            Resolver.from_config(config.dns), config.server.hostname, executor,
+            sampling_key=sampling_key,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Stop the executor's workers once verifications in flight have finished
@@ -344,13 +359,10 @@ class Authenticator:
         except DnsTempError as exc:
             return self._tempfail(str(exc))
         mailfrom = checks.spf[0]
-        # Only the MAIL FROM result can decide DMARC (with a null sender it is the
-        # HELO result); a HELO lookup failing otherwise is recorded as temperror.
-        if mailfrom.dns_failure:
-            return self._tempfail("SPF: " + mailfrom.explanation)
         analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
         for method, problem in analysis.problems:
             log.info("%s permerror (malformed_input: %s)", method, problem)
+        signatures = dkim.unresolved(analysis.signatures, checks.key_failures)
         message_ids = block.values("message-id")
         outcome = (
             dmarc.evaluate(
@@ -358,14 +370,24 @@ class Authenticator:
                 checks.discovery,
                 mailfrom.result,
                 mailfrom.domain,
-                [s.domain for s in analysis.signatures if s.result == "pass"],
+                [s.domain for s in signatures if s.result == "pass"],
                 message_ids[0] if message_ids else "",
+                self.sampling_key,
             )
             if checks.discovery is not None
             else dmarc.DmarcOutcome("none", "", reason="null-sender bounce: no author domain")
         )
+        # A lookup that failed defers the message only if its answer could change
+        # the verdict: not once an aligned DKIM signature has passed (DMARC passes
+        # whatever SPF or the other keys say). Only the MAIL FROM result counts for
+        # SPF (with a null sender it is the HELO result); a HELO failure otherwise
+        # is recorded as temperror.
+        failures = [f"SPF: {mailfrom.explanation}"] if mailfrom.dns_failure else []
+        failures += [f"DKIM key {name}: {why}" for name, why in checks.key_failures.items()]
+        if failures and not outcome.dkim_aligned:
+            return self._tempfail("; ".join(failures))
         results = authresults.build(
-            self.authserv_id, checks.spf, analysis.signatures, analysis.arc, outcome,
+            self.authserv_id, checks.spf, signatures, analysis.arc, outcome,
             envelope.client_ip,
         )  # fmt: skip
         if author.null:
@@ -381,7 +403,7 @@ class Authenticator:
             "author": author.address,
             "spf_ip": ip,
             "spf": [_record(c) for c in checks.spf],
-            "dkim": [_record(s) for s in analysis.signatures],
+            "dkim": [_record(s) for s in signatures],
             "arc": _record(analysis.arc),
             "dmarc": _record(outcome),
             "forwarding": {
@@ -398,12 +420,15 @@ class Authenticator:
     async def _lookups(
         self, names: list[str], envelope: Envelope, ip: str, helo: str, author: Author
     ) -> _Checks:
+        key_failures: dict[str, str] = {}
         try:
             async with asyncio.TaskGroup() as group:
                 spf_task = group.create_task(
                     spf.check_spf(self.resolver, ip, envelope.mail_from, helo, self._spf_results)
                 )
-                keys_task = group.create_task(dkim.fetch_keys(self.resolver, names))
+                keys_task = group.create_task(
+                    dkim.fetch_keys(self.resolver, names, failed=key_failures)
+                )
                 dmarc_task = (
                     None
                     if author.null
@@ -412,7 +437,7 @@ class Authenticator:
         except* DnsTempError as group_error:
             raise group_error.exceptions[0] from None
         discovery = dmarc_task.result() if dmarc_task is not None else None
-        return _Checks(spf_task.result(), keys_task.result(), discovery)
+        return _Checks(spf_task.result(), keys_task.result(), discovery, key_failures)
 
     async def _analyse(
         self, raw: bytes, mail_from: str, keys: dkim.Keys, policy: PolicyConfig

@@ -35,13 +35,16 @@ from pydantic import (
 from policy.errors import ConfigError, ConfigProblem
 
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_ENV_IN_PATH = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
 def resolve_secret(value: Any) -> Any:
     """Turn ``${NAME}`` into the environment's value and ``file:PATH`` into the file's.
 
-    The error messages name the variable or file, never a value.
+    ``PATH`` may name variables too: ``file:${CREDENTIALS_DIRECTORY}/smtp-password``
+    reads a credential systemd passed with ``LoadCredential=``. The error
+    messages name the variable or file, never a value.
     """
     if not isinstance(value, str):
         return value
@@ -52,12 +55,19 @@ def resolve_secret(value: Any) -> Any:
             raise ValueError(f"environment variable {name} is not set")
         return os.environ[name]
     if value.startswith("file:"):
-        path = Path(value[len("file:") :]).expanduser()
+        path = Path(_ENV_IN_PATH.sub(_env_value, value[len("file:") :])).expanduser()
         try:
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
     return value
+
+
+def _env_value(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if name not in os.environ:
+        raise ValueError(f"environment variable {name} is not set")
+    return os.environ[name]
 
 
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
@@ -161,6 +171,9 @@ class StorageConfig(_Model):
     url: str = "sqlite:///./data/firstline.db"
     # Seconds a session waits for its commit before answering 451 (a stalled database).
     commit_timeout: float = Field(default=60, gt=0)
+    # Bytes that must stay free on the SQLite database's volume, or new mail gets
+    # 452 4.3.1 (unset: four times server.max_message_size; 0: no check).
+    min_free: int | None = Field(default=None, ge=0)
 
 
 class BatchConfig(_Model):
@@ -619,6 +632,13 @@ class Config(_Model):
                 )
             addresses[mailbox.key] = index
         return self
+
+    @property
+    def min_free_bytes(self) -> int:
+        """Free space the storage volume must keep (``storage.min_free``)."""
+        if self.storage.min_free is not None:
+            return self.storage.min_free
+        return 4 * self.server.max_message_size
 
     def mailbox(self, address: str) -> MailboxConfig | None:
         """The mailbox whose service address is exactly ``address`` (case-insensitive)."""

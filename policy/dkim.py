@@ -7,7 +7,8 @@ and the CPU never waits on the network:
    ARC-Message-Signature and ARC-Seal (cheap header parsing) and
    :func:`fetch_keys` resolves them all concurrently through the shared,
    cached resolver. A DNS timeout or SERVFAIL raises
-   :class:`policy.errors.DnsTempError` here, before any verdict is formed.
+   :class:`policy.errors.DnsTempError` here, or is recorded per key for a
+   caller that decides whether it matters (another aligned signature passing).
 2. :func:`verify_dkim` (and :func:`policy.arc.verify_arc`) do the RSA and
    ed25519 work with dkimpy, answering its ``dnsfunc`` from the prefetched
    keys. They are pure functions of picklable arguments, so the caller can
@@ -15,7 +16,8 @@ and the CPU never waits on the network:
 
 Each signature gets an RFC 8601 result: ``pass``, ``fail`` (bad signature,
 body hash mismatch, key below the minimum size, rsa-sha1, unknown
-algorithm) or ``permerror`` (malformed signature, no key published).
+algorithm), ``permerror`` (malformed signature, no key published) or
+``temperror`` (the key lookup failed; see :func:`unresolved`).
 """
 
 from __future__ import annotations
@@ -24,16 +26,17 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from policy.dns import Resolver
+from policy.errors import DnsTempError
 from policy.headerblock import HeaderBlock
 
-DkimResult = Literal["pass", "fail", "permerror"]
+DkimResult = Literal["pass", "fail", "permerror", "temperror"]
 
 SIGNATURE_HEADERS = (b"dkim-signature", b"arc-message-signature", b"arc-seal")
 
@@ -117,11 +120,38 @@ def _pick_key(records: list[bytes]) -> bytes | None:
     return records[0] if records else None
 
 
-async def fetch_keys(resolver: Resolver, names: Iterable[str]) -> Keys:
-    """Resolve every key concurrently; DnsTempError propagates."""
+async def fetch_keys(
+    resolver: Resolver, names: Iterable[str], failed: dict[str, str] | None = None
+) -> Keys:
+    """Resolve every key concurrently.
+
+    A DnsTempError propagates, unless ``failed`` is given: then the names whose
+    lookup failed are recorded there (name → why) and left out of the keys, for
+    the caller to judge whether the failure could change its verdict at all.
+    """
     wanted = list(names)
-    answers = await asyncio.gather(*(resolver.txt(name) for name in wanted))
-    return {name: _pick_key(records) for name, records in zip(wanted, answers, strict=True)}
+    answers = await asyncio.gather(
+        *(resolver.txt(name) for name in wanted), return_exceptions=failed is not None
+    )
+    keys: Keys = {}
+    for name, answer in zip(wanted, answers, strict=True):
+        if isinstance(answer, DnsTempError) and failed is not None:
+            failed[name] = str(answer)
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            keys[name] = _pick_key(answer)
+    return keys
+
+
+def unresolved(signatures: list[DkimSignature], failed: dict[str, str]) -> list[DkimSignature]:
+    """``signatures`` with those whose key lookup failed marked ``temperror``."""
+    return [
+        replace(s, result="temperror", reason=f"key lookup failed: {why}")
+        if (why := failed.get(f"{s.selector}._domainkey.{s.domain}.")) is not None
+        else s
+        for s in signatures
+    ]
 
 
 def dnsfunc(keys: Keys) -> Callable[..., bytes | None]:

@@ -14,9 +14,11 @@ short enough to keep on plain data where they can be tested as tables:
   (the MAIL FROM domain, or HELO for a null reverse-path) or when ANY DKIM
   signature passed with an aligned ``d=``; alignment is relaxed (same
   organisational domain) or strict (same domain) per ``aspf``/``adkim``;
-* ``pct`` samples deterministically by a hash of the Message-ID, so a
-  forwarder retrying after a 451 meets the same decision; messages outside
-  the sample get the next weaker policy (reject → quarantine → none).
+* ``pct`` samples deterministically by an HMAC of the Message-ID under a
+  key of this installation (``storage/keys.py``): a forwarder retrying after
+  a 451 meets the same decision, but a spoofer, who chooses the Message-ID,
+  cannot choose one that is sampled out; messages outside the sample get the
+  next weaker policy (reject → quarantine → none).
 
 The only I/O is :func:`discover` asking the injected resolver; a DNS failure
 raises :class:`policy.errors.DnsTempError` and the caller answers 4xx.
@@ -24,8 +26,10 @@ raises :class:`policy.errors.DnsTempError` and the caller answers 4xx.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -150,6 +154,8 @@ def select(records: list[bytes]) -> tuple[bool, PolicyDiscovery]:
 
 async def discover(resolver: Resolver, author: str) -> PolicyDiscovery:
     """RFC 7489 6.6.3: the From domain's record, else the organisational domain's."""
+    if not _psl.cache_info().currsize:  # parsing the list takes a while: not on the loop
+        await asyncio.to_thread(_psl)
     found, discovery = select(await resolver.txt(f"_dmarc.{author}"))
     if found:
         return _at(discovery, author)
@@ -178,11 +184,12 @@ class DmarcOutcome:
     reason: str = ""
 
 
-def sampled(message_id: str, pct: int) -> bool:
-    """True when this message falls inside the ``pct`` share."""
+def sampled(message_id: str, pct: int, key: bytes = b"") -> bool:
+    """True when this message falls inside the ``pct`` share (``key``: ours, secret)."""
     if pct >= 100:
         return True
-    digest = hashlib.sha256(message_id.strip().encode("utf-8", "replace")).digest()
+    message = message_id.strip().encode("utf-8", "replace")
+    digest = hmac.new(key, message, hashlib.sha256).digest()
     return int.from_bytes(digest[:4], "big") % 100 < pct
 
 
@@ -193,6 +200,7 @@ def evaluate(
     spf_domain: str,
     dkim_passes: Iterable[str],
     message_id: str,
+    sampling_key: bytes = b"",
 ) -> DmarcOutcome:
     """The DMARC result and the policy to apply, from results already computed.
 
@@ -215,7 +223,7 @@ def evaluate(
     )
     if spf_aligned or dkim_aligned:
         return outcome
-    inside = sampled(message_id, record.pct)
+    inside = sampled(message_id, record.pct, sampling_key)
     return replace(
         outcome,
         result="fail",

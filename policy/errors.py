@@ -6,6 +6,7 @@ distinction a sending mail server, a queue or an operator can act on::
     FirstlineError
     ├── TempFail                 4xx at SMTP time; retried later by the batch / outbox
     │   ├── StorageUnavailable   the database did not commit
+    │   │   └── InsufficientStorage  … because its disk is full (452 4.3.1)
     │   ├── DnsTempError         a DNS timeout or SERVFAIL during verification
     │   └── ScannerUnavailable   the antivirus backend could not be reached
     └── PermFail                 5xx at SMTP time; 'failed' in the batch / outbox
@@ -33,6 +34,10 @@ class TempFail(FirstlineError):
 
 class StorageUnavailable(TempFail):
     """The store could not commit; the message was not accepted."""
+
+
+class InsufficientStorage(StorageUnavailable):
+    """The storage volume is (nearly) full: ``452 4.3.1``, as Postfix answers."""
 
 
 class DnsTempError(TempFail):

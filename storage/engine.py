@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from policy.errors import InsufficientStorage, StorageUnavailable
+
 # A bench-only stand-in for a slow disk: every commit takes this much longer.
 # It exists so `make bench` can show that group commit keeps durability cheap.
 BENCH_COMMIT_DELAY_ENV = "FIRSTLINE_BENCH_COMMIT_DELAY_MS"
@@ -38,6 +40,25 @@ POSTGRES_NETWORK: dict[str, int] = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
+
+
+# SQLSTATE 53100 disk_full, 53200 out_of_memory, 53300 too_many_connections…:
+# PostgreSQL's "insufficient resources" class, its own lack of room.
+_PG_DISK_FULL = "53100"
+
+
+def storage_error(exc: BaseException) -> StorageUnavailable:
+    """The one mapping of a failed write at the storage boundary: a full disk
+    (SQLite's SQLITE_FULL, PostgreSQL's disk_full) is :class:`InsufficientStorage`
+    (452 4.3.1), anything else plain :class:`StorageUnavailable` (451 4.3.0)."""
+    if isinstance(exc, StorageUnavailable):
+        return exc
+    original = getattr(exc, "orig", exc)
+    if getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+        getattr(original, "sqlstate", None) == _PG_DISK_FULL
+    ):
+        return InsufficientStorage(exc.__class__.__name__)
+    return StorageUnavailable(exc.__class__.__name__)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
 from policy.errors import StorageUnavailable
+from storage.engine import storage_error
 from storage.models import QueueEntry, QueueState, Rejection, StoredMessage
 
 log = logging.getLogger("mail.storage")
@@ -169,7 +170,7 @@ class GroupCommitWriter:
         except Exception as exc:
             if len(batch) == 1:
                 log.error("commit failed: %s", exc.__class__.__name__, exc_info=exc)
-                _resolve(batch[0][1], error=StorageUnavailable(str(exc)))
+                _resolve(batch[0][1], error=storage_error(exc))
                 return
             for single in batch:
                 await self._commit_batch([single])

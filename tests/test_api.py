@@ -229,9 +229,16 @@ def test_reply_round_trip_through_the_relay(api: Api) -> None:
                             content=b'{"text": "' + b"a" * (3 * 1024 * 1024) + b'"}',
                             headers={"content-type": "application/json"}),
                 413, "body_too_large")  # fmt: skip
+        problem(client.post(f"/api/v1/tickets/{ticket['id']}/replies",
+                            json={"text": "x", "cc": ["a@customer.example, b@customer.example"]}),
+                422, "validation_failed")  # fmt: skip
         queued = client.post(
             f"/api/v1/tickets/{ticket['id']}/replies",
-            json={"html": "<p>We are <b>on it</b>.</p>", "cc": ["boss@customer.example"]},
+            # compose's own reading of an address: a display name is fine
+            json={
+                "html": "<p>We are <b>on it</b>.</p>",
+                "cc": ["The Boss <boss@customer.example>"],
+            },
         )
         assert queued.status_code == 202, queued.text
         reply = queued.json()
@@ -250,6 +257,7 @@ def test_reply_round_trip_through_the_relay(api: Api) -> None:
     sent = email.message_from_bytes(received.data, policy=policy.default)
     assert isinstance(sent, EmailMessage)
     assert sent["In-Reply-To"] == "<fire@customer.example>"
+    assert sent["Cc"] == "The Boss <boss@customer.example>"
     body = sent.get_body(("plain",))
     assert body is not None and "We are on it." in body.get_content()
 

@@ -294,20 +294,52 @@ async def test_a_helo_lookup_timing_out_does_not_defer_the_message(
     verdict = await impatient.verify(raw, envelope(), MAILBOX, PolicyConfig())
     assert (verdict.action, verdict.reason) == (Action.ACCEPT, "accepted")
     assert "spf=temperror smtp.helo=mx.example.com" in (verdict.authentication_results or "")
-    null_sender = await impatient.verify(raw, envelope(""), MAILBOX, PolicyConfig())
-    assert null_sender.action is Action.TEMPFAIL  # then HELO is the MAIL FROM identity
+    # With a null sender HELO is the MAIL FROM identity: unsigned, that defers.
+    null_sender = await impatient.verify(message(), envelope(""), MAILBOX, PolicyConfig())
+    assert null_sender.action is Action.TEMPFAIL
 
 
 @pytest.mark.parametrize(
-    "broken", ["_dmarc.example.com", "sel._domainkey.example.com", "example.com"]
+    ("broken", "signed"),
+    [("_dmarc.example.com", True), ("sel._domainkey.example.com", True), ("example.com", False)],
 )
-async def test_dns_timeout_anywhere_is_a_451(dns_server: DnsServer, broken: str) -> None:
-    raw = publish_sender(dns_server).sign(message())
+async def test_dns_timeout_that_could_change_the_verdict_is_a_451(
+    dns_server: DnsServer, broken: str, signed: bool
+) -> None:
+    signer = publish_sender(dns_server)
+    raw = signer.sign(message()) if signed else message()
     dns_server.timeout(broken)
     impatient = Authenticator(Resolver([dns_server.address], timeout=0.3), SERVER)
     verdict = await impatient.verify(raw, envelope(), MAILBOX, PolicyConfig())
     assert (verdict.action, verdict.reason) == (Action.TEMPFAIL, "dns_tempfail")
     assert verdict.reply is not None and verdict.reply.startswith("451 4.7.0 ")
+
+
+@pytest.mark.parametrize("broken", ["old._domainkey.example.com", "example.com"])
+async def test_a_servfail_that_cannot_change_the_verdict_does_not_defer(
+    dns_server: DnsServer, authenticator: Authenticator, broken: str
+) -> None:
+    """Another aligned DKIM signature passes: DMARC passes whatever the failed
+    lookup (an older selector's key, or SPF) would have said."""
+    publish_sender(dns_server)  # selector "sel"
+    old = Signer("example.com", selector="old").publish(dns_server)
+    raw = Signer("example.com").sign(old.sign(message()))
+    dns_server.servfail(broken)
+    verdict = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert (verdict.action, verdict.reason) == (Action.ACCEPT, "accepted")
+    assert verdict.details["dmarc"]["result"] == "pass"
+    results = verdict.authentication_results or ""
+    if broken == "example.com":
+        assert "spf=temperror smtp.mailfrom=example.com" in results
+    else:
+        assert [s["result"] for s in verdict.details["dkim"]] == ["pass", "temperror"]
+        assert "dkim=temperror" in results
+    # Without an aligned pass the same failure defers, as before.
+    dns_server.servfail("sel._domainkey.example.com")
+    dns_server.servfail("old._domainkey.example.com")
+    uncached = Authenticator(Resolver([dns_server.address], timeout=2.0), SERVER)
+    deferred = await uncached.verify(raw, envelope(), MAILBOX, PolicyConfig())
+    assert (deferred.action, deferred.reason) == (Action.TEMPFAIL, "dns_tempfail")
 
 
 async def test_servfail_is_a_451(dns_server: DnsServer, authenticator: Authenticator) -> None:

@@ -75,6 +75,23 @@ def test_password_from_file(tmp_path: Path) -> None:
     assert config.mailboxes[0].smtp.password.get_secret_value() == SECRET
 
 
+def test_password_from_a_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LoadCredential=smtp-password:…`` puts the file under $CREDENTIALS_DIRECTORY."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "smtp-password").write_text(SECRET)
+    text = VALID.replace("${FIRSTLINE_TEST_SECRET}", "file:${CREDENTIALS_DIRECTORY}/smtp-password")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    config = parse_config(text)
+    assert config.mailboxes[0].smtp is not None and config.mailboxes[0].smtp.password is not None
+    assert config.mailboxes[0].smtp.password.get_secret_value() == SECRET
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    code, output = run("check-config", "-c", write(tmp_path, text))
+    assert code == 1 and "environment variable CREDENTIALS_DIRECTORY is not set" in output
+
+
 def test_port_25_is_refused_with_line_number(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,5 +197,5 @@ def test_serve_refuses_an_invalid_file(tmp_path: Path) -> None:
 def test_sender_verification_can_be_left_to_the_mta_in_front() -> None:
     from ingest.cli.serve import serve_verifier
 
-    assert serve_verifier(parse_config("policy: {verify_senders: false}\n")) is None
+    assert serve_verifier(parse_config("policy: {verify_senders: false}\n"), b"k") is None
     assert parse_config("").policy.verify_senders is True

@@ -146,6 +146,18 @@ def test_pct_sampling_is_deterministic_and_proportional() -> None:
     assert not any(sampled(i, 0) for i in ids[:50])
 
 
+def test_pct_sampling_is_keyed_by_our_secret() -> None:
+    """A spoofer choosing Message-IDs cannot know which fall outside the sample."""
+    ids = [f"<{n}@example.com>" for n in range(2000)]
+    ours = {i for i in ids if sampled(i, 30, b"k" * 32)}
+    theirs = {i for i in ids if sampled(i, 30, b"x" * 32)}
+    assert 450 < len(ours) < 750 and 450 < len(theirs) < 750
+    assert ours != theirs and ours != {i for i in ids if sampled(i, 30)}
+    record = PolicyDiscovery(DmarcRecord("reject", pct=30), "example.com")
+    [kept] = [i for i in ids[:50] if i in ours][:1]
+    assert evaluate("example.com", record, "fail", "", [], kept, b"k" * 32).policy == "reject"
+
+
 async def test_discovery_at_the_from_domain(dns_server: DnsServer) -> None:
     dns_server.add("_dmarc.example.com", "TXT", "v=DMARC1; p=reject")
     dns_server.add("_dmarc.example.com", "TXT", "some other note")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import email
+import os
+import time
 from email import policy
+from pathlib import Path
 
 import pytest
+import trustme
 from relay import PASSWORD, RecordingHandler, Relays, free_port, relays_fixture  # noqa: F401
 
-from ingest.relay import Relay, StepDone
+from ingest.relay import Relay, StepDone, tls_context
 from ingest.smtpfail import Kind, SmtpFailure, SmtpPermFail, SmtpTempFail, Step
 from policy.config import SmtpConfig
 from policy.errors import PermFail, TempFail
@@ -156,3 +160,15 @@ async def test_password_never_in_the_failure(relays: Relays) -> None:
     port, _ = relays.start("starttls")
     error = await failing(relays.config(port, password=PASSWORD + "x"))
     assert PASSWORD not in str(error) and PASSWORD not in repr(error.diagnosis)
+
+
+def test_a_ca_file_is_loaded_once_and_again_when_it_changes(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    smtp = SmtpConfig(host="smtp.example.com", port=587, encryption="starttls", ca_file=ca_file)
+    first = tls_context(smtp)
+    assert tls_context(smtp) is first  # not parsed again for every connection
+    trustme.CA().cert_pem.write_to_path(str(ca_file))  # renewed
+    os.utime(ca_file, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    renewed = tls_context(smtp)
+    assert renewed is not first and len(renewed.get_ca_certs()) == 1

@@ -24,7 +24,7 @@ from tests.signing import message
 def holding(make_config: Callable[..., Config], dns_server: DnsServer) -> Iterator[ServerThread]:
     """A server that quarantines mail from held.example (its DMARC policy says so)."""
     dns_server.add("_dmarc.held.example", "TXT", "v=DMARC1; p=quarantine")
-    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 0.5})
+    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 5})
     with running(config, verifier_factory=Authenticator.from_config) as server:
         yield server
 

@@ -109,7 +109,7 @@ def test_data_refusal_by_verification_keeps_headers_and_results(
     dns_server.add("customer.example", "TXT", "v=spf1 -all")
     dns_server.add("_dmarc.customer.example", "TXT", "v=DMARC1; p=reject")
     Signer("customer.example").publish(dns_server)
-    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 0.5})
+    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 5})
     raw = message(sender="Alice <alice@customer.example>", to="support@example.com")
     with running(config, verifier_factory=Authenticator.from_config) as server:
         with server.smtp() as client:
@@ -172,7 +172,7 @@ def test_client_name_is_forward_confirmed_reverse_dns(
 ) -> None:
     dns_server.add("1.0.0.127.in-addr.arpa", "PTR", "mx.customer.example")
     dns_server.add("mx.customer.example", "A", "127.0.0.1")
-    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 0.5})
+    config = make_config(dns={"nameservers": [dns_server.address], "timeout": 5})
     with running(config) as server:
         refuse_a_recipient(server, b"EHLO relay.test")
         dns_server.records.clear()

@@ -226,11 +226,11 @@ def test_a_dns_change_retires_the_old_verifier_and_its_workers(
 
     pools: list[ProcessPoolExecutor] = []
 
-    def verifier(config: Any) -> Authenticator:
+    def verifier(config: Any, sampling_key: bytes) -> Authenticator:
         pool = ProcessPoolExecutor(max_workers=1)
         pool.submit(int).result()  # a live worker process
         pools.append(pool)
-        return Authenticator.from_config(config, pool)
+        return Authenticator.from_config(config, sampling_key, pool)
 
     with running(load_config(config_path), verifier_factory=verifier) as server:
         [first] = pools

@@ -33,7 +33,7 @@ def verifying(make_config: Callable[..., Config], dns_server: DnsServer) -> Iter
     dns_server.add("_dmarc.refused.example", "TXT", "v=DMARC1; p=reject")
     dns_server.add("_dmarc.held.example", "TXT", "v=DMARC1; p=quarantine")
     config = make_config(
-        dns={"nameservers": [dns_server.address], "timeout": 0.5}, batch={"max_attempts": 1}
+        dns={"nameservers": [dns_server.address], "timeout": 5}, batch={"max_attempts": 1}
     )
     with running(config, verifier_factory=Authenticator.from_config) as server:
         yield server

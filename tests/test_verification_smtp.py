@@ -169,9 +169,11 @@ def test_serve_verifier_uses_the_pool_and_counts_dns(
     config = make_config(dns={"nameservers": [dns_server.address], "timeout": 2.0})
     built: list[Authenticator] = []
 
-    def factory(config: Config) -> Authenticator:
-        built.append(serve_verifier(config))
-        return built[-1]
+    def factory(config: Config, sampling_key: bytes) -> Authenticator:
+        verifier = serve_verifier(config, sampling_key)
+        assert verifier is not None
+        built.append(verifier)
+        return verifier
 
     lookups = dns_metric("firstline_dns_lookups_total", type="TXT")
     hits = dns_metric("firstline_dns_cache_hits_total")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ingest.cli import (
+    backup,
     check_config,
     db,
     events,
@@ -47,6 +48,7 @@ main.add_command(status.status)
 main.add_command(events.events)
 main.add_command(oauth.oauth)
 main.add_command(outbox.outbox)
+main.add_command(backup.backup)
 main.add_command(smtp_test)
 main.add_command(reply)
 main.add_command(console_password)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy.orm import Session
 
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store
 from storage.retention import purge as run_purge
@@ -18,8 +17,7 @@ def purge(config_path: str, as_json: bool, dry_run: bool) -> None:
     config = load(config_path)
     engine = open_store(config)
     try:
-        with Session(engine) as session, session.begin():
-            report = run_purge(session, days=config.retention.days, dry_run=dry_run)
+        report = run_purge(engine, days=config.retention.days, dry_run=dry_run)
     finally:
         engine.dispose()
     if as_json:

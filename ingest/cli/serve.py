@@ -30,12 +30,13 @@ def serve(config_path: str, no_worker: bool) -> None:
     _run(App(config, worker=not no_worker, verifier_factory=serve_verifier))
 
 
-def serve_verifier(config: Config) -> Authenticator | None:
+def serve_verifier(config: Config, sampling_key: bytes) -> Authenticator | None:
     """The production verifier, with its DNS traffic counted in the metrics."""
     if not config.policy.verify_senders:
         return None
     return production_verifier(
         config,
+        sampling_key,
         on_query=lambda rdtype: DNS_LOOKUPS.labels(rdtype).inc(),
         on_cache_hit=DNS_CACHE_HITS.inc,
     )

@@ -6,6 +6,7 @@ import click
 from sqlalchemy.orm import Session
 
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store
+from storage.space import measure
 from storage.status import summary
 
 
@@ -14,12 +15,15 @@ from storage.status import summary
 @json_option
 def status(config_path: str, as_json: bool) -> None:
     """What the metrics endpoint shows, read from the database."""
-    engine = open_store(load(config_path))
+    config = load(config_path)
+    engine = open_store(config)
     try:
         with Session(engine) as session:
             found = summary(session)
     finally:
         engine.dispose()
+    space = measure(config)
+    found["storage_space"] = space.as_dict() if space is not None else None
     if as_json:
         echo_json(found)
         return
@@ -44,6 +48,8 @@ def status(config_path: str, as_json: bool) -> None:
     click.echo("refused in 24h: " + (", ".join(f"{reason} {count}" for reason, count
                                               in sorted(refused.items())) or "none"))  # fmt: skip
     click.echo("outbox:  " + ", ".join(f"{s} {c}" for s, c in found["outbox"].items()))
+    if space is not None:
+        click.echo(f"storage: {space.describe()}")
 
 
 def _duration(seconds: float) -> str:
