@@ -32,7 +32,6 @@ from urllib.parse import quote
 import inscriptis
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,7 +41,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.compose import InvalidReply
@@ -412,19 +411,22 @@ def _access(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Access:
     config = context.current()
-    unauthorised = Problem(
-        401, "unauthorized", "a channel's bearer token is required",
-        headers={"WWW-Authenticate": "Bearer"},
-    )  # fmt: skip
     if credentials is None:
-        raise unauthorised
+        raise Problem(
+            401, "unauthorized", "a channel's bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
     offered = credentials.credentials.encode()
     for channel in config.channels:
         if channel.token is not None and hmac.compare_digest(
             channel.token.get_secret_value().encode(), offered
         ):
             return Access(config, channel)
-    raise unauthorised
+    # A different text, so "I forgot the header" and "I pasted the wrong token" are told apart.
+    raise Problem(
+        401, "unauthorized", "the bearer token is not any channel's token",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )  # fmt: skip
 
 
 Ctx = Annotated[Context, Depends(_context)]
@@ -684,10 +686,14 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
 
 
 def _allowed(request: Request) -> str:
-    """Every method the path has, across the routes that share it (Starlette names one)."""
+    """Every method the path has, across the routes that share it (Starlette names one).
+
+    The API's own routes are read from ``router``: FastAPI wraps an included
+    router in an object whose routes ``app.routes`` no longer lists.
+    """
     methods: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+    for route in [*request.app.routes, *router.routes]:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods or set()
     return ", ".join(sorted(methods))
 

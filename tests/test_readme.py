@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 from pathlib import Path
@@ -48,3 +49,9 @@ def test_readme_smtplib_fallback_makes_a_ticket(tmp_path: Path, dns_server: DnsS
     assert listed.exit_code == 0, listed.output
     rows = listed.output.splitlines()[1:]
     assert len(rows) == 1 and "alice@customer.example" in rows[0] and rows[0].endswith("hi")
+
+
+def test_version() -> None:
+    shown = run("--version")
+    assert shown.exit_code == 0
+    assert shown.output == f"firstline {importlib.metadata.version('firstline')}\n"
