@@ -215,9 +215,11 @@ class ReplyOut(BaseModel):
     created_at: str | None
     state_changed_at: str | None
     server_reply: str | None = None
-    queue_id: str | None = None
+    relay_queue_id: str | None = Field(
+        default=None, description="the relay's queue id from its 250 (ours is trace_id)"
+    )
     sent_at: str | None = None
-    error: str | None = None
+    last_error: str | None = None
     error_class: str | None = None
     diagnosis: dict[str, Any] | None = None
     next_attempt_at: str | None = None
@@ -226,7 +228,7 @@ class ReplyOut(BaseModel):
 TicketStatus = Literal["open", "pending", "closed"]
 
 
-class _Ticket(BaseModel):
+class TicketSummaryOut(BaseModel):
     id: int
     mailbox: str
     subject: str
@@ -234,13 +236,10 @@ class _Ticket(BaseModel):
     status: TicketStatus
     created_at: str | None
     updated_at: str | None
+    message_count: int = Field(description="how many messages the ticket has")
 
 
-class TicketSummaryOut(_Ticket):
-    messages: int = Field(description="how many messages the ticket has")
-
-
-class TicketOut(_Ticket):
+class TicketOut(TicketSummaryOut):
     messages: list[MessageOut]
     replies: list[ReplyOut]
 
@@ -298,7 +297,9 @@ class RejectionOut(BaseModel):
     mailbox: str | None
     mail_from: str
     rcpt_to: list[str]
-    message_id: str | None
+    message_id: str | None = Field(description="<left@right>, as in every output")
+    trace_id: str | None = Field(description="our queue ID, when the message was received")
+    verdict: dict[str, Any] = Field(description="what verification recorded (docs/json.md)")
 
 
 class RejectionList(BaseModel):
@@ -306,7 +307,9 @@ class RejectionList(BaseModel):
 
 
 class TraceOut(BaseModel):
-    message_id: str
+    query: str = Field(description="the Message-ID or queue ID asked about, as given")
+    message_id: str | None = Field(description="<left@right>; null for a queue ID without one")
+    trace_ids: list[str] = Field(description="our queue IDs of the message")
     found: bool
     status: list[dict[str, Any]]
     events: list[dict[str, Any]]

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from policy.ids import shown_message_id
 from policy.verdict import original_sender
 from storage.models import Rejection, aware
 
@@ -128,9 +129,10 @@ def rejection_view(rejection: Rejection, *, headers: bool = False) -> dict[str, 
         "mailbox": rejection.mailbox,
         "header_from": rejection.header_from,
         "subject": rejection.subject,
-        "message_id": rejection.message_id,
+        "message_id": shown_message_id(rejection.message_id),
         "trace_id": rejection.trace_id,
-        "authentication": rejection.authentication,
+        # What verification recorded: the same object as a message's verdict.
+        "verdict": rejection.authentication,
         "forwarded_from": original_sender(rejection.authentication),
     }
     if headers:

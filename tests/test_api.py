@@ -128,7 +128,7 @@ def test_a_channel_sees_only_its_own_mailboxes(api: Api) -> None:
         theirs = sales.get("/api/v1/tickets").json()["tickets"]
         assert sorted(t["mailbox"] for t in mine) == ["billing@example.com", "support@example.com"]
         [sales_ticket] = theirs
-        assert sales_ticket["mailbox"] == "sales@example.org" and sales_ticket["messages"] == 1
+        assert sales_ticket["mailbox"] == "sales@example.org" and sales_ticket["message_count"] == 1
 
         problem(helpdesk.get(f"/api/v1/tickets/{sales_ticket['id']}"), 404, "not_found")
         problem(helpdesk.patch(f"/api/v1/tickets/{sales_ticket['id']}", json={"status": "closed"}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from policy.config import Config, load_config
 from policy.errors import ConfigError
+from policy.verdict import explain, summary
 from storage.engine import make_engine
 from storage.schema import SchemaMismatch, prepare
 
@@ -69,3 +70,10 @@ def table(rows: list[list[str]], headers: list[str]) -> None:
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def echo_verdict(details: Mapping[str, Any] | None, *, indent: str = "", width: int = 16) -> None:
+    """A recorded verdict as people read it: the one-line summary, then a line per check."""
+    click.echo(f"{indent}{'verdict:':{width}}{summary(details)}")
+    for label, text in explain(details):
+        click.echo(f"{indent}  {label + ':':{width - 2}}{text}")

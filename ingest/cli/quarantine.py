@@ -9,7 +9,15 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from ingest.cli.common import config_option, echo_json, json_option, load, open_store, table
+from ingest.cli.common import (
+    config_option,
+    echo_json,
+    echo_verdict,
+    json_option,
+    load,
+    open_store,
+    table,
+)
 from storage import quarantine as store
 
 
@@ -71,9 +79,11 @@ def show(config_path: str, as_json: bool, entry_id: int) -> None:
         return
     headers = detail.pop("headers")
     history = detail.pop("history")
+    verdict = detail.pop("verdict")
     for key, value in detail.items():
         click.echo(f"{key + ':':24}{value if value not in (None, '', {}) else '-'}")
-    click.echo("history:")
+    echo_verdict(verdict, width=24)
+    click.echo("history:" + ("" if history else " -"))
     for item in history:
         click.echo(f"  {item['at'][:19]}  {item['action']:<12} by {item['by']}")
     click.echo("headers:")

@@ -34,8 +34,8 @@ def list_(config_path: str, as_json: bool, states: tuple[str, ...]) -> None:
             echo_json(row)
         return
     table(
-        [[str(r["queue_id"]), r["trace_id"], r["state"], str(r["attempts"]),
-          (r["arrival_time"] or "")[:19], r["sender"] or "<>", r["mailbox"],
+        [[str(r["id"]), r["trace_id"], r["state"], str(r["attempts"]),
+          (r["received_at"] or "")[:19], r["mail_from"] or "<>", r["mailbox"],
           (r["last_error"] or "")[:80]] for r in rows],
         ["ID", "TRACE", "STATE", "TRIES", "ARRIVED", "SENDER", "MAILBOX", "REASON"],
     )  # fmt: skip

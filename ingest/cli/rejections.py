@@ -10,7 +10,15 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ingest.cli.common import config_option, echo_json, json_option, load, open_store, table
+from ingest.cli.common import (
+    config_option,
+    echo_json,
+    echo_verdict,
+    json_option,
+    load,
+    open_store,
+    table,
+)
 from storage import rejections as search
 from storage.rejections import RejectionFilter, parse_time
 
@@ -79,6 +87,7 @@ def rejections(
     """List refusals (RCPT, DATA and batch), newest first; --json prints one object per line."""
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    ctx.obj["as_json"] = as_json
     if ctx.invoked_subcommand is not None:
         return
     if since is None and not message_id:
@@ -136,13 +145,15 @@ def show(ctx: click.Context, rejection_id: int, config_path: str | None, as_json
         engine.dispose()
     if record is None:
         raise click.ClickException(f"no rejection record {rejection_id}")
-    if as_json:
+    if as_json or ctx.obj.get("as_json"):
         echo_json(record)
         return
     headers = record.pop("headers")
+    verdict = record.pop("verdict")
     for key, value in record.items():
         if key == "rcpt_to":
             value = ", ".join(value)
         click.echo(f"{key + ':':16}{value if value not in (None, '', {}) else '-'}")
+    echo_verdict(verdict)
     click.echo("headers:")
     click.echo(headers.replace("\r\n", "\n") if headers else "  (none: refused before DATA)")
