@@ -173,3 +173,16 @@ def detail(session: Session, rejection_id: int) -> dict[str, Any] | None:
     """One record with its full header block."""
     rejection = session.get(Rejection, rejection_id)
     return rejection_view(rejection, headers=True) if rejection is not None else None
+
+
+def ids_named(session: Session, ref: int | str) -> list[int]:
+    """A record's number as it is, or every record of the message with queue ID ``ref``."""
+    if isinstance(ref, int):
+        return [ref]
+    return list(
+        session.scalars(
+            select(col(Rejection.id))
+            .where(col(Rejection.trace_id) == ref.upper())
+            .order_by(col(Rejection.id))
+        )
+    )

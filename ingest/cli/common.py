@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -77,3 +78,30 @@ def echo_verdict(details: Mapping[str, Any] | None, *, indent: str = "", width: 
     click.echo(f"{indent}{'verdict:':{width}}{summary(details)}")
     for label, text in explain(details):
         click.echo(f"{indent}  {label + ':':{width - 2}}{text}")
+
+
+_QUEUE_ID = re.compile(r"^[0-9A-Fa-f]{12}$")
+
+
+class MessageRef(click.ParamType[int | str]):
+    """A message as operators name it: a numeric id, or our queue ID from
+    ``250 2.0.0 Ok: queued as 063B14587ED5`` (12 hex digits, any case)."""
+
+    name = "ID|QUEUE-ID"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | str:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if _QUEUE_ID.match(text):
+            return text.upper()
+        if text.isdigit():
+            return int(text)
+        self.fail(
+            f"{text!r} is neither a number nor a queue ID (the 12 hex digits of "
+            "'250 … queued as ID')",
+            param,
+            ctx,
+        )

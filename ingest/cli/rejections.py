@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ingest.cli.common import (
+    MessageRef,
     config_option,
     echo_json,
     echo_verdict,
@@ -130,24 +131,32 @@ def _follow(engine: Engine, query: RejectionFilter, after: int, as_json: bool, p
 
 
 @rejections.command("show")
-@click.argument("rejection_id", type=int)
+@click.argument("ref", type=MessageRef())
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="as for `rejections` (either place works)")  # fmt: skip
 @json_option
 @click.pass_context
-def show(ctx: click.Context, rejection_id: int, config_path: str | None, as_json: bool) -> None:
-    """One refusal with everything recorded, including the original headers."""
+def show(ctx: click.Context, ref: int | str, config_path: str | None, as_json: bool) -> None:
+    """One refusal (by id, or every one of a queue ID) with everything recorded."""
     engine = open_store(load(config_path or ctx.obj["config_path"]))
     try:
         with Session(engine) as session:
-            record = search.detail(session, rejection_id)
+            records = [search.detail(session, i) for i in search.ids_named(session, ref)]
     finally:
         engine.dispose()
-    if record is None:
-        raise click.ClickException(f"no rejection record {rejection_id}")
-    if as_json or ctx.obj.get("as_json"):
-        echo_json(record)
-        return
+    found = [r for r in records if r is not None]
+    if not found:
+        raise click.ClickException(f"no rejection record {ref}")
+    for index, record in enumerate(found):
+        if as_json or ctx.obj.get("as_json"):
+            echo_json(record)
+            continue
+        if index:
+            click.echo("")
+        _print(record)
+
+
+def _print(record: dict[str, Any]) -> None:
     headers = record.pop("headers")
     verdict = record.pop("verdict")
     for key, value in record.items():
