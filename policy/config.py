@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,13 +38,17 @@ _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
-def resolve_secret(value: Any) -> Any:
+def resolve_secret(value: Any, info: ValidationInfo) -> Any:
     """Turn ``${NAME}`` into the environment's value and ``file:PATH`` into the file's.
 
-    The error messages name the variable or file, never a value.
+    The error messages name the variable or file, never a value. Read with
+    ``resolve_secrets=False`` (commands that send nothing), references stay
+    unresolved: :data:`UNRESOLVED`, which no server will take for a password.
     """
     if not isinstance(value, str):
         return value
+    if (info.context or {}).get("resolve_secrets") is False:
+        return UNRESOLVED if _ENV_REF.match(value.strip()) or value.startswith("file:") else value
     match = _ENV_REF.match(value.strip())
     if match:
         name = match.group(1)
@@ -59,6 +64,8 @@ def resolve_secret(value: Any) -> Any:
     return value
 
 
+# What an unresolved secret reads as: not a value anyone configured.
+UNRESOLVED = "\x00unresolved secret\x00"
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 
 
@@ -469,8 +476,12 @@ def _nearest_line(
     return None
 
 
-def parse_config(text: str, source: str = "<memory>") -> Config:
-    """Validate YAML text; raise :class:`ConfigError` listing every problem."""
+def parse_config(text: str, source: str = "<memory>", *, resolve_secrets: bool = True) -> Config:
+    """Validate YAML text; raise :class:`ConfigError` listing every problem.
+
+    ``resolve_secrets=False`` is for commands that only read the database:
+    they must work where the relay and webhook secrets are not available.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -490,7 +501,8 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
         count = len(boxes) if isinstance(boxes, list) else 0
         located = tuple(lines.get(("mailboxes", i)) for i in range(count))
         return Config.model_validate(
-            {**data, "source": source, "digest": digest, "mailbox_lines": located}
+            {**data, "source": source, "digest": digest, "mailbox_lines": located},
+            context={"resolve_secrets": resolve_secrets},
         )
     except ValidationError as exc:
         problems = []
@@ -511,7 +523,7 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
         raise ConfigError(problems) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def load_config(path: str | os.PathLike[str], *, resolve_secrets: bool = True) -> Config:
     """Read and validate a configuration file."""
     source = os.fspath(path)
     try:
@@ -520,4 +532,4 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(
             [ConfigProblem(source, None, "", f"cannot read: {exc.strerror}")]
         ) from None
-    return parse_config(text, source)
+    return parse_config(text, source, resolve_secrets=resolve_secrets)

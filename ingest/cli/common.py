@@ -37,10 +37,15 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="machine-readable output")(func)
 
 
-def load(config_path: str) -> Config:
-    """Load the configuration or exit 1 listing every problem with its line."""
+def load(config_path: str, *, secrets: bool = True) -> Config:
+    """Load the configuration or exit 1 listing every problem with its line.
+
+    ``secrets=False`` for commands that send nothing (status, trace, tickets,
+    …): they leave ``${ENV}`` and ``file:`` references unresolved, so they work
+    on a host, or in a shell, without the relays' passwords.
+    """
     try:
-        return load_config(config_path)
+        return load_config(config_path, resolve_secrets=secrets)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)

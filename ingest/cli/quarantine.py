@@ -44,7 +44,7 @@ def quarantine() -> None:
 @json_option
 def list_(config_path: str, as_json: bool) -> None:
     """Quarantined messages, newest first."""
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             rows = store.list_quarantined(session)
@@ -77,7 +77,7 @@ def _named(session: Session, ref: int | str) -> list[int]:
 @click.argument("ref", type=MessageRef())
 def show(config_path: str, as_json: bool, ref: int | str) -> None:
     """One quarantined message (by id or queue ID): envelope, reason, verdict, headers, history."""
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             details = [store.show(session, entry_id) for entry_id in _named(session, ref)]
@@ -111,7 +111,7 @@ def _print(detail: dict[str, Any]) -> None:
 def _act(
     config_path: str, ref: int | str, actor: str, action: str, note: str | None
 ) -> list[dict[str, Any]]:
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session, session.begin():
             act = store.release if action == "release" else store.remove

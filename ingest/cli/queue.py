@@ -34,7 +34,7 @@ def queue() -> None:
               help="only these states (default: queued, leased, failed)")  # fmt: skip
 def list_(config_path: str, as_json: bool, states: tuple[str, ...]) -> None:
     """Messages waiting, in progress or failed; --json prints one object per line."""
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     with Session(engine) as session:
         rows = views.list_queue(session, list(states) or [s.value for s in _VISIBLE])
     if as_json:
@@ -58,7 +58,7 @@ def retry(config_path: str, refs: tuple[int | str, ...], all_failed: bool) -> No
     """Put failed messages (by id or queue ID) back in the queue with a fresh attempt count."""
     if not refs and not all_failed:
         raise click.UsageError("name ids or queue IDs, or use --failed")
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     with Session(engine) as session, session.begin():
         named = None if all_failed else store_queue.entries_named(session, refs)
         done = store_queue.requeue(session, named, from_states=[QueueState.FAILED])

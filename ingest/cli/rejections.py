@@ -94,7 +94,7 @@ def rejections(
     if since is None and not message_id:
         since = parse_time("24h")
     query = RejectionFilter(since, until, message_id, sender, mailbox, reason)
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             rows = search.search(session, query, limit=limit)
@@ -138,7 +138,7 @@ def _follow(engine: Engine, query: RejectionFilter, after: int, as_json: bool, p
 @click.pass_context
 def show(ctx: click.Context, ref: int | str, config_path: str | None, as_json: bool) -> None:
     """One refusal (by id, or every one of a queue ID) with everything recorded."""
-    engine = open_store(load(config_path or ctx.obj["config_path"]))
+    engine = open_store(load(config_path or ctx.obj["config_path"], secrets=False))
     try:
         with Session(engine) as session:
             records = [search.detail(session, i) for i in search.ids_named(session, ref)]

@@ -14,7 +14,7 @@ from storage.status import summary
 @json_option
 def status(config_path: str, as_json: bool) -> None:
     """What the metrics endpoint shows, read from the database."""
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             found = summary(session)

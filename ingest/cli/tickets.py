@@ -23,7 +23,7 @@ def tickets() -> None:
 @click.option("--limit", default=100, show_default=True)
 def list_(config_path: str, as_json: bool, limit: int) -> None:
     """The newest tickets first; --json prints one object per line."""
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             rows = views.list_tickets(session, limit=limit)
@@ -46,7 +46,7 @@ def list_(config_path: str, as_json: bool, limit: int) -> None:
 @click.argument("ticket_id", type=int)
 def show(config_path: str, as_json: bool, ticket_id: int) -> None:
     """One ticket with its messages."""
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             detail = views.ticket_detail(session, ticket_id)

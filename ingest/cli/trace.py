@@ -46,7 +46,7 @@ def trace(
     assert query is not None
     if headers_file is not None and "\n" not in query.strip():
         query = query.strip() + "\n"  # one header line is still a header block
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             found = where_is(session, query)
