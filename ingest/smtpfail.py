@@ -235,9 +235,10 @@ def smtp_warnings(config: Config) -> list[str]:
             continue
         where = f"mailboxes[{index}].smtp ({mailbox.address})"
         if smtp.encryption == "none":
+            what = "replies and the password cross" if smtp.password else "replies cross"
             warnings.append(
-                f"{where}: encryption is 'none': replies and the password cross the "
-                "network in plain text; use it only for a relay on the local network"
+                f"{where}: encryption is 'none': {what} the network in plain text; use it "
+                "only for a relay on the local network"
             )
         swapped = swap_hint(smtp)
         if swapped:
