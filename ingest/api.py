@@ -615,6 +615,9 @@ def list_rejections(
         end = rejection_log.parse_time(until) if until else None
     except ValueError as exc:
         raise Problem(400, "invalid_parameter", "since/until is not a time", str(exc)) from None
+    refusal = rejection_log.unknown_reason(reason)
+    if refusal is not None:
+        raise Problem(400, "invalid_parameter", "reason is not a reason code", refusal)
     boxes = access.mailboxes & {mailbox.lower()} if mailbox is not None else access.mailboxes
     found: list[dict[str, Any]] = []
     for box in sorted(boxes):

@@ -48,6 +48,38 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     return aware(value)
 
 
+# The stable reason codes of docs/operators.md (tests/test_rejections_follow.py
+# holds the two lists together): a filter on anything else can match nothing.
+REASON_CODES = (
+    "unknown_mailbox",
+    "alias_not_supported",
+    "relay_denied",
+    "too_many_recipients",
+    "policy_split",
+    "message_too_big",
+    "line_too_long",
+    "dmarc_reject",
+    "manual_forward",
+    "from_malformed",
+    "dns_tempfail",
+    "virus",
+    "blocked_attachment",
+    "macro_document",
+    "encrypted_archive",
+    "archive_limits",
+    "unscannable",
+    "scan_size_limit",
+    "processing_failed",
+)
+
+
+def unknown_reason(reason: str | None) -> str | None:
+    """The refusal for a ``--reason``/``?reason=`` that names no code, or None if it is one."""
+    if reason is None or reason.strip() in REASON_CODES:
+        return None
+    return f"{reason!r} is not a reason code; the codes are: {', '.join(REASON_CODES)}"
+
+
 def bare_message_id(value: str) -> str:
     """The Message-ID as we store it: no surrounding whitespace or angle brackets."""
     return value.strip().removeprefix("<").removesuffix(">").strip()

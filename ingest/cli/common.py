@@ -68,14 +68,25 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, default=str))
 
 
-def table(rows: list[list[str]], headers: list[str]) -> None:
-    """A plain, aligned table for humans (the JSON output is for scripts)."""
-    widths = [len(h) for h in headers]
+def table(
+    rows: list[list[str]], headers: list[str], *, min_widths: list[int] | None = None
+) -> list[int]:
+    """A plain, aligned table for humans (the JSON output is for scripts).
+
+    Returns the column widths, so rows printed later (``--follow``) line up too.
+    """
+    widths = [max(len(h), m) for h, m in zip(headers, min_widths or [0] * len(headers),
+                                                 strict=True)]  # fmt: skip
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    click.echo(table_row(headers, widths))
     for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        click.echo(table_row(row, widths))
+    return widths
+
+
+def table_row(row: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
 
 
 def echo_verdict(details: Mapping[str, Any] | None, *, indent: str = "", width: int = 16) -> None:

@@ -19,6 +19,7 @@ from ingest.cli.common import (
     load,
     open_store,
     table,
+    table_row,
 )
 from storage import rejections as search
 from storage.rejections import RejectionFilter, parse_time
@@ -45,6 +46,8 @@ def _row(r: dict[str, Any]) -> list[str]:
 
 
 _HEADERS = ["ID", "TIME (UTC)", "STAGE", "REASON", "CLIENT", "FROM", "TO", "MESSAGE-ID"]
+# Room for what usually comes when following, before any row has been seen.
+_FOLLOW_WIDTHS = [6, 19, 5, 19, 32, 28, 24, 0]
 
 
 @click.group(invoke_without_command=True)
@@ -89,6 +92,9 @@ def rejections(
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
     ctx.obj["as_json"] = as_json
+    refusal = search.unknown_reason(reason)
+    if refusal is not None:
+        raise click.BadParameter(refusal, param_hint="--reason")
     if ctx.invoked_subcommand is not None:
         return
     if since is None and not message_id:
@@ -103,27 +109,34 @@ def rejections(
             for row in rows:
                 echo_json(row)
         else:
-            table([_row(r) for r in rows], _HEADERS)
+            widths = table([_row(r) for r in rows], _HEADERS,
+                           min_widths=_FOLLOW_WIDTHS if follow else None)  # fmt: skip
             if not follow:
                 click.echo(f"-- {len(rows)} refusal(s)")
         if follow:
             _follow(engine, RejectionFilter(None, until, message_id, sender, mailbox, reason),
-                    start, as_json, poll)  # fmt: skip
+                    start, None if as_json else widths, poll)  # fmt: skip
     finally:
         engine.dispose()
 
 
-def _follow(engine: Engine, query: RejectionFilter, after: int, as_json: bool, poll: float) -> None:
-    """Poll by id (ids only grow), like ``tail -f``; Ctrl-C ends it."""
+def _follow(
+    engine: Engine, query: RejectionFilter, after: int, widths: list[int] | None, poll: float
+) -> None:
+    """Poll by id (ids only grow), like ``tail -f``; Ctrl-C ends it.
+
+    ``widths`` are the table's columns (None: JSON lines); a later row with a
+    longer value than any seen so far pushes only its own line out of line.
+    """
     try:
         while True:
             with Session(engine) as session:
                 rows = search.newer_than(session, query, after)
             for row in rows:
-                if as_json:
+                if widths is None:
                     echo_json(row)
                 else:
-                    click.echo("  ".join(_row(row)))
+                    click.echo(table_row(_row(row), widths))
                 after = max(after, row["id"])
             time.sleep(poll)
     except KeyboardInterrupt:
