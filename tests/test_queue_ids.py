@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
+
+import pytest
 
 from policy.antivirus import EICAR
 from policy.authenticate import Authenticator
@@ -86,3 +89,20 @@ def test_every_command_that_names_a_message_takes_its_queue_id(
         wrong = run(*command, "not-an-id", config=path)
         assert wrong.exit_code == 2, command
         assert "neither a number nor a queue ID" in wrong.stderr
+
+
+def test_trace_of_a_queue_id_is_headed_as_one_with_the_log_s_size(
+    server: ServerThread, tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_config(tmp_path / "firstline.yaml", db_url)
+    raw = message(sender="Alice <alice@customer.example>", to="support@example.com")
+    with caplog.at_level(logging.INFO, logger="mail"):
+        queue_id = queued_as(server, raw, "alice@customer.example")
+    [accepted] = [r.getMessage() for r in caplog.records if "accepted from" in r.getMessage()]
+    size = int(re.search(r" size=(\d+) ", accepted).group(1))  # type: ignore[union-attr]
+    [story] = json_lines(run("trace", queue_id.lower(), "--json", config=path))
+    [received] = [e for e in story["events"] if e["event"] == "received"]
+    assert received["size"] == size
+    shown = run("trace", queue_id, config=path).stdout.splitlines()
+    assert shown[0] == f"queue ID {queue_id}, Message-ID {story['message_id']}"
+    assert f"size={size}" in next(line for line in shown if " received " in line)
