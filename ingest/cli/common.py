@@ -68,6 +68,19 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, default=str))
 
 
+def echo_each(
+    objects: list[dict[str, Any]], as_json: bool, show: Callable[[dict[str, Any]], None]
+) -> None:
+    """Shown objects (one queue ID may name several): JSON lines, or ``show``'s text apart."""
+    for index, value in enumerate(objects):
+        if as_json:
+            echo_json(value)
+            continue
+        if index:
+            click.echo("")
+        show(value)
+
+
 def table(
     rows: list[list[str]], headers: list[str], *, min_widths: list[int] | None = None
 ) -> list[int]:

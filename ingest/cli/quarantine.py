@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from ingest.cli.common import (
     MessageRef,
     config_option,
+    echo_each,
     echo_json,
     echo_verdict,
     json_option,
@@ -85,13 +86,7 @@ def show(config_path: str, as_json: bool, ref: int | str) -> None:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
-    for index, detail in enumerate(details):
-        if as_json:
-            echo_json(detail)
-            continue
-        if index:
-            click.echo("")
-        _print(detail)
+    echo_each(details, as_json, _print)
 
 
 def _print(detail: dict[str, Any]) -> None:

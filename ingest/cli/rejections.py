@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from ingest.cli.common import (
     MessageRef,
     config_option,
+    echo_each,
     echo_json,
     echo_verdict,
     json_option,
@@ -160,13 +161,7 @@ def show(ctx: click.Context, ref: int | str, config_path: str | None, as_json: b
     found = [r for r in records if r is not None]
     if not found:
         raise click.ClickException(f"no rejection record {ref}")
-    for index, record in enumerate(found):
-        if as_json or ctx.obj.get("as_json"):
-            echo_json(record)
-            continue
-        if index:
-            click.echo("")
-        _print(record)
+    echo_each(found, as_json or ctx.obj.get("as_json", False), _print)
 
 
 def _print(record: dict[str, Any]) -> None:
