@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -55,3 +56,17 @@ def test_version() -> None:
     shown = run("--version")
     assert shown.exit_code == 0
     assert shown.output == f"firstline {importlib.metadata.version('firstline')}\n"
+
+
+def test_every_package_is_listed_for_setuptools() -> None:
+    """An unlisted package makes `pip install` (and `make run`) print setuptools' 40-line
+    "Package would be ignored" warning, and would be missing from a wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ])  # fmt: skip
+    found = {  # setuptools counts every folder of modules, __init__.py or not
+        ".".join(module.parent.relative_to(ROOT).parts)
+        for top in ("ingest", "policy", "storage")
+        for module in (ROOT / top).rglob("*.py")
+    }
+    assert listed == found
