@@ -771,7 +771,14 @@ def _scoped_trace(
         if isinstance(event.get("rcpt_to"), list):
             event = {**event, "rcpt_to": [r for r in event["rcpt_to"] if access.sees(str(r))]}
         events.append(event)
-    return {**story, "found": bool(status or events), "status": status, "events": events}
+    trace_ids = sorted({str(e["trace_id"]) for e in events if e.get("trace_id")})
+    return {
+        **story,
+        "trace_ids": trace_ids,  # only the copies this channel may see
+        "found": bool(status or events),
+        "status": status,
+        "events": events,
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover - regenerates the checked-in document

@@ -35,8 +35,11 @@ def queue() -> None:
 def list_(config_path: str, as_json: bool, states: tuple[str, ...]) -> None:
     """Messages waiting, in progress or failed; --json prints one object per line."""
     engine = open_store(load(config_path, secrets=False))
-    with Session(engine) as session:
-        rows = views.list_queue(session, list(states) or [s.value for s in _VISIBLE])
+    try:
+        with Session(engine) as session:
+            rows = views.list_queue(session, list(states) or [s.value for s in _VISIBLE])
+    finally:
+        engine.dispose()  # a pooled PostgreSQL connection left for the GC warns
     if as_json:
         for row in rows:
             echo_json(row)
@@ -59,9 +62,12 @@ def retry(config_path: str, refs: tuple[int | str, ...], all_failed: bool) -> No
     if not refs and not all_failed:
         raise click.UsageError("name ids or queue IDs, or use --failed")
     engine = open_store(load(config_path, secrets=False))
-    with Session(engine) as session, session.begin():
-        named = None if all_failed else store_queue.entries_named(session, refs)
-        done = store_queue.requeue(session, named, from_states=[QueueState.FAILED])
+    try:
+        with Session(engine) as session, session.begin():
+            named = None if all_failed else store_queue.entries_named(session, refs)
+            done = store_queue.requeue(session, named, from_states=[QueueState.FAILED])
+    finally:
+        engine.dispose()
     click.echo(
         f"re-queued {len(done)} message(s)" + (f": {', '.join(map(str, done))}" if done else "")
     )
