@@ -220,7 +220,7 @@ class ApiConfig(HttpConfig):
 _PASSWORD_HASH = re.compile(r"^\$(argon2(id|i|d)\$|2[aby]\$)")
 
 
-def _hash_or_reference(value: Any) -> Any:
+def _hash_or_reference(value: Any, info: ValidationInfo) -> Any:
     """A password written in the file must be a hash; a plain one only via ``${ENV}``/``file:``."""
     if isinstance(value, str):
         reference = _ENV_REF.match(value.strip()) or value.startswith("file:")
@@ -229,7 +229,7 @@ def _hash_or_reference(value: Any) -> Any:
                 "write an argon2 or bcrypt hash (firstline console-password prints one), "
                 "or a ${ENV} / file: reference"
             )
-    return resolve_secret(value)
+    return resolve_secret(value, info)
 
 
 class ConsoleUser(_Model):
@@ -520,7 +520,7 @@ def parse_config(text: str, source: str = "<memory>", *, resolve_secrets: bool =
         )
     except ValidationError as exc:
         problems = []
-        located = False
+        cross_checked = False
         for error in exc.errors():
             loc = tuple(error["loc"])
             message = error["msg"]
@@ -528,7 +528,7 @@ def parse_config(text: str, source: str = "<memory>", *, resolve_secrets: bool =
             if isinstance(ctx_error, _LocatedError):
                 loc = (*loc, *ctx_error.loc)
                 message = str(ctx_error)
-                located = True
+                cross_checked = True
             elif message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
             if error["type"] == "extra_forbidden":
@@ -536,7 +536,7 @@ def parse_config(text: str, source: str = "<memory>", *, resolve_secrets: bool =
             problems.append(
                 ConfigProblem(source, _nearest_line(lines, loc), _format_path(loc), message)
             )
-        if not located:  # the cross-section checks did not run: run them on the data
+        if not cross_checked:  # the cross-section checks did not run: run them on the data
             for loc, message in _raw_cross_problems(data):
                 problems.append(
                     ConfigProblem(source, _nearest_line(lines, loc), _format_path(loc), message)
