@@ -27,6 +27,7 @@ def uncommented(text: str) -> str:
 def example(monkeypatch: pytest.MonkeyPatch) -> Config:
     monkeypatch.setenv("HELPDESK_API_TOKEN", "t" * 32)
     monkeypatch.setenv("WEBHOOK_SECRET", "s" * 32)
+    monkeypatch.setenv("CONSOLE_AGENT_PASSWORD", "p" * 32)
     return parse_config(uncommented(EXAMPLE.read_text(encoding="utf-8")), str(EXAMPLE))
 
 
