@@ -32,7 +32,6 @@ from urllib.parse import quote
 import inscriptis
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,7 +41,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.compose import InvalidReply, parse_address
@@ -216,9 +215,11 @@ class ReplyOut(BaseModel):
     created_at: str | None
     state_changed_at: str | None
     server_reply: str | None = None
-    queue_id: str | None = None
+    relay_queue_id: str | None = Field(
+        default=None, description="the relay's queue id from its 250 (ours is trace_id)"
+    )
     sent_at: str | None = None
-    error: str | None = None
+    last_error: str | None = None
     error_class: str | None = None
     diagnosis: dict[str, Any] | None = None
     next_attempt_at: str | None = None
@@ -227,7 +228,7 @@ class ReplyOut(BaseModel):
 TicketStatus = Literal["open", "pending", "closed"]
 
 
-class _Ticket(BaseModel):
+class TicketSummaryOut(BaseModel):
     id: int
     mailbox: str
     subject: str
@@ -235,13 +236,10 @@ class _Ticket(BaseModel):
     status: TicketStatus
     created_at: str | None
     updated_at: str | None
+    message_count: int = Field(description="how many messages the ticket has")
 
 
-class TicketSummaryOut(_Ticket):
-    messages: int = Field(description="how many messages the ticket has")
-
-
-class TicketOut(_Ticket):
+class TicketOut(TicketSummaryOut):
     messages: list[MessageOut]
     replies: list[ReplyOut]
 
@@ -297,7 +295,9 @@ class RejectionOut(BaseModel):
     mailbox: str | None
     mail_from: str
     rcpt_to: list[str]
-    message_id: str | None
+    message_id: str | None = Field(description="<left@right>, as in every output")
+    trace_id: str | None = Field(description="our queue ID, when the message was received")
+    verdict: dict[str, Any] = Field(description="what verification recorded (docs/json.md)")
 
 
 class RejectionList(BaseModel):
@@ -305,7 +305,9 @@ class RejectionList(BaseModel):
 
 
 class TraceOut(BaseModel):
-    message_id: str
+    query: str = Field(description="the Message-ID or queue ID asked about, as given")
+    message_id: str | None = Field(description="<left@right>; null for a queue ID without one")
+    trace_ids: list[str] = Field(description="our queue IDs of the message")
     found: bool
     status: list[dict[str, Any]]
     events: list[dict[str, Any]]
@@ -411,19 +413,22 @@ def _access(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Access:
     config = context.current()
-    unauthorised = Problem(
-        401, "unauthorized", "a channel's bearer token is required",
-        headers={"WWW-Authenticate": "Bearer"},
-    )  # fmt: skip
     if credentials is None:
-        raise unauthorised
+        raise Problem(
+            401, "unauthorized", "a channel's bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
     offered = credentials.credentials.encode()
     for channel in config.channels:
         if channel.token is not None and hmac.compare_digest(
             channel.token.get_secret_value().encode(), offered
         ):
             return Access(config, channel)
-    raise unauthorised
+    # A different text, so "I forgot the header" and "I pasted the wrong token" are told apart.
+    raise Problem(
+        401, "unauthorized", "the bearer token is not any channel's token",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )  # fmt: skip
 
 
 Ctx = Annotated[Context, Depends(_context)]
@@ -609,6 +614,9 @@ def list_rejections(
         end = rejection_log.parse_time(until) if until else None
     except ValueError as exc:
         raise Problem(400, "invalid_parameter", "since/until is not a time", str(exc)) from None
+    refusal = rejection_log.unknown_reason(reason)
+    if refusal is not None:
+        raise Problem(400, "invalid_parameter", "reason is not a reason code", refusal)
     boxes = access.mailboxes & {mailbox.lower()} if mailbox is not None else access.mailboxes
     found: list[dict[str, Any]] = []
     for box in sorted(boxes):
@@ -683,10 +691,14 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
 
 
 def _allowed(request: Request) -> str:
-    """Every method the path has, across the routes that share it (Starlette names one)."""
+    """Every method the path has, across the routes that share it (Starlette names one).
+
+    The API's own routes are read from ``router``: FastAPI wraps an included
+    router in an object whose routes ``app.routes`` no longer lists.
+    """
     methods: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+    for route in [*request.app.routes, *router.routes]:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods or set()
     return ", ".join(sorted(methods))
 
@@ -758,7 +770,14 @@ def _scoped_trace(
         if isinstance(event.get("rcpt_to"), list):
             event = {**event, "rcpt_to": [r for r in event["rcpt_to"] if access.sees(str(r))]}
         events.append(event)
-    return {**story, "found": bool(status or events), "status": status, "events": events}
+    trace_ids = sorted({str(e["trace_id"]) for e in events if e.get("trace_id")})
+    return {
+        **story,
+        "trace_ids": trace_ids,  # only the copies this channel may see
+        "found": bool(status or events),
+        "status": status,
+        "events": events,
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover - regenerates the checked-in document

@@ -102,6 +102,13 @@ def _listen(config: Config, proto: str) -> Listen | None:
     return config.server.smtp if proto == "SMTP" else config.server.lmtp
 
 
+class _Unbindable(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path = path
+        self.reason = reason
+
+
 class App:
     def __init__(
         self,
@@ -141,7 +148,7 @@ class App:
         self.handlers: dict[str, IngestHandler] = {}
         self._tls: ssl.SSLContext | None = None
         self._sampling_key = b""
-        self.metrics: MetricsServer | None = None
+        self.metrics: HttpServer | None = None
         self.reloader = Reloader(lambda: self.holder.current, self.apply)
 
     async def start(self) -> None:
@@ -217,8 +224,9 @@ class App:
         log.warning("connect from [%s]: %s", ip, reply)
 
     async def _start_api(self, listen: str) -> HttpServer:
-        config = self.holder.current
-        registry = scrape_registry(self.engine, self.space) if config.metrics.listen else None
+        # /metrics answers only while metrics.listen is set (read per request), so a
+        # reload that switches metrics on needs no new API server.
+        registry = scrape_registry(self.engine, self.space)
         asgi = create_app(
             lambda: self.holder.current, self.engine, health=self.health, registry=registry
         )
@@ -240,17 +248,21 @@ class App:
                 tls = await asyncio.to_thread(_tls_context, new)
             except (OSError, ssl.SSLError) as exc:
                 return [ConfigProblem(new.source, None, "server.tls", f"cannot load: {exc}")]
-        metrics = self.metrics
-        if new.metrics.listen != old.metrics.listen and new.metrics.listen:
-            try:
-                metrics = await self._start_metrics(new.metrics.listen)
-            except OSError as exc:
-                reason = f"cannot bind {new.metrics.listen}: {exc.strerror}"
-                return [ConfigProblem(new.source, None, "metrics.listen", reason)]
+        started: list[HttpServer] = []  # bound for ``new``; stopped again if it is refused
+        metrics, api = self.metrics, self.api
+        try:
+            if new.metrics.listen != old.metrics.listen:
+                metrics = await self._bind_http(new.metrics.listen, "metrics.listen", started)
+            if self.run_listeners and new.api.listen != old.api.listen:
+                api = await self._bind_http(new.api.listen, "api.listen", started)
+        except _Unbindable as exc:
+            for http in started:
+                await http.stop()
+            return [ConfigProblem(new.source, None, exc.path, exc.reason)]
         rebound, problem = await self._rebind(old, new)
         if problem is not None:
-            if metrics is not self.metrics and metrics is not None:
-                await metrics.stop()
+            for http in started:
+                await http.stop()
             return [problem]
         # From here on nothing can fail: the new configuration is in force.
         self.holder.current = new
@@ -278,11 +290,31 @@ class App:
                 previous.close()  # open sessions carry on; only new ones go to the new address
             if server is not None:
                 self.servers[proto] = server
-        if metrics is not self.metrics:
-            if self.metrics is not None:
-                await self.metrics.stop()
-            self.metrics = metrics if new.metrics.listen else None
+        for old_server, attribute, new_server in (
+            (self.metrics, "metrics", metrics), (self.api, "api", api),
+        ):  # fmt: skip
+            if new_server is not old_server:
+                setattr(self, attribute, new_server)
+                if old_server is not None:  # requests in flight finish (uvicorn's graceful stop)
+                    await old_server.stop()
         return []
+
+    async def _bind_http(
+        self, listen: str | None, path: str, started: list[HttpServer]
+    ) -> HttpServer | None:
+        """The metrics or API server for a changed address (None: switched off)."""
+        if not listen:
+            return None
+        try:
+            http = (
+                await self._start_metrics(listen)
+                if path == "metrics.listen"
+                else await self._start_api(listen)
+            )
+        except OSError as exc:
+            raise _Unbindable(path, f"cannot bind {listen}: {exc.strerror}") from None
+        started.append(http)
+        return http
 
     async def _rebind(
         self, old: Config, new: Config

@@ -126,7 +126,7 @@ def message_filed(session: Session, config: Config, claim: Claim, ticket_message
         session.flush()
     count = session.scalar(select(func.count()).where(col(TicketMessage.ticket_id) == ticket.id))
     type: EventType = "ticket.created" if count == 1 else "ticket.message_added"
-    _ticket_event(session, config, type, ticket.id, message_id=message.id)
+    _ticket_event(session, config, type, ticket.id, ticket_message_id=message.id)
 
 
 def reply_bounced(session: Session, config: Config, reply_message_id: str) -> None:

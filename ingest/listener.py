@@ -250,7 +250,7 @@ class IngestHandler:
         log.info(
             "%s: accepted from %s[%s] from=<%s> to=%s size=%d msgid=<%s> state=%s",
             trace_id, peer.name or "unknown", peer.ip, stored["mail_from"],
-            ",".join(f"<{a}>" for a in stored["rcpt_tos"]), len(data),
+            ",".join(f"<{a}>" for a in stored["rcpt_tos"]), stored["size"],
             summary.message_id or "", state.value,
         )  # fmt: skip
         return self._per_recipient(mailboxes, f"250 2.0.0 Ok: queued as {trace_id}")

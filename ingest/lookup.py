@@ -57,6 +57,6 @@ def where_is(session: Session, query: str) -> dict[str, Any]:
                                    "candidates": int(found["found"])}}  # fmt: skip
     matched = match_headers(session, clues(query))
     if matched.message_id is None:
-        return {"message_id": None, "found": False, "status": [], "events": [],
-                "match": as_dict(matched)}  # fmt: skip
+        return {"query": query, "message_id": None, "trace_ids": [], "found": False,
+                "status": [], "events": [], "match": as_dict(matched)}  # fmt: skip
     return {**trace(session, matched.message_id), "match": as_dict(matched)}

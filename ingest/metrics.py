@@ -6,9 +6,10 @@ module can ``from ingest.metrics import MESSAGES_REJECTED`` and count. Queue
 and outbox depths are read from the database at scrape time, in a thread,
 so they are true across processes (``serve`` and separate ``worker``\\s).
 
-``/health`` answers 200 only when every configured listener is accepting
-and the database answers a query; anything else is 503 with the failing
-check named, so a load balancer or systemd watchdog can act on it.
+``/healthz`` (also ``/health``, its earlier name) answers 200 only when
+every configured listener is accepting and the database answers a query;
+anything else is 503 with the failing check named, so a load balancer or
+systemd watchdog can act on it.
 """
 
 from __future__ import annotations
@@ -240,7 +241,10 @@ def http_app(registry: CollectorRegistry, health: HealthCheck) -> Starlette:
             status_code=200 if healthy else 503,
         )
 
-    return Starlette(routes=[Route("/metrics", metrics), Route("/health", healthz)])
+    # /healthz as on the API port; /health is what earlier releases served here.
+    return Starlette(
+        routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/health", healthz)]
+    )
 
 
 class _Server(uvicorn.Server):
@@ -300,7 +304,7 @@ class HttpServer:
 
 
 class MetricsServer(HttpServer):
-    """``/metrics`` and ``/health`` on ``metrics.listen``."""
+    """``/metrics`` and ``/healthz`` on ``metrics.listen``."""
 
     def __init__(self, listen: str, registry: CollectorRegistry, health: HealthCheck) -> None:
         super().__init__(

@@ -10,8 +10,10 @@ What a reload changes (see ``App.apply``): mailboxes, policy, limits and the
 DNS settings apply to the next command of every session (the listener reads
 the configuration per command), connection limits to the next connection,
 and a listener whose address changed is bound anew before the old one
-closes; sessions already open finish undisturbed. What it cannot change
-without a restart — the database — is refused.
+closes; sessions already open finish undisturbed; so are the metrics and API
+ports. What it cannot change without a restart (:data:`RESTART_NEEDED`: the
+database, the pid files, logging) is refused, naming it: the reload never
+reports success for a change that did not happen.
 
 ``firstline reload`` finds running processes through pid files in
 ``server.run_dir`` (``serve.pid``, ``worker.pid``), sends SIGHUP, and waits
@@ -68,6 +70,27 @@ def changed_sections(old: Config, new: Config) -> list[str]:
     return sorted(key for key in after if before.get(key) != after[key])
 
 
+# What a running process holds from its start and cannot swap: the database,
+# its commit deadline, the pid files and the log handlers. Everything else is
+# applied (``App.apply``), listeners, metrics and the API included.
+RESTART_NEEDED = (
+    ("storage", "url"),
+    ("storage", "commit_timeout"),
+    ("server", "run_dir"),
+    ("logging", "format"),
+    ("logging", "level"),
+)
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The settings a reload would have to change but cannot, as ``section.key``."""
+    return [
+        f"{section}.{key}"
+        for section, key in RESTART_NEEDED
+        if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)
+    ]
+
+
 # (new configuration) -> problems that stop it from being applied; applies it otherwise
 Apply = Callable[[Config], Awaitable[list[ConfigProblem]]]
 
@@ -93,9 +116,10 @@ class Reloader:
             new = await asyncio.to_thread(load_config, source)
         except ConfigError as exc:
             return self._refused(source, file_digest(source), exc.problems)
-        if new.storage.url != old.storage.url:
+        needed = restart_needed(old, new)
+        if needed:
             problem = ConfigProblem(
-                source, None, "storage.url", "the database cannot change while running; restart"
+                source, None, "", f"restart needed for: {', '.join(needed)} (nothing was changed)"
             )
             return self._refused(source, new.digest, [problem])
         changes = changed_sections(old, new)

@@ -18,7 +18,7 @@ import os
 import re
 import socket
 import ssl
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,6 +57,8 @@ class Diagnosis:
     server_text: str
     hint: str
     code: int | None = None
+    # When no server spoke (code is None): what happened, in our words.
+    happened: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,6 +264,29 @@ def diagnose(
     if isinstance(response, aiosmtplib.SMTPResponseException):
         return _diagnose_reply(response.code, response.message, step, smtp)
     text = str(exc) or type(exc).__name__
+    return replace(_diagnose_silence(exc, text, step, smtp, tls_server=tls_server),
+                   happened=_what_happened(exc, step, smtp))  # fmt: skip
+
+
+def _what_happened(exc: BaseException, step: Step, smtp: SmtpConfig) -> str:
+    """A failure no server put into words: say what it was, not "server said"."""
+    where = f"{smtp.host}:{smtp.port}"
+    if _find(exc, socket.gaierror) is not None:
+        return f"the host name {smtp.host!r} could not be resolved (DNS): no server was reached"
+    if _find(exc, ConnectionRefusedError) is not None:
+        return f"nothing is listening on {where}: the connection was refused"
+    if _find(exc, TimeoutError) is not None or _find(exc, aiosmtplib.SMTPTimeoutError):
+        return f"{where} did not answer within {smtp.timeout:g} seconds"
+    if _find(exc, ssl.SSLError) is not None:
+        return f"the TLS negotiation with {where} failed before any SMTP reply"
+    if _find(exc, aiosmtplib.SMTPServerDisconnected) is not None:
+        return f"{where} closed the connection without an SMTP reply"
+    return f"the {step} step failed before {where} answered"
+
+
+def _diagnose_silence(
+    exc: BaseException, text: str, step: Step, smtp: SmtpConfig, *, tls_server: bool
+) -> Diagnosis:
     tls_error = _find(exc, ssl.SSLError)
     if tls_error is not None:
         plain = bool(_PLAIN_TEXT_REPLY.search(str(tls_error)))
@@ -326,9 +351,10 @@ def smtp_warnings(config: Config) -> list[str]:
             continue
         where = f"mailboxes[{index}].smtp ({mailbox.address})"
         if smtp.encryption == "none":
+            what = "replies and the password cross" if smtp.password else "replies cross"
             warnings.append(
-                f"{where}: encryption is 'none': replies and the password cross the "
-                "network in plain text; use it only for a relay on the local network"
+                f"{where}: encryption is 'none': {what} the network in plain text; use it "
+                "only for a relay on the local network"
             )
         swapped = swap_hint(smtp)
         if swapped:

@@ -9,6 +9,7 @@ they cannot leak through ``repr``, logs or ``check-config``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import json
@@ -17,7 +18,7 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -28,6 +29,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,21 +41,22 @@ _ENV_IN_PATH = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
-def resolve_secret(value: Any) -> Any:
+def resolve_secret(value: Any, info: ValidationInfo) -> Any:
     """Turn ``${NAME}`` into the environment's value and ``file:PATH`` into the file's.
 
     ``PATH`` may name variables too: ``file:${CREDENTIALS_DIRECTORY}/smtp-password``
     reads a credential systemd passed with ``LoadCredential=``. The error
-    messages name the variable or file, never a value.
+    messages name the variable or file, never a value. Read with
+    ``resolve_secrets=False`` (commands that send nothing), references stay
+    unresolved: :data:`UNRESOLVED`, which no server will take for a password.
     """
     if not isinstance(value, str):
         return value
+    if (info.context or {}).get("resolve_secrets") is False:
+        return UNRESOLVED if _ENV_REF.match(value.strip()) or value.startswith("file:") else value
     match = _ENV_REF.match(value.strip())
     if match:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set")
-        return os.environ[name]
+        return _env_value(match)
     if value.startswith("file:"):
         path = Path(_ENV_IN_PATH.sub(_env_value, value[len("file:") :])).expanduser()
         try:
@@ -70,14 +73,16 @@ def _env_value(match: re.Match[str]) -> str:
     return os.environ[name]
 
 
+# What an unresolved secret reads as: not a value anyone configured.
+UNRESOLVED = "\x00unresolved secret\x00"
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 
 
-def _reference_only(value: Any) -> Any:
+def _reference_only(value: Any, info: ValidationInfo) -> Any:
     """OAuth credentials are long-lived and powerful: refuse them written into the file."""
     if isinstance(value, str) and not (_ENV_REF.match(value.strip()) or value.startswith("file:")):
         raise ValueError("give this as ${ENV_VAR} or file:PATH, not the secret itself")
-    return resolve_secret(value)
+    return resolve_secret(value, info)
 
 
 ReferencedSecret = Annotated[SecretStr, BeforeValidator(_reference_only)]
@@ -262,7 +267,7 @@ class ApiConfig(HttpConfig):
 _PASSWORD_HASH = re.compile(r"^\$(argon2(id|i|d)\$|2[aby]\$)")
 
 
-def _hash_or_reference(value: Any) -> Any:
+def _hash_or_reference(value: Any, info: ValidationInfo) -> Any:
     """A password written in the file must be a hash; a plain one only via ``${ENV}``/``file:``."""
     if isinstance(value, str):
         reference = _ENV_REF.match(value.strip()) or value.startswith("file:")
@@ -271,7 +276,7 @@ def _hash_or_reference(value: Any) -> Any:
                 "write an argon2 or bcrypt hash (firstline console-password prints one), "
                 "or a ${ENV} / file: reference"
             )
-    return resolve_secret(value)
+    return resolve_secret(value, info)
 
 
 class ConsoleUser(_Model):
@@ -607,30 +612,15 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        names = [c.name for c in self.channels]
-        seen: set[str] = set()
-        for name in names:
-            if name in seen:
-                raise ValueError(f"channel {name!r} is defined twice")
-            seen.add(name)
         if self.console is not None and not self.api.listen:
             raise _LocatedError(
                 ("console",), "the console is served on the HTTP API: set api.listen too"
             )
-        addresses: dict[str, int] = {}
-        for index, mailbox in enumerate(self.mailboxes):
-            if mailbox.channel not in seen:
-                raise _LocatedError(
-                    ("mailboxes", index, "channel"),
-                    f"channel {mailbox.channel!r} is not defined under channels",
-                )
-            if mailbox.key in addresses:
-                raise _LocatedError(
-                    ("mailboxes", index, "address"),
-                    f"{mailbox.address} is already the address of mailboxes"
-                    f"[{addresses[mailbox.key]}]; aliases are not supported",
-                )
-            addresses[mailbox.key] = index
+        problems = cross_problems(
+            [c.name for c in self.channels], [(m.channel, m.address) for m in self.mailboxes]
+        )
+        if problems:
+            raise _LocatedError(*problems[0])
         return self
 
     @property
@@ -652,6 +642,37 @@ class Config(_Model):
             return self.policy
         changes = mailbox.policy.model_dump(exclude_none=True)
         return self.policy.model_copy(update=changes)
+
+
+def cross_problems(
+    channels: list[Any], mailboxes: list[tuple[Any, Any]]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Checks across sections: channel names once, mailboxes on known channels, no alias.
+
+    Plain data in, so that :func:`parse_config` can also run them when other
+    fields are invalid (pydantic skips a model validator then): every problem
+    is reported in one pass.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[Any] = set()
+    for index, name in enumerate(channels):
+        if name in seen:
+            problems.append((("channels", index, "name"), f"channel {name!r} is defined twice"))
+        seen.add(name)
+    addresses: dict[str, int] = {}
+    for index, (channel, address) in enumerate(mailboxes):
+        if channel not in seen:
+            problems.append((("mailboxes", index, "channel"),
+                             f"channel {channel!r} is not defined under channels"))  # fmt: skip
+        key = str(address).strip().lower()
+        if key in addresses:
+            problems.append((
+                ("mailboxes", index, "address"),
+                f"{str(address).strip()} is already the address of mailboxes"
+                f"[{addresses[key]}]; aliases are not supported",
+            ))  # fmt: skip
+        addresses.setdefault(key, index)
+    return problems
 
 
 class _LocatedError(ValueError):
@@ -696,16 +717,17 @@ def _nearest_line(
     return None
 
 
-def parse_config(text: str, source: str = "<memory>") -> Config:
-    """Validate YAML text; raise :class:`ConfigError` listing every problem."""
+def parse_config(text: str, source: str = "<memory>", *, resolve_secrets: bool = True) -> Config:
+    """Validate YAML text; raise :class:`ConfigError` listing every problem.
+
+    ``resolve_secrets=False`` is for commands that only read the database:
+    they must work where the relay and webhook secrets are not available.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigProblem(source, line, "", f"invalid YAML: {problem}")]) from None
+        raise ConfigError([_yaml_problem(exc, text, source)]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -717,10 +739,12 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
         count = len(boxes) if isinstance(boxes, list) else 0
         located = tuple(lines.get(("mailboxes", i)) for i in range(count))
         return Config.model_validate(
-            {**data, "source": source, "digest": digest, "mailbox_lines": located}
+            {**data, "source": source, "digest": digest, "mailbox_lines": located},
+            context={"resolve_secrets": resolve_secrets},
         )
     except ValidationError as exc:
         problems = []
+        cross_checked = False
         for error in exc.errors():
             loc = tuple(error["loc"])
             message = error["msg"]
@@ -728,17 +752,165 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
             if isinstance(ctx_error, _LocatedError):
                 loc = (*loc, *ctx_error.loc)
                 message = str(ctx_error)
+                cross_checked = True
             elif message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
             if error["type"] == "extra_forbidden":
-                message = "unknown setting"
+                message = "unknown setting" + _did_you_mean(loc)
             problems.append(
                 ConfigProblem(source, _nearest_line(lines, loc), _format_path(loc), message)
             )
+        if not cross_checked:  # the cross-section checks did not run: run them on the data
+            for loc, message in _raw_cross_problems(data):
+                problems.append(
+                    ConfigProblem(source, _nearest_line(lines, loc), _format_path(loc), message)
+                )
+        problems.sort(key=lambda p: p.line or 0)  # stable: one line's problems keep their order
         raise ConfigError(problems) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def _raw_cross_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    channels = data.get("channels") if isinstance(data.get("channels"), list) else []
+    mailboxes = data.get("mailboxes") if isinstance(data.get("mailboxes"), list) else []
+    return cross_problems(
+        [c.get("name") for c in channels or [] if isinstance(c, dict)],
+        [(m.get("channel"), m.get("address")) for m in mailboxes or [] if isinstance(m, dict)],
+    )
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model whose fields may stand at ``loc`` (for suggestions), if any."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = next(
+            (t for t in _types_in(field.annotation) if isinstance(t, type)
+             and issubclass(t, BaseModel)), None,
+        )  # fmt: skip
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _types_in(annotation: Any) -> Iterator[Any]:
+    yield annotation
+    for argument in get_args(annotation):
+        yield from _types_in(argument)
+
+
+def _did_you_mean(loc: tuple[str | int, ...]) -> str:
+    """``; did you mean 'encryption'?`` for a misspelt key (difflib's closest field)."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    names = [n for n, f in model.model_fields.items() if not f.exclude]
+    close = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> ConfigProblem:
+    """A YAML error at the line to look at, in words for someone who edited by hand."""
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if mark is not None and (problem.startswith("expected <block end>")
+                             or problem == "mapping values are not allowed here"):  # fmt: skip
+        lines = text.splitlines()
+        here = _indent(lines[mark.line]) if mark.line < len(lines) else 0
+        above = next(
+            (n for n in range(mark.line - 1, -1, -1)
+             if lines[n].strip() and not lines[n].lstrip().startswith("#")), None,
+        )  # fmt: skip
+        if above is not None and _indent(lines[above]) != here:
+            return _indent_problem(lines, above, mark.line, source, problem)
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        problem = f"{problem} ({context} at line {context_mark.line + 1})"
+    return ConfigProblem(source, line, "", f"invalid YAML: {problem}")
+
+
+def _indent_problem(
+    lines: list[str], above: int, here: int, source: str, problem: str
+) -> ConfigProblem:
+    """Which of two lines is out of step: an odd indentation among even ones;
+    else the first line of a block when the next one sits between it and its
+    parent (the first line sets the block's indentation, so YAML only notices
+    at the line after). The other line is named either way."""
+    parent = next(
+        (n for n in range(above - 1, -1, -1)
+         if lines[n].strip() and not lines[n].lstrip().startswith("#")), None,
+    )  # fmt: skip
+    first_child = parent is not None and _indent(lines[parent]) < _indent(lines[above])
+    spaces_above, spaces_here = _indent(lines[above]), _indent(lines[here])
+    if spaces_here % 2 != spaces_above % 2:  # YAML is indented by twos: odd is out of step
+        blame_above = spaces_above % 2 == 1
+    else:
+        blame_above = (first_child and parent is not None
+                       and _indent(lines[parent]) < spaces_here < spaces_above)  # fmt: skip
+    if blame_above:
+        return ConfigProblem(source, above + 1, "", (
+            f"invalid YAML: this line is indented by {_spaces(spaces_above)} and the next one "
+            f"(line {here + 1}) by {spaces_here}: the lines of a block line up with its first"
+        ))  # fmt: skip
+    return ConfigProblem(source, here + 1, "", (
+        f"invalid YAML: this line is indented by {_spaces(spaces_here)} but line {above + 1} "
+        f"above it by {spaces_above} ({problem})"
+    ))  # fmt: skip
+
+
+def _spaces(count: int) -> str:
+    return f"{count} space" + ("" if count == 1 else "s")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def inline_secrets(text: str, source: str = "<memory>") -> list[ConfigProblem]:
+    """Secrets written into the file itself (``password: hunter2``), for a warning.
+
+    They work, but the file then carries the secret into backups, tickets and
+    version control; ``${ENV}`` and ``file:`` exist for that. The value is never
+    part of the message.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return []
+    found: list[ConfigProblem] = []
+    for loc, value, line in _scalars(node, ()) if node is not None else ():
+        model = _model_at(loc[:-1])
+        field = getattr(model, "model_fields", {}).get(loc[-1]) if model is not None else None
+        if field is None or SecretStr not in set(_types_in(field.annotation)):
+            continue
+        if value and not _ENV_REF.match(value.strip()) and not value.startswith("file:"):
+            found.append(ConfigProblem(source, line, _format_path(loc), (
+                "the secret is written in the file: use ${ENV_VAR} or file:/path/to/secret "
+                "so it stays out of the file, its backups and version control"
+            )))  # fmt: skip
+    return found
+
+
+def _scalars(
+    node: yaml.Node, path: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str, int]]:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(value, yaml.ScalarNode):
+                yield (*path, key.value), str(value.value), value.start_mark.line + 1
+            else:
+                yield from _scalars(value, (*path, key.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _scalars(item, (*path, index))
+
+
+def load_config(path: str | os.PathLike[str], *, resolve_secrets: bool = True) -> Config:
     """Read and validate a configuration file."""
     source = os.fspath(path)
     try:
@@ -747,4 +919,4 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(
             [ConfigProblem(source, None, "", f"cannot read: {exc.strerror}")]
         ) from None
-    return parse_config(text, source)
+    return parse_config(text, source, resolve_secrets=resolve_secrets)

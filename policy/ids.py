@@ -22,3 +22,17 @@ def message_ids(value: str) -> list[str]:
         found = _BARE.findall(value)
     ids = [f"<{m}>" for m in found if m and len(m) <= _MAX_ID]
     return list(dict.fromkeys(ids))
+
+
+def shown_message_id(value: str | None) -> str | None:
+    """A Message-ID as every output shows it: ``<left@right>``, as RFC 5322 writes it.
+
+    Stored values come bare (rejections, the queue) or bracketed (tickets,
+    replies); inputs may be either. Showing one form means a value copied
+    from one command's output finds the same message in any other, and in a
+    mail client's header view.
+    """
+    if value is None:
+        return None
+    bare = value.strip().removeprefix("<").removesuffix(">").strip()
+    return f"<{bare}>" if bare else None

@@ -49,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
+from policy.ids import shown_message_id
 from storage import lease
 from storage.lease import LeaseLost
 from storage.models import _when, iso, utcnow
@@ -324,7 +325,7 @@ def reply_view(reply: Reply) -> dict[str, Any]:
     """A reply's delivery state as JSON-ready data (``tickets show --json``)."""
     view: dict[str, Any] = {
         "id": reply.id,
-        "message_id": reply.message_id,
+        "message_id": shown_message_id(reply.message_id),
         "recipients": list(reply.recipients),
         "state": reply.state.value,
         "attempts": reply.attempts,
@@ -333,10 +334,13 @@ def reply_view(reply: Reply) -> dict[str, Any]:
     }
     if reply.state == ReplyState.SENT:
         view.update(
-            server_reply=reply.server_reply, queue_id=reply.queue_id, sent_at=iso(reply.sent_at)
+            server_reply=reply.server_reply,
+            # The relay's own queue id from its 250 (ours is a message's trace_id).
+            relay_queue_id=reply.queue_id,
+            sent_at=iso(reply.sent_at),
         )
     if reply.state in (ReplyState.RETRYING, ReplyState.FAILED, ReplyState.HELD):
-        view.update(error=reply.last_error, error_class=reply.error_class)
+        view.update(last_error=reply.last_error, error_class=reply.error_class)
         if reply.diagnosis is not None:
             view["diagnosis"] = reply.diagnosis
     if reply.state == ReplyState.RETRYING:

@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from policy.ids import shown_message_id
 from storage.models import (
     QuarantineAction,
     QueueEntry,
@@ -55,7 +56,7 @@ def _view(entry: QueueEntry, message: StoredMessage) -> dict[str, Any]:
         "mail_from": message.mail_from,
         "header_from": message.header_from,
         "subject": message.subject,
-        "message_id": message.header_message_id,
+        "message_id": shown_message_id(message.header_message_id),
         "size": message.size,
         "client_ip": message.client_ip,
         "client_name": message.client_name,

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from storage import lease
 from storage.lease import LeaseLost
-from storage.models import QueueEntry, QueueState, utcnow
+from storage.models import QueueEntry, QueueState, StoredMessage, utcnow
 
 __all__ = ["Claim", "LeaseLost", "claim", "fail", "finish", "quarantine", "requeue", "start"]
 
@@ -193,3 +193,25 @@ def requeue(
     return lease.requeue(
         session, QueueEntry, condition, queued=QueueState.QUEUED, now=now, available_at=now
     )
+
+
+def entries_named(
+    session: Session, refs: Sequence[int | str], *, states: Sequence[QueueState] | None = None
+) -> list[int]:
+    """The entry ids that ``refs`` name, in order: numbers as they are, a queue ID
+    (``250 … queued as ID``) as every entry of that message (one per mailbox)."""
+    ids: list[int] = []
+    for ref in refs:
+        query = select(col(QueueEntry.id))
+        if isinstance(ref, int):
+            query = query.where(col(QueueEntry.id) == ref)
+        else:
+            query = query.join(
+                StoredMessage, col(StoredMessage.id) == col(QueueEntry.message_id)
+            ).where(col(StoredMessage.trace_id) == ref.upper())
+        if states is not None:
+            query = query.where(col(QueueEntry.state).in_(states))
+        ids += [
+            i for i in session.scalars(query.order_by(col(QueueEntry.id))) if i and i not in ids
+        ]
+    return ids

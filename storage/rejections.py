@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from policy.ids import shown_message_id
 from policy.verdict import original_sender
 from storage.models import Rejection, aware
 
@@ -48,6 +49,38 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
             "2026-11-24T14:05)"
         ) from None
     return aware(value)
+
+
+# The stable reason codes of docs/operators.md (tests/test_rejections_follow.py
+# holds the two lists together): a filter on anything else can match nothing.
+REASON_CODES = (
+    "unknown_mailbox",
+    "alias_not_supported",
+    "relay_denied",
+    "too_many_recipients",
+    "policy_split",
+    "message_too_big",
+    "line_too_long",
+    "dmarc_reject",
+    "manual_forward",
+    "from_malformed",
+    "dns_tempfail",
+    "virus",
+    "blocked_attachment",
+    "macro_document",
+    "encrypted_archive",
+    "archive_limits",
+    "unscannable",
+    "scan_size_limit",
+    "processing_failed",
+)
+
+
+def unknown_reason(reason: str | None) -> str | None:
+    """The refusal for a ``--reason``/``?reason=`` that names no code, or None if it is one."""
+    if reason is None or reason.strip() in REASON_CODES:
+        return None
+    return f"{reason!r} is not a reason code; the codes are: {', '.join(REASON_CODES)}"
 
 
 def bare_message_id(value: str) -> str:
@@ -131,9 +164,10 @@ def rejection_view(rejection: Rejection, *, headers: bool = False) -> dict[str, 
         "mailbox": rejection.mailbox,
         "header_from": rejection.header_from,
         "subject": rejection.subject,
-        "message_id": rejection.message_id,
+        "message_id": shown_message_id(rejection.message_id),
         "trace_id": rejection.trace_id,
-        "authentication": rejection.authentication,
+        # What verification recorded: the same object as a message's verdict.
+        "verdict": rejection.authentication,
         "forwarded_from": original_sender(rejection.authentication),
     }
     if headers:
@@ -174,3 +208,16 @@ def detail(session: Session, rejection_id: int) -> dict[str, Any] | None:
     """One record with its full header block."""
     rejection = session.get(Rejection, rejection_id)
     return rejection_view(rejection, headers=True) if rejection is not None else None
+
+
+def ids_named(session: Session, ref: int | str) -> list[int]:
+    """A record's number as it is, or every record of the message with queue ID ``ref``."""
+    if isinstance(ref, int):
+        return [ref]
+    return list(
+        session.scalars(
+            select(col(Rejection.id))
+            .where(col(Rejection.trace_id) == ref.upper())
+            .order_by(col(Rejection.id))
+        )
+    )

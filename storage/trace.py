@@ -16,6 +16,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from policy.ids import shown_message_id
 from policy.verdict import original_sender
 from storage.models import (
     QuarantineAction,
@@ -47,9 +48,13 @@ def _status(entry: QueueEntry, message: StoredMessage, ticket_id: int | None) ->
     return f"queued{waiting}"
 
 
-def trace(session: Session, message_id: str) -> dict[str, Any]:
-    """Events and per-mailbox status for ``message_id`` (or a trace id)."""
-    bare = bare_message_id(message_id)
+def trace(session: Session, message_id_or_queue_id: str) -> dict[str, Any]:
+    """Events and per-mailbox status for a Message-ID (brackets optional) or a queue ID.
+
+    ``message_id`` is the Message-ID found (``<…>``; None when the queue ID
+    names a message without one), ``trace_ids`` our queue IDs of it.
+    """
+    bare = bare_message_id(message_id_or_queue_id)
     events: list[dict[str, Any]] = []
     status: list[dict[str, Any]] = []
 
@@ -67,7 +72,8 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
                 "reason": r.reason,
                 "reply": r.reply,
                 "rejection_id": r.id,
-                "client": f"{r.client_name or 'unknown'}[{r.client_ip}]",
+                "client_ip": r.client_ip,
+                "client_name": r.client_name,
                 "mail_from": r.mail_from,
                 "rcpt_to": r.rcpt_to,
                 "trace_id": r.trace_id,
@@ -107,7 +113,8 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
                 "at": iso(message.received_at),
                 "event": "received",
                 "trace_id": message.trace_id,
-                "client": f"{message.client_name or 'unknown'}[{message.client_ip}]",
+                "client_ip": message.client_ip,
+                "client_name": message.client_name,
                 "mail_from": message.mail_from,
                 "rcpt_to": message.rcpt_tos,
                 "size": message.size,
@@ -130,10 +137,10 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
             {
                 "at": iso(entry.state_changed_at),
                 "event": QueueState(entry.state).value,
-                "queue_id": entry.id,
+                "queue_entry_id": entry.id,
                 "mailbox": entry.mailbox,
                 "attempts": entry.attempts,
-                "error": entry.last_error,
+                "last_error": entry.last_error,
                 "outcome": entry.outcome,
                 "ticket_id": ticket_id,
             }
@@ -143,7 +150,7 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
             {
                 "mailbox": entry.mailbox,
                 "state": QueueState(entry.state).value,
-                "queue_id": entry.id,
+                "queue_entry_id": entry.id,
                 "ticket_id": ticket_id,
                 "status": summary,
             }
@@ -164,7 +171,7 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
                 "at": iso(action.at),
                 "event": f"quarantine {action.action}",
                 "by": action.by,
-                "queue_id": action.queue_entry_id,
+                "queue_entry_id": action.queue_entry_id,
                 "mailbox": action.mailbox,
                 "reason": action.reason,
                 "note": action.note,
@@ -190,7 +197,23 @@ def trace(session: Session, message_id: str) -> dict[str, Any]:
         )
 
     events.sort(key=lambda e: e["at"] or "")  # stable: ties keep the order of the story
-    return {"message_id": bare, "found": bool(events), "status": status, "events": events}
+    trace_ids = sorted(
+        {s.trace_id for s in stored} | {r.trace_id for r in rejections if r.trace_id}
+    )
+    by_queue_id = "@" not in bare and bare.upper() in trace_ids
+    if by_queue_id:  # the argument was our queue ID: name the message it belongs to
+        found_ids = [s.header_message_id for s in stored] + [r.message_id for r in rejections]
+        message_id = shown_message_id(next((m for m in found_ids if m), None))
+    else:
+        message_id = shown_message_id(bare)
+    return {
+        "query": message_id_or_queue_id.strip(),
+        "message_id": message_id,
+        "trace_ids": trace_ids,
+        "found": bool(events),
+        "status": status,
+        "events": events,
+    }
 
 
 def _tickets_of(session: Session, ticket_message_ids: list[int | None]) -> dict[int, int]:

@@ -1,7 +1,9 @@
 """Tickets and queue entries as plain JSON-ready dicts.
 
-The CLI's ``--json`` output and the HTTP API show the same shapes, so the
-shapes are made once, here. Keys are a public contract: add, never rename.
+The CLI's ``--json`` output, the HTTP API and webhook events show the same
+shapes, so the shapes are made once, here; their keys are listed in
+docs/json.md (one key per concept across every object) and are a public
+contract: add, never rename.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from policy.ids import shown_message_id
 from storage.models import Attachment, QueueEntry, StoredMessage, Ticket, TicketMessage, iso
 
 
@@ -24,7 +27,7 @@ def ticket_summary(ticket: Ticket, message_count: int) -> dict[str, Any]:
         "status": ticket.status,
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
-        "messages": message_count,
+        "message_count": message_count,
     }
 
 
@@ -49,7 +52,7 @@ def message_detail(
     """One message; with ``attachment_base``, each attachment gets its API download URL."""
     return {
         "id": message.id,
-        "message_id": message.message_id,
+        "message_id": shown_message_id(message.message_id),
         "from": message.from_addr,
         "from_name": message.from_name,
         "to": message.to,
@@ -117,16 +120,16 @@ def ticket_detail(
 
 
 def queue_entry(entry: QueueEntry, message: StoredMessage) -> dict[str, Any]:
-    """One queue entry, shaped like ``postqueue -j``'s objects."""
+    """One queue entry, with the keys a quarantine item and a trace use (docs/json.md)."""
     return {
-        "queue_id": entry.id,
+        "id": entry.id,
         "trace_id": message.trace_id,
         "state": entry.state.value if hasattr(entry.state, "value") else entry.state,
         "mailbox": entry.mailbox,
-        "arrival_time": iso(message.received_at),
-        "message_size": message.size,
-        "sender": message.mail_from,
-        "message_id": message.header_message_id,
+        "received_at": iso(message.received_at),
+        "size": message.size,
+        "mail_from": message.mail_from,
+        "message_id": shown_message_id(message.header_message_id),
         "subject": message.subject,
         "attempts": entry.attempts,
         "lease_owner": entry.lease_owner,

@@ -128,7 +128,7 @@ def test_a_channel_sees_only_its_own_mailboxes(api: Api) -> None:
         theirs = sales.get("/api/v1/tickets").json()["tickets"]
         assert sorted(t["mailbox"] for t in mine) == ["billing@example.com", "support@example.com"]
         [sales_ticket] = theirs
-        assert sales_ticket["mailbox"] == "sales@example.org" and sales_ticket["messages"] == 1
+        assert sales_ticket["mailbox"] == "sales@example.org" and sales_ticket["message_count"] == 1
 
         problem(helpdesk.get(f"/api/v1/tickets/{sales_ticket['id']}"), 404, "not_found")
         problem(helpdesk.patch(f"/api/v1/tickets/{sales_ticket['id']}", json={"status": "closed"}),
@@ -145,9 +145,13 @@ def test_a_channel_sees_only_its_own_mailboxes(api: Api) -> None:
 
     with api.client(None) as anonymous, api.client("not-a-token") as wrong:
         answer = anonymous.get("/api/v1/tickets")
-        problem(answer, 401, "unauthorized")
+        missing = problem(answer, 401, "unauthorized")
         assert answer.headers["www-authenticate"] == "Bearer"
-        problem(wrong.get("/api/v1/tickets"), 401, "unauthorized")
+        refused = wrong.get("/api/v1/tickets")
+        mistaken = problem(refused, 401, "unauthorized")
+        assert refused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        assert missing["title"] == "a channel's bearer token is required"
+        assert mistaken["title"] == "the bearer token is not any channel's token"
         assert anonymous.get("/healthz").json()["status"] == "ok"
 
 
@@ -270,7 +274,11 @@ def test_operators_endpoints_and_the_openapi_document(api: Api) -> None:
         problem(client.get("/api/v1/rejections", params={"since": "99999999999d"}), 400,
                 "invalid_parameter")  # fmt: skip
         problem(client.get("/metrics"), 404, "metrics_off")
-        problem(client.delete("/api/v1/tickets"), 405, "method_not_allowed")
+        not_allowed = client.delete("/api/v1/tickets")
+        problem(not_allowed, 405, "method_not_allowed")
+        assert not_allowed.headers["allow"] == "GET"
+        assert client.put("/api/v1/tickets/1").headers["allow"] == "GET, PATCH"
+        assert client.post("/healthz").headers["allow"] == "GET"
         problem(client.get("/api/v1/nowhere"), 404, "not_found")
         # The byte limit stands before every route, bodies declared on a GET included.
         problem(client.request("GET", "/api/v1/tickets", content=b"x" * (MAX_BODY + 1)), 413,

@@ -52,7 +52,8 @@ def test_parse(case: Case) -> None:
 def _cli(config_file: str, *args: str) -> Any:
     result = CliRunner().invoke(main, [*args, "--json", "-c", config_file])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    objects = [json.loads(line) for line in result.output.splitlines()]
+    return objects if args[-1] == "list" else objects[0]
 
 
 def _substitute(case: Case, ticket_of_case: dict[str, int]) -> Case:

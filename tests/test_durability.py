@@ -134,10 +134,16 @@ def test_accepted_mail_survives_sigkill_and_becomes_a_ticket(
 
     listed = firstline("tickets", "list", "-c", str(path), "--json",
                        env={"FIRSTLINE_TEST_RELAY_PASSWORD": SECRET})  # fmt: skip
-    [ticket] = json.loads(listed.stdout)
-    assert {"id", "mailbox", "subject", "requester", "status", "created_at", "messages"} <= set(
-        ticket
-    )
+    [ticket] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert {
+        "id",
+        "mailbox",
+        "subject",
+        "requester",
+        "status",
+        "created_at",
+        "message_count",
+    } <= set(ticket)
     assert ticket["subject"] == "Killed right after 250"
     assert ticket["requester"] == "alice@customer.example"
     assert ticket["mailbox"] == "support@example.com"

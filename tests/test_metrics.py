@@ -88,7 +88,7 @@ def test_scrape_parses_and_counts_what_happened(measured: ServerThread) -> None:
 def test_health_is_200_only_while_listeners_and_storage_work(measured: ServerThread) -> None:
     assert measured.app.metrics is not None
     host, port = measured.app.metrics.address
-    healthy = httpx.get(f"http://{host}:{port}/health", timeout=10)
+    healthy = httpx.get(f"http://{host}:{port}/healthz", timeout=10)
     assert healthy.status_code == 200
     body = healthy.json()
     assert body["status"] == "ok" and set(body["checks"].values()) == {"ok"}

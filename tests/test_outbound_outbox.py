@@ -173,7 +173,7 @@ def test_reply_is_delivered_threaded_and_the_answer_comes_back(
     assert shown["id"] == reply_id and shown["state"] == "sent"
     assert shown["message_id"] == msg["Message-ID"]
     assert shown["server_reply"] == "250 2.0.0 Ok: queued as Q1ABC"
-    assert shown["queue_id"] == "Q1ABC"
+    assert shown["relay_queue_id"] == "Q1ABC"
     assert shown["attempts"] == 1
 
     # The customer answers our reply with a subject of their own: it threads by Message-ID.
@@ -282,7 +282,7 @@ def test_451_then_250_is_retried_with_backoff_and_sent(replying: Any) -> None:
     [shown] = desk.shown(ticket_id)["replies"]
     assert shown["state"] == "retrying"
     assert shown["error_class"] == "message rejected"
-    assert "451 4.3.0 Mailbox busy, try again later" in shown["error"]
+    assert "451 4.3.0 Mailbox busy, try again later" in shown["last_error"]
     assert shown["diagnosis"]["step"] == "data" and shown["diagnosis"]["temporary"] is True
     assert datetime.fromisoformat(shown["next_attempt_at"]) == start + timedelta(seconds=60)
 
@@ -393,7 +393,7 @@ def test_a_bounce_marks_a_sent_reply_failed(replying: Any) -> None:
         assert not outbox.mark_reply_bounced(session, "<unknown@x>", "5.1.1 user unknown")
     [shown] = desk.shown(ticket_id)["replies"]
     assert (shown["state"], shown["error_class"]) == ("failed", "bounce")
-    assert shown["error"] == "bounced: 5.1.1 user unknown"
+    assert shown["last_error"] == "bounced: 5.1.1 user unknown"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from policy.config import Config
 from storage.models import Rejection, StoredMessage, utcnow
 from tests.cli import json_lines, run, write_config
 from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread, running
+from tests.server import RawClient, ServerThread, running
 from tests.signing import Signer, message
 
 MESSAGE = message(sender="Alice <alice@customer.example>", to="support@example.com")
@@ -268,8 +268,10 @@ def test_bad_time_is_a_usage_error(config_path: Path) -> None:
     assert "neither a duration" in result.stderr
 
 
-def test_follow_streams_new_refusals(server: ServerThread, tmp_path: Path, db_url: str) -> None:
-    config_path = write_config(tmp_path / "firstline.yaml", db_url)
+def following(
+    server: ServerThread, config_path: Path, *args: str
+) -> tuple[RawClient, subprocess.Popen[str]]:
+    """One RCPT refusal from x@y.example, then ``firstline rejections --follow ARGS``."""
     client = server.raw()
     client.cmd(b"EHLO relay.test")
     client.cmd(b"MAIL FROM:<x@y.example>")
@@ -277,10 +279,17 @@ def test_follow_streams_new_refusals(server: ServerThread, tmp_path: Path, db_ur
     server.flush()
     firstline = str(Path(sys.executable).with_name("firstline"))
     follower = subprocess.Popen(
-        [firstline, "rejections", "-c", str(config_path), "--json", "--follow",
-         "--poll", "0.1", "--since", "1m", "--sender", "x@y.example"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [firstline, "rejections", "-c", str(config_path), "--follow", "--poll", "0.1",
+         "--since", "1m", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert follower.stdout is not None
+    return client, follower
+
+
+def test_follow_streams_new_refusals(server: ServerThread, tmp_path: Path, db_url: str) -> None:
+    config_path = write_config(tmp_path / "firstline.yaml", db_url)
+    client, follower = following(server, config_path, "--json", "--sender", "x@y.example")
     assert follower.stdout is not None
     try:
         lines = [json.loads(follower.stdout.readline())]  # the listing before following
@@ -297,3 +306,28 @@ def test_follow_streams_new_refusals(server: ServerThread, tmp_path: Path, db_ur
         follower.communicate(timeout=10)  # reaps it and closes its pipes
         client.close()
     assert [line["rcpt_to"] for line in lines] == [["before@example.com"], ["after@example.com"]]
+
+
+def test_follow_rows_line_up_with_the_header(
+    server: ServerThread, tmp_path: Path, db_url: str
+) -> None:
+    config_path = write_config(tmp_path / "firstline.yaml", db_url)
+    client, follower = following(server, config_path)
+    assert follower.stdout is not None
+    try:
+        header, before = follower.stdout.readline(), follower.stdout.readline()
+        client.cmd(b"RSET")
+        client.cmd(b"MAIL FROM:<someone.else@z.example>")
+        client.cmd(b"RCPT TO:<after@example.com>")
+        server.flush()
+        after = follower.stdout.readline()
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=10)
+        client.close()
+    for column, value in (("STAGE", "RCPT"), ("REASON", "unknown_mailbox"),
+                          ("CLIENT", "unknown["), ("TO", "before@"), ("FROM", "x@y")):  # fmt: skip
+        assert before.index(value) == header.index(column), (column, header, before)
+    for column, value in (("STAGE", "RCPT"), ("REASON", "unknown_mailbox"),
+                          ("FROM", "someone"), ("TO", "after@")):  # fmt: skip
+        assert after.index(value) == header.index(column), (column, header, after)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ingest.reload import ReloadResult
@@ -140,7 +141,7 @@ def test_unbindable_address_and_database_change_are_refused(
     assert problem.startswith(f"{config_path}: server.lmtp.listen: cannot bind 127.0.0.1:{busy}")
     edit(config_path, f"sqlite:///{tmp_path}/other.db")
     [problem] = reload(live).problems
-    assert problem.endswith("storage.url: the database cannot change while running; restart")
+    assert problem.endswith("restart needed for: storage.url (nothing was changed)")
     assert live.app.holder.current is before
     assert live.app.servers["LMTP"].is_serving()
 
@@ -245,3 +246,43 @@ def test_a_dns_change_retires_the_old_verifier_and_its_workers(
         second = list(pools[1]._processes.values())
         assert second and all(p.is_alive() for p in second)
     assert not any(p.is_alive() for p in second)  # closed at stop too
+
+
+def test_adding_and_removing_the_api_and_metrics_binds_and_closes_them(
+    live: ServerThread, config_path: Path, db_url: str
+) -> None:
+    assert live.app.api is None and live.app.metrics is None
+    api_port, metrics_port = free_port(), free_port()
+    edit(config_path, db_url, api={"listen": f"127.0.0.1:{api_port}"},
+         metrics={"listen": f"127.0.0.1:{metrics_port}"})  # fmt: skip
+    added = reload(live)
+    assert added.accepted, added.problems
+    assert {"api", "metrics"} <= set(added.changes)
+    assert httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{api_port}/metrics", timeout=10).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=10).status_code == 200
+
+    edit(config_path, db_url)  # both removed again
+    assert reload(live).accepted
+    assert live.app.api is None and live.app.metrics is None
+    for port in (api_port, metrics_port):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_what_needs_a_restart_is_refused_by_name(
+    live: ServerThread, config_path: Path, db_url: str
+) -> None:
+    before = live.app.holder.current
+    edit(config_path, db_url, logging={"level": "DEBUG"}, storage={"commit_timeout": 5},
+         mailboxes=[*BASE_CONFIG["mailboxes"], NEW_MAILBOX])  # fmt: skip
+    refused = reload(live)
+    assert not refused.accepted
+    assert refused.problems == [
+        f"{config_path}: restart needed for: storage.commit_timeout, logging.level "
+        "(nothing was changed)"
+    ]
+    assert live.app.holder.current is before
+    with live.smtp() as client:
+        client.ehlo("relay.test")
+        assert rcpt(client, "returns@example.com") == 550  # the edit's new mailbox: not applied

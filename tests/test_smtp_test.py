@@ -120,10 +120,24 @@ def test_swapped_port_and_method_says_so(tmp_path: Path, relays: Relays) -> None
 
 
 def test_nothing_listening_is_a_connection_failure(tmp_path: Path, relays: Relays) -> None:
-    result = run(write_config(tmp_path, relays, free_port()), "support@example.com")
+    port = free_port()
+    result = run(write_config(tmp_path, relays, port), "support@example.com")
     assert result.exit_code == 1
     assert "FAILED at step 'connect': connection (temporary)" in result.output
     assert "check: check the server location (host name) and port" in result.output
+    # No server spoke: our words say what happened, not "server said".
+    assert "server said" not in result.output
+    assert (f"what happened: nothing is listening on 127.0.0.1:{port}: the connection was "
+            "refused") in result.output  # fmt: skip
+
+
+def test_an_unknown_host_name_says_no_server_was_reached(tmp_path: Path, relays: Relays) -> None:
+    path = write_config(tmp_path, relays, 587, host="no-such-relay.invalid", timeout=5)
+    result = run(path, "support@example.com")
+    assert result.exit_code == 1
+    assert "server said" not in result.output
+    assert ("what happened: the host name 'no-such-relay.invalid' could not be resolved (DNS): "
+            "no server was reached") in result.output  # fmt: skip
 
 
 def test_refused_recipient_is_reported(tmp_path: Path, relays: Relays) -> None:

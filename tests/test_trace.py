@@ -172,7 +172,7 @@ def test_a_refused_manual_forward_names_its_original_sender(
     [listed] = json_lines(run("rejections", "--json", "--reason", "manual_forward",
                               config=config_path))  # fmt: skip
     assert listed["forwarded_from"] == "carol@buyer.example"
-    assert listed["authentication"]["forwarding"]["kind"] == "manual"
+    assert listed["verdict"]["forwarding"]["kind"] == "manual"
     detail = run("rejections", "show", str(listed["id"]), config=config_path)
     assert detail.exit_code == 0
     assert "forwarded_from: carol@buyer.example" in detail.stdout

@@ -246,7 +246,7 @@ def test_each_event_arrives_once_signed_in_order_with_the_ticket(
     assert [m["message_id"] for m in added["data"]["ticket"]["messages"]] == [
         first["message_id"], added["data"]["ticket"]["messages"][1]["message_id"]
     ]  # fmt: skip
-    assert added["data"]["message_id"] == added["data"]["ticket"]["messages"][1]["id"]
+    assert added["data"]["ticket_message_id"] == added["data"]["ticket"]["messages"][1]["id"]
 
 
 def test_5xx_and_timeouts_are_retried_and_the_ticket_s_next_event_waits(
@@ -476,7 +476,7 @@ def test_reply_outcomes_and_a_virus_in_the_batch_are_events(
     assert by_type["reply.sent"]["reply"]["id"] == sent
     assert by_type["reply.sent"]["reply"]["state"] == "sent"
     refusal, bounced = (d.event["data"]["reply"] for d in receiver.of_type("reply.failed"))
-    assert refusal["id"] == refused and "550 5.7.1" in refusal["error"]
+    assert refusal["id"] == refused and "550 5.7.1" in refusal["last_error"]
     assert bounced["id"] == sent and bounced["error_class"] == "bounce"
     assert by_type["reply.sent"]["ticket"]["id"] == ticket["id"]
     assert by_type["message.quarantined"]["message"]["reason"].startswith("virus: EICAR")

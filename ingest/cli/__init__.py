@@ -28,6 +28,7 @@ from ingest.cli.smtp_test import smtp_test
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="firstline", message="firstline %(version)s")
 def main() -> None:
     """firstline: mail ingestion for helpdesks."""
 

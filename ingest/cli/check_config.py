@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ingest.cli.common import config_option, load
 from ingest.smtpfail import smtp_warnings
+from policy.config import inline_secrets
 
 
 @click.command("check-config")
@@ -28,3 +31,5 @@ def check_config(config_path: str) -> None:
         click.echo(f"    {mailbox.address} ({mailbox.name}) → {mailbox.channel}; {relay}")
     for warning in smtp_warnings(config):
         click.echo(f"  warning: {warning}")
+    for problem in inline_secrets(Path(config_path).read_text(encoding="utf-8"), config_path):
+        click.echo(f"  warning: {problem}")

@@ -24,7 +24,7 @@ def db() -> None:
 @config_option
 def upgrade(config_path: str) -> None:
     """Bring the database named by storage.url to this version's schema."""
-    engine = make_engine(load(config_path).storage.url)
+    engine = make_engine(load(config_path, secrets=False).storage.url)
     try:
         before = schema.status(engine)
         after = schema.upgrade(engine)
@@ -45,7 +45,7 @@ def upgrade(config_path: str) -> None:
 @json_option
 def current(config_path: str, as_json: bool) -> None:
     """Show the database's schema revision and this version's; exit 1 if they differ."""
-    engine = make_engine(load(config_path).storage.url)
+    engine = make_engine(load(config_path, secrets=False).storage.url)
     try:
         found = schema.status(engine)
     finally:

@@ -26,7 +26,7 @@ def events() -> None:
 def list_(config_path: str, as_json: bool, failed: bool, everything: bool, limit: int) -> None:
     """Events still on their way and dead ones; --json prints one object per line."""
     states = [EventState.DEAD] if failed else list(EventState) if everything else _PENDING
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             rows = store_events.list_events(session, states, limit=limit)
@@ -60,7 +60,7 @@ def retry(config_path: str, refs: tuple[str, ...], all_failed: bool) -> None:
     """
     if not refs and not all_failed:
         raise click.UsageError("name event ids or use --failed")
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session, session.begin():
             done = store_events.replay(

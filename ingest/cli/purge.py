@@ -14,7 +14,7 @@ from storage.retention import purge as run_purge
 @click.option("--dry-run", is_flag=True, help="show what would be purged; change nothing")
 def purge(config_path: str, as_json: bool, dry_run: bool) -> None:
     """Purge raw mail of finished work, rejection records and quarantined mail past retention."""
-    config = load(config_path)
+    config = load(config_path, secrets=False)
     engine = open_store(config)
     try:
         report = run_purge(engine, days=config.retention.days, dry_run=dry_run)

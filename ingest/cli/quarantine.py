@@ -9,8 +9,20 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from ingest.cli.common import config_option, echo_json, json_option, load, open_store, table
+from ingest.cli.common import (
+    MessageRef,
+    config_option,
+    echo_each,
+    echo_json,
+    echo_verdict,
+    json_option,
+    load,
+    open_store,
+    table,
+)
 from storage import quarantine as store
+from storage.models import QueueState
+from storage.queue import entries_named
 
 
 def _by_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,7 +45,7 @@ def quarantine() -> None:
 @json_option
 def list_(config_path: str, as_json: bool) -> None:
     """Quarantined messages, newest first."""
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             rows = store.list_quarantined(session)
@@ -52,28 +64,39 @@ def list_(config_path: str, as_json: bool) -> None:
     click.echo(f"-- {len(rows)} message(s)")
 
 
+def _named(session: Session, ref: int | str) -> list[int]:
+    """The quarantined entries ``ref`` names (a queue ID names one per mailbox held)."""
+    found = entries_named(session, [ref], states=[QueueState.QUARANTINED])
+    if not found:
+        raise click.ClickException(f"no quarantined message with id {ref}")
+    return found
+
+
 @quarantine.command("show")
 @config_option
 @json_option
-@click.argument("entry_id", type=int)
-def show(config_path: str, as_json: bool, entry_id: int) -> None:
-    """One quarantined message: envelope, reason, headers and its audit trail."""
-    engine = open_store(load(config_path))
+@click.argument("ref", type=MessageRef())
+def show(config_path: str, as_json: bool, ref: int | str) -> None:
+    """One quarantined message (by id or queue ID): envelope, reason, verdict, headers, history."""
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
-            detail = store.show(session, entry_id)
+            details = [store.show(session, entry_id) for entry_id in _named(session, ref)]
     except store.NotQuarantined as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
-    if as_json:
-        echo_json(detail)
-        return
+    echo_each(details, as_json, _print)
+
+
+def _print(detail: dict[str, Any]) -> None:
     headers = detail.pop("headers")
     history = detail.pop("history")
+    verdict = detail.pop("verdict")
     for key, value in detail.items():
         click.echo(f"{key + ':':24}{value if value not in (None, '', {}) else '-'}")
-    click.echo("history:")
+    echo_verdict(verdict, width=24)
+    click.echo("history:" + ("" if history else " -"))
     for item in history:
         click.echo(f"  {item['at'][:19]}  {item['action']:<12} by {item['by']}")
     click.echo("headers:")
@@ -81,14 +104,15 @@ def show(config_path: str, as_json: bool, entry_id: int) -> None:
 
 
 def _act(
-    config_path: str, entry_id: int, actor: str, action: str, note: str | None
-) -> dict[str, Any]:
-    engine = open_store(load(config_path))
+    config_path: str, ref: int | str, actor: str, action: str, note: str | None
+) -> list[dict[str, Any]]:
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session, session.begin():
-            if action == "release":
-                return store.release(session, entry_id, by=actor, note=note)
-            return store.remove(session, entry_id, by=actor, note=note)
+            act = store.release if action == "release" else store.remove
+            return [
+                act(session, entry_id, by=actor, note=note) for entry_id in _named(session, ref)
+            ]
     except store.NotQuarantined as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -98,19 +122,19 @@ def _act(
 @quarantine.command("release")
 @config_option
 @_by_option
-@click.argument("entry_id", type=int)
-def release(config_path: str, actor: str, note: str | None, entry_id: int) -> None:
-    """Queue the message again: the next batch files it like any other."""
-    done = _act(config_path, entry_id, actor, "release", note)
-    click.echo(f"released {entry_id} ({done['trace_id']}) to {done['mailbox']}, by {actor}; "
-               "the next batch (or `firstline process`) files it")  # fmt: skip
+@click.argument("ref", type=MessageRef())
+def release(config_path: str, actor: str, note: str | None, ref: int | str) -> None:
+    """Queue the message (by id or queue ID) again: the next batch files it like any other."""
+    for done in _act(config_path, ref, actor, "release", note):
+        click.echo(f"released {done['id']} ({done['trace_id']}) to {done['mailbox']}, by {actor}; "
+                   "the next batch (or `firstline process`) files it")  # fmt: skip
 
 
 @quarantine.command("delete")
 @config_option
 @_by_option
-@click.argument("entry_id", type=int)
-def delete(config_path: str, actor: str, note: str | None, entry_id: int) -> None:
-    """Delete the message for good (the audit trail keeps who and when)."""
-    done = _act(config_path, entry_id, actor, "delete", note)
-    click.echo(f"deleted {entry_id} ({done['trace_id']}), by {actor}")
+@click.argument("ref", type=MessageRef())
+def delete(config_path: str, actor: str, note: str | None, ref: int | str) -> None:
+    """Delete the message (by id or queue ID) for good; the audit trail keeps who and when."""
+    for done in _act(config_path, ref, actor, "delete", note):
+        click.echo(f"deleted {done['id']} ({done['trace_id']}), by {actor}")

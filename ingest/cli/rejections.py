@@ -10,7 +10,18 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ingest.cli.common import config_option, echo_json, json_option, load, open_store, table
+from ingest.cli.common import (
+    MessageRef,
+    config_option,
+    echo_each,
+    echo_json,
+    echo_verdict,
+    json_option,
+    load,
+    open_store,
+    table,
+    table_row,
+)
 from storage import rejections as search
 from storage.rejections import RejectionFilter, parse_time
 
@@ -36,6 +47,8 @@ def _row(r: dict[str, Any]) -> list[str]:
 
 
 _HEADERS = ["ID", "TIME (UTC)", "STAGE", "REASON", "CLIENT", "FROM", "TO", "MESSAGE-ID"]
+# Room for what usually comes when following, before any row has been seen.
+_FOLLOW_WIDTHS = [6, 19, 5, 19, 32, 28, 24, 0]
 
 
 @click.group(invoke_without_command=True)
@@ -79,12 +92,16 @@ def rejections(
     """List refusals (RCPT, DATA and batch), newest first; --json prints one object per line."""
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    ctx.obj["as_json"] = as_json
+    refusal = search.unknown_reason(reason)
+    if refusal is not None:
+        raise click.BadParameter(refusal, param_hint="--reason")
     if ctx.invoked_subcommand is not None:
         return
     if since is None and not message_id:
         since = parse_time("24h")
     query = RejectionFilter(since, until, message_id, sender, mailbox, reason)
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             rows = search.search(session, query, limit=limit)
@@ -93,27 +110,34 @@ def rejections(
             for row in rows:
                 echo_json(row)
         else:
-            table([_row(r) for r in rows], _HEADERS)
+            widths = table([_row(r) for r in rows], _HEADERS,
+                           min_widths=_FOLLOW_WIDTHS if follow else None)  # fmt: skip
             if not follow:
                 click.echo(f"-- {len(rows)} refusal(s)")
         if follow:
             _follow(engine, RejectionFilter(None, until, message_id, sender, mailbox, reason),
-                    start, as_json, poll)  # fmt: skip
+                    start, None if as_json else widths, poll)  # fmt: skip
     finally:
         engine.dispose()
 
 
-def _follow(engine: Engine, query: RejectionFilter, after: int, as_json: bool, poll: float) -> None:
-    """Poll by id (ids only grow), like ``tail -f``; Ctrl-C ends it."""
+def _follow(
+    engine: Engine, query: RejectionFilter, after: int, widths: list[int] | None, poll: float
+) -> None:
+    """Poll by id (ids only grow), like ``tail -f``; Ctrl-C ends it.
+
+    ``widths`` are the table's columns (None: JSON lines); a later row with a
+    longer value than any seen so far pushes only its own line out of line.
+    """
     try:
         while True:
             with Session(engine) as session:
                 rows = search.newer_than(session, query, after)
             for row in rows:
-                if as_json:
+                if widths is None:
                     echo_json(row)
                 else:
-                    click.echo("  ".join(_row(row)))
+                    click.echo(table_row(_row(row), widths))
                 after = max(after, row["id"])
             time.sleep(poll)
     except KeyboardInterrupt:
@@ -121,28 +145,32 @@ def _follow(engine: Engine, query: RejectionFilter, after: int, as_json: bool, p
 
 
 @rejections.command("show")
-@click.argument("rejection_id", type=int)
+@click.argument("ref", type=MessageRef())
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="as for `rejections` (either place works)")  # fmt: skip
 @json_option
 @click.pass_context
-def show(ctx: click.Context, rejection_id: int, config_path: str | None, as_json: bool) -> None:
-    """One refusal with everything recorded, including the original headers."""
-    engine = open_store(load(config_path or ctx.obj["config_path"]))
+def show(ctx: click.Context, ref: int | str, config_path: str | None, as_json: bool) -> None:
+    """One refusal (by id, or every one of a queue ID) with everything recorded."""
+    engine = open_store(load(config_path or ctx.obj["config_path"], secrets=False))
     try:
         with Session(engine) as session:
-            record = search.detail(session, rejection_id)
+            records = [search.detail(session, i) for i in search.ids_named(session, ref)]
     finally:
         engine.dispose()
-    if record is None:
-        raise click.ClickException(f"no rejection record {rejection_id}")
-    if as_json:
-        echo_json(record)
-        return
+    found = [r for r in records if r is not None]
+    if not found:
+        raise click.ClickException(f"no rejection record {ref}")
+    echo_each(found, as_json or ctx.obj.get("as_json", False), _print)
+
+
+def _print(record: dict[str, Any]) -> None:
     headers = record.pop("headers")
+    verdict = record.pop("verdict")
     for key, value in record.items():
         if key == "rcpt_to":
             value = ", ".join(value)
         click.echo(f"{key + ':':16}{value if value not in (None, '', {}) else '-'}")
+    echo_verdict(verdict)
     click.echo("headers:")
     click.echo(headers.replace("\r\n", "\n") if headers else "  (none: refused before DATA)")

@@ -60,7 +60,12 @@ def smtp_test(mailbox: str, to: str | None, config_path: str) -> None:
         when = "temporary" if d.temporary else "permanent"
         click.echo(f"  {d.step:<9} FAILED")
         click.echo(f"FAILED at step '{d.step}': {d.kind} ({when})")
-        click.echo(f"  server said: {d.server_text}")
+        if d.code is not None:
+            click.echo(f"  server said: {d.server_text}")
+        else:  # no SMTP reply: our words, then the library's
+            click.echo(f"  what happened: {d.happened or d.server_text}")
+            if d.happened:
+                click.echo(f"  details: {d.server_text}")
         click.echo(f"  check: {d.hint}")
         sys.exit(1)
     if outcome.error is not None:

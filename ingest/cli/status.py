@@ -15,7 +15,7 @@ from storage.status import summary
 @json_option
 def status(config_path: str, as_json: bool) -> None:
     """What the metrics endpoint shows, read from the database."""
-    config = load(config_path)
+    config = load(config_path, secrets=False)
     engine = open_store(config)
     try:
         with Session(engine) as session:

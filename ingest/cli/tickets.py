@@ -22,18 +22,19 @@ def tickets() -> None:
 @json_option
 @click.option("--limit", default=100, show_default=True)
 def list_(config_path: str, as_json: bool, limit: int) -> None:
-    """The newest tickets first."""
-    engine = open_store(load(config_path))
+    """The newest tickets first; --json prints one object per line."""
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             rows = views.list_tickets(session, limit=limit)
     finally:
         engine.dispose()
     if as_json:
-        echo_json(rows)
+        for row in rows:
+            echo_json(row)
         return
     table(
-        [[str(r["id"]), r["status"], r["mailbox"], r["requester"], str(r["messages"]),
+        [[str(r["id"]), r["status"], r["mailbox"], r["requester"], str(r["message_count"]),
           (r["created_at"] or "")[:19], r["subject"][:60]] for r in rows],
         ["ID", "STATUS", "MAILBOX", "REQUESTER", "MSGS", "CREATED", "SUBJECT"],
     )  # fmt: skip
@@ -45,7 +46,7 @@ def list_(config_path: str, as_json: bool, limit: int) -> None:
 @click.argument("ticket_id", type=int)
 def show(config_path: str, as_json: bool, ticket_id: int) -> None:
     """One ticket with its messages."""
-    engine = open_store(load(config_path))
+    engine = open_store(load(config_path, secrets=False))
     try:
         with Session(engine) as session:
             detail = views.ticket_detail(session, ticket_id)
@@ -65,7 +66,7 @@ def show(config_path: str, as_json: bool, ticket_id: int) -> None:
     click.echo(f"Created:   {detail['created_at']}")
     for message in detail["messages"]:
         click.echo("")
-        click.echo(f"--- message {message['id']}  <{message['message_id']}>")
+        click.echo(f"--- message {message['id']}  {message['message_id']}")
         click.echo(f"From: {message['from_name']} <{message['from']}>".replace(" <", " <", 1))
         click.echo(f"Date: {message['date'] or ''}   forwarding: {message['forwarding']}")
         if message["auto_reply"]:
@@ -83,9 +84,10 @@ def show(config_path: str, as_json: bool, ticket_id: int) -> None:
         click.echo(f"--- reply {reply['id']}  {reply['message_id']}  [{reply['state']}]")
         click.echo(f"To: {', '.join(reply['recipients'])}   attempts: {reply['attempts']}")
         if reply["state"] == "sent":
-            click.echo(f"Server: {reply['server_reply']}   queue id: {reply['queue_id'] or '-'}")
+            relay_queue_id = reply["relay_queue_id"] or "-"
+            click.echo(f"Server: {reply['server_reply']}   relay queue id: {relay_queue_id}")
         elif reply["state"] in ("retrying", "failed", "held"):
-            click.echo(f"Error ({reply['error_class']}): {reply['error']}")
+            click.echo(f"Error ({reply['error_class']}): {reply['last_error']}")
             if reply["state"] == "held":
                 click.echo(
                     "Held until the mailbox's credentials change (or: firstline outbox retry)"

@@ -1,0 +1,108 @@
+"""The queue ID from "250 … queued as ID" names the message in every command, beside ids."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from policy.antivirus import EICAR
+from policy.authenticate import Authenticator
+from policy.config import Config
+from tests.cli import json_lines, run, write_config
+from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from tests.server import ServerThread, running
+from tests.signing import message
+
+
+def queued_as(server: ServerThread, raw: bytes, sender: str) -> str:
+    """Send ``raw`` and return the queue ID our 250 names."""
+    with server.smtp() as client:
+        client.ehlo("mx.customer.example")
+        client.mail(sender)
+        client.rcpt("support@example.com")
+        code, reply = client.data(raw)
+    assert code == 250, reply
+    match = re.search(rb"queued as ([0-9A-F]{12})$", reply)
+    assert match is not None, reply
+    return match.group(1).decode()
+
+
+def infected() -> bytes:
+    mail = EmailMessage()
+    mail["From"] = "Alice <alice@customer.example>"
+    mail["To"] = "support@example.com"
+    mail["Subject"] = "Invoice"
+    mail["Message-ID"] = "<invoice-1@customer.example>"
+    mail["Date"] = "Mon, 05 Jan 2026 10:00:00 +0000"
+    mail.set_content("Attached.")
+    mail.add_attachment(EICAR, maintype="application", subtype="octet-stream",
+                        filename="eicar.com.txt")  # fmt: skip
+    return mail.as_bytes()
+
+
+def test_every_command_that_names_a_message_takes_its_queue_id(
+    make_config: Callable[..., Config], dns_server: DnsServer, tmp_path: Path, db_url: str
+) -> None:
+    dns_server.add("_dmarc.held.example", "TXT", "v=DMARC1; p=quarantine")
+    config = make_config(
+        dns={"nameservers": [dns_server.address], "timeout": 2}, antivirus={"action": "reject"}
+    )
+    path = write_config(tmp_path / "firstline.yaml", db_url)
+    with running(config, verifier_factory=Authenticator.from_config) as server:
+        held = queued_as(
+            server,
+            message(sender="Bob <bob@held.example>", to="support@example.com", subject="held"),
+            "bob@held.example",
+        )
+        virus = queued_as(server, infected(), "alice@customer.example")
+        server.process()  # the virus: failed for good, with a BATCH refusal
+
+        # rejections show: the batch's refusal, by our queue ID (any case).
+        [refusal] = json_lines(run("rejections", "-c", str(path), "show", virus.lower(), "--json"))
+        assert (refusal["trace_id"], refusal["reason"]) == (virus, "virus")
+        assert run("rejections", "-c", str(path), "show", str(refusal["id"])).exit_code == 0
+
+        # queue retry: the failed entry, by queue ID.
+        [failed] = json_lines(run("queue", "list", "--json", config=path))
+        assert (failed["trace_id"], failed["state"]) == (virus, "failed")
+        retried = run("queue", "retry", virus, config=path)
+        assert retried.exit_code == 0, retried.output
+        assert retried.stdout.strip() == f"re-queued 1 message(s): {failed['id']}"
+
+        # quarantine show / release, by queue ID; trace by it too.
+        [shown] = json_lines(run("quarantine", "show", held, "--json", config=path))
+        assert (shown["trace_id"], shown["reason"]) == (held, "dmarc_quarantine")
+        [story] = json_lines(run("trace", held, "--json", config=path))
+        assert story["trace_ids"] == [held] and story["message_id"] == shown["message_id"]
+        released = run("quarantine", "release", held, "--by", "ops", config=path)
+        assert released.exit_code == 0, released.output
+        assert released.stdout.startswith(f"released {shown['id']} ({held})")
+        gone = run("quarantine", "delete", held, config=path)
+        assert gone.exit_code == 1 and f"no quarantined message with id {held}" in gone.stderr
+
+    for command in (["quarantine", "show"], ["queue", "retry"], ["rejections", "show"]):
+        wrong = run(*command, "not-an-id", config=path)
+        assert wrong.exit_code == 2, command
+        assert "neither a number nor a queue ID" in wrong.stderr
+
+
+def test_trace_of_a_queue_id_is_headed_as_one_with_the_log_s_size(
+    server: ServerThread, tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_config(tmp_path / "firstline.yaml", db_url)
+    raw = message(sender="Alice <alice@customer.example>", to="support@example.com")
+    with caplog.at_level(logging.INFO, logger="mail"):
+        queue_id = queued_as(server, raw, "alice@customer.example")
+    [accepted] = [r.getMessage() for r in caplog.records if "accepted from" in r.getMessage()]
+    size = int(re.search(r" size=(\d+) ", accepted).group(1))  # type: ignore[union-attr]
+    [story] = json_lines(run("trace", queue_id.lower(), "--json", config=path))
+    [received] = [e for e in story["events"] if e["event"] == "received"]
+    assert received["size"] == size
+    shown = run("trace", queue_id, config=path).stdout.splitlines()
+    assert shown[0] == f"queue ID {queue_id}, Message-ID {story['message_id']}"
+    assert f"size={size}" in next(line for line in shown if " received " in line)
