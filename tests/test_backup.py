@@ -68,7 +68,7 @@ def test_a_backup_under_load_opens_with_its_tickets(tmp_path: Path) -> None:
     restored = write_config(tmp_path / "restored.yaml", f"sqlite:///{target}")
     listed = run("tickets", "list", "--json", config=restored)
     assert listed.exit_code == 0, listed.output
-    subjects = sorted(t["subject"] for t in json.loads(listed.stdout))
+    subjects = sorted(json.loads(line)["subject"] for line in listed.stdout.splitlines())
     assert subjects == [f"before the backup {n}" for n in range(3)]
 
 
