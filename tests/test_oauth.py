@@ -471,7 +471,7 @@ def test_a_refused_token_holds_the_reply_until_the_secret_changes(
     assert run(config, now + timedelta(days=1)).taken == 0  # not asked again every minute
     shown = json.loads(cli(path, "tickets", "show", "1", "--json").stdout)["replies"][0]
     assert (shown["state"], shown["error_class"]) == ("held", "authentication")
-    assert shown["diagnosis"]["step"] == "token" and "AADSTS7000215" in shown["error"]
+    assert shown["diagnosis"]["step"] == "token" and "AADSTS7000215" in shown["last_error"]
     assert provider.endpoint.requests == ["client_credentials"]
 
     monkeypatch.setenv(SECRET_ENV, CLIENT_SECRET)  # the admin puts in the new secret, reloads
