@@ -261,19 +261,11 @@ def mark_attempt_failed(
 def _requeue(session: Session, where: ColumnElement[bool], now: datetime | None) -> list[int]:
     """Held replies back to the queue, due now, with their attempts counted afresh."""
     now = now or utcnow()
-    rows = session.execute(
-        update(Reply)
-        .where(col(Reply.state) == ReplyState.HELD, where)
-        .values(
-            state=ReplyState.QUEUED,
-            attempts=0,
-            available_at=now,
-            held_credentials=None,
-            state_changed_at=now,
-        )
-        .returning(lease.table_of(Reply).c.id)
-    ).all()
-    return sorted(int(r[0]) for r in rows)
+    held = and_(col(Reply.state) == ReplyState.HELD, where)
+    return lease.requeue(
+        session, Reply, held, queued=ReplyState.QUEUED, now=now, available_at=now,
+        held_credentials=None,
+    )  # fmt: skip
 
 
 def release_held(
