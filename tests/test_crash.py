@@ -399,7 +399,10 @@ def test_a_message_slow_to_parse_spends_only_its_own_attempts_when_its_worker_di
             assert rest and all(e.state == QueueState.QUEUED for e in rest), fleet.report()
             now = datetime.now(UTC).replace(tzinfo=None)
             assert all(e.available_at <= now for e in rest)
-            assert {e.attempts for e in rest if e.id != slow} == {0}
+            # Starting the slow entry renewed its lease, so after the kill the others'
+            # leases ran out first and the new worker may have filed them before it
+            # took the slow one again: whatever is left spent nothing.
+            assert {e.attempts for e in rest if e.id != slow} <= {0}
             done = subprocess.run(
                 [*FIRSTLINE, "process", "-c", str(tmp_path / "worker1.yaml")],
                 capture_output=True, text=True, timeout=300, check=False,

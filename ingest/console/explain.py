@@ -6,8 +6,6 @@ what the *sender's* side has to change, because that is usually who can.
 
 from __future__ import annotations
 
-from typing import Any
-
 _EXPLAINED: dict[str, str] = {
     "unknown_mailbox": "The address the mail was sent to is not one of our service mailboxes. "
     "The sender should check the address for typos; if it should exist, add it to the "
@@ -22,8 +20,27 @@ _EXPLAINED: dict[str, str] = {
     "retries them separately by itself, nothing is lost.",
     "message_too_big": "The message is larger than we accept. The sender should send large "
     "files as a link instead of an attachment.",
-    "line_too_long": "The message has a line longer than the SMTP standard allows; the "
-    "sending mail server or program is broken and must encode long lines.",
+    "insufficient_storage": "Our storage volume is nearly full, so we asked the sending "
+    "server to retry later; it does so by itself and nothing is lost. Our side must free "
+    "space.",
+    "invalid_helo": "The sending server greeted us with a name that is not valid text "
+    "(bytes that are not UTF-8). Its admin must fix the server's host name.",
+    "invalid_sender": "The sender address in the SMTP envelope holds bytes that are not "
+    "UTF-8. The sending server or program is broken and must write a valid address.",
+    "invalid_recipient": "The recipient address holds bytes that are not UTF-8; the sending "
+    "server must write a valid address.",
+    "too_many_header_fields": "The message has far more header lines than real mail does; "
+    "the sending program must be fixed.",
+    "header_field_too_large": "One header line of the message is far longer than real mail "
+    "needs (often thousands of addresses in To or Cc). Send to a list instead.",
+    "header_too_large": "The message's header block is far larger than real mail needs; the "
+    "sending program must be fixed.",
+    "too_many_addresses": "The message names more addresses in From, To and Cc than we "
+    "accept. Send to a distribution list instead of listing everyone.",
+    "mime_too_deep": "The message's parts are nested deeper than any mail program writes; "
+    "the sending program must be fixed.",
+    "too_many_mime_parts": "The message has more parts (attachments, inline pieces) than we "
+    "accept. Send fewer attachments, or one archive or link.",
     "dmarc_reject": "The sender's domain publishes a DMARC policy of p=reject, and this "
     "message passed neither SPF nor DKIM in alignment with the From domain. The sender's "
     "admin must make their mail pass: add the sending service to the domain's SPF record, "
@@ -56,35 +73,3 @@ _EXPLAINED: dict[str, str] = {
 
 def explain(reason: str) -> str:
     return _EXPLAINED.get(reason, "No explanation is recorded for this reason code.")
-
-
-def _results(checks: Any) -> str:
-    if isinstance(checks, list) and checks:
-        return ",".join(str(c.get("result", "?")) for c in checks if isinstance(c, dict))
-    return "none"
-
-
-def verdict_line(details: dict[str, Any]) -> str:
-    """One line for a verification's details: ``spf=fail dkim=none dmarc=fail (p=reject) …``.
-
-    Kept in one function so that the verdict summary planned in ``policy/``
-    can replace it.
-    """
-    if "dns" in details and "dmarc" not in details:
-        return f"dns temporary failure: {details['dns']}"
-    if not any(key in details for key in ("spf", "dkim", "dmarc")):
-        return "not verified"
-    spf = details.get("spf")
-    # The MAIL FROM result (first) is the one DMARC uses; HELO's follows it in the list.
-    parts = [f"spf={_results(spf[:1] if isinstance(spf, list) else spf)}",
-             f"dkim={_results(details.get('dkim'))}"]  # fmt: skip
-    dmarc = details.get("dmarc")
-    if isinstance(dmarc, dict):
-        policy = dmarc.get("policy")
-        parts.append(f"dmarc={dmarc.get('result', '?')}" + (f" (p={policy})" if policy else ""))
-    forwarding = details.get("forwarding")
-    if isinstance(forwarding, dict):
-        evidence = ", ".join(str(e) for e in forwarding.get("manual") or [])
-        kind = f"forwarding={forwarding.get('kind', '?')}"
-        parts.append(f"{kind} ({evidence})" if evidence else kind)
-    return " ".join(parts)

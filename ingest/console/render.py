@@ -14,8 +14,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader
 
-from ingest.console.explain import explain, verdict_line
-from policy.verdict import original_sender
+from ingest.console.explain import explain
+from policy.verdict import original_sender, summary
 
 # Controls (but tab and line breaks), bidi embeddings/overrides/isolates, zero-width
 # characters, soft hyphen and BOM.
@@ -80,6 +80,6 @@ def environment() -> Environment:
     env.filters["show"] = show
     env.filters["when"] = when
     env.globals["explain"] = explain
-    env.globals["verdict_line"] = verdict_line
+    env.globals["verdict_line"] = summary
     env.globals["original_sender"] = original_sender
     return env
