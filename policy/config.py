@@ -164,7 +164,11 @@ class LimitsConfig(_Model):
 
     max_header_fields: int = Field(default=1000, ge=50)
     max_header_field_size: int = Field(default=64 * 1024, ge=4096, description="bytes, unfolded")
-    max_header_bytes: int = Field(default=256 * 1024, ge=16 * 1024, description="whole block")
+    # At most the bound of the one header reading (policy.headerblock): every stage
+    # reads the block with that bound, so a larger setting could promise nothing.
+    max_header_bytes: int = Field(
+        default=256 * 1024, ge=16 * 1024, le=256 * 1024, description="whole block"
+    )
     max_addresses: int = Field(default=1000, ge=100, description="From, To, Cc … together")
     max_mime_depth: int = Field(default=30, ge=5, le=100)
     max_mime_parts: int = Field(default=1000, ge=10)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from ingest.cli import main
 from policy.config import load_config, parse_config
 from policy.errors import ConfigError
+from policy.headerblock import MAX_HEADER_BYTES
 
 VALID = textwrap.dedent(
     """\
@@ -199,3 +200,9 @@ def test_sender_verification_can_be_left_to_the_mta_in_front() -> None:
 
     assert serve_verifier(parse_config("policy: {verify_senders: false}\n"), b"k") is None
     assert parse_config("").policy.verify_senders is True
+
+
+def test_the_header_limit_cannot_exceed_the_one_reading() -> None:
+    assert parse_config(f"limits: {{max_header_bytes: {MAX_HEADER_BYTES}}}").limits
+    with pytest.raises(ConfigError, match="max_header_bytes"):
+        parse_config(f"limits: {{max_header_bytes: {MAX_HEADER_BYTES + 1}}}")
