@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/firstline serve -c $(CONFIG)
 
-# The ClamAV backend is tested against Debian's clamd (tests/clamd_server.py);
+# The ClamAV backend is tested against Debian's clamd (tests/support/clamd_server.py);
 # installed here when we can (root with apt-get), else the tests say why they skip.
 CLAMD_STAMP := $(VENV)/.clamd-checked
 $(CLAMD_STAMP): | $(STAMP)

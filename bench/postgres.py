@@ -40,9 +40,9 @@ from bench.load import LoadResult, make_message, run_load
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState, StoredMessage
 from storage.schema import prepare
-from tests.conftest import postgres_url
-from tests.dnsserver import DnsServer
-from tests.fleet import Fleet, running
+from tests.support.dnsserver import DnsServer
+from tests.support.fleet import Fleet, running
+from tests.support.stores import postgres_url
 
 ROUNDS = 3
 BACKLOG = 1500

@@ -6,7 +6,7 @@ Three figures, each the best of ``ROUNDS`` so a busy machine does not decide:
 
 * ``stdlib``: ``email.message_from_bytes`` (policy ``default``) plus decoding
   every leaf part's payload — the floor any parser on top of it pays;
-* ``parse``: :func:`ingest.mime.parse_message` — charsets, nh3, inscriptis,
+* ``parse``: :func:`policy.message.mime.parse_message` — charsets, nh3, inscriptis,
   classification;
 * ``batch``: the whole batch on SQLite — claim, parse, thread, store ticket
   messages, attachments and Message-IDs, finish — messages per second.
@@ -21,15 +21,15 @@ import time
 from collections.abc import Callable
 
 from bench.harness import bench_config, workdir
-from ingest.batch import Batch
-from ingest.mime import parse_message
-from ingest.tickets import file_message
-from policy.config import load_config
+from ingest.work.batch import Batch
+from ingest.work.tickets import file_message
+from policy.config.model import load_config
+from policy.message.mime import parse_message
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter, Incoming, row_of
 from storage.schema import prepare
-from tests.corpus.cases import CASES
-from tests.mailflow import stored_message
+from tests.support.corpus.cases import CASES
+from tests.support.mailflow import stored_message
 
 ROUNDS = 3
 COPIES = 20  # the corpus this many times over, each copy with its own Message-IDs

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 from bench.harness import bench_config, workdir
 from bench.processing import _enqueue
-from ingest.batch import Batch
-from ingest.tickets import file_message
-from policy.config import load_config
+from ingest.work.batch import Batch
+from ingest.work.tickets import file_message
+from policy.config.model import load_config
 from storage.engine import make_engine
 
 MESSAGES = 5

@@ -16,8 +16,8 @@ import statistics
 
 from bench.harness import bench_config, firstline_cmd, free_port, process, sink_cmd, workdir
 from bench.load import LoadResult, make_message, run_load
-from tests.dnsserver import DnsServer
-from tests.signing import Signer
+from tests.support.dnsserver import DnsServer
+from tests.support.signing import Signer
 
 ROUNDS = 3
 SESSIONS, PER_SESSION, WARM_UP = 50, 40, 100

@@ -24,8 +24,8 @@ bzip2 and lzma decompressors per read.
 
 :func:`scan_message_bytes` works on the raw message and walks the MIME tree
 itself with the standard library, seeing every leaf part, including those of
-attached messages; it parses the bytes of :func:`policy.headerblock.read` and
-names parts with :mod:`policy.attachments`, as the ticket parser does, so the
+attached messages; it parses the bytes of :func:`policy.message.headerblock.read` and
+names parts with :mod:`policy.message.attachments`, as the ticket parser does, so the
 structure and the names checked are those stored and served.
 :func:`scan_parts` takes parts already decoded. It does no I/O.
 
@@ -58,7 +58,7 @@ from email.message import Message
 from enum import StrEnum
 from typing import NamedTuple
 
-from policy import attachments, headerblock
+from policy.message import attachments, headerblock
 
 #: Names refused whatever their content: Windows executables, installers,
 #: scripts run by the Windows Script Host or PowerShell, shortcuts, Java
@@ -250,7 +250,7 @@ def _leaf(part: Message, path: str) -> Part:
     """Decode one leaf; a part the stdlib cannot read is refused, not skipped.
 
     Skipping it would let a crafted header hide ``.js`` from the name checks.
-    The name is the one the ticket stores and serves (:mod:`policy.attachments`);
+    The name is the one the ticket stores and serves (:mod:`policy.message.attachments`);
     a given name hiding its extension behind bidi controls is refused as such.
     """
     try:

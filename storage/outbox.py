@@ -49,7 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
-from policy.ids import shown_message_id
+from policy.message.ids import shown_message_id
 from storage import lease
 from storage.lease import LeaseLost
 from storage.models import _when, iso, utcnow

@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from policy.ids import shown_message_id
+from policy.message.ids import shown_message_id
 from storage.models import (
     QuarantineAction,
     QueueEntry,

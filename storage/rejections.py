@@ -20,8 +20,8 @@ from sqlalchemy import ColumnElement, Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from policy.ids import shown_message_id
-from policy.verdict import original_sender
+from policy.message.ids import shown_message_id
+from policy.verify.verdict import original_sender
 from storage.models import Rejection, aware
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)

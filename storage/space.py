@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from policy.config import Config
+from policy.config.model import Config
 
 INTERVAL = 1.0
 INSUFFICIENT = "452 4.3.1 Insufficient system storage"

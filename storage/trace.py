@@ -16,8 +16,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from policy.ids import shown_message_id
-from policy.verdict import original_sender
+from policy.message.ids import shown_message_id
+from policy.verify.verdict import original_sender
 from storage.models import (
     QuarantineAction,
     QueueEntry,

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from policy.ids import shown_message_id
+from policy.message.ids import shown_message_id
 from storage.models import Attachment, QueueEntry, StoredMessage, Ticket, TicketMessage, iso
 
 

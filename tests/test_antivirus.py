@@ -26,8 +26,8 @@ from policy.antivirus import (
     scan_message_bytes,
     scan_parts,
 )
-from policy.attachments import clean_filename
-from policy.headerblock import canonical
+from policy.message.attachments import clean_filename
+from policy.message.headerblock import canonical
 
 MIB = 1024 * 1024
 

@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from policy.antivirus import EICAR
-from policy.config import Config
+from policy.config.model import Config
 from storage import quarantine
 from storage.models import QueueEntry, Rejection, TicketMessage
-from tests.clamd_server import MARKER, MARKER_NAME, running_clamd
-from tests.server import ServerThread, running
+from tests.support.clamd_server import MARKER, MARKER_NAME, running_clamd
+from tests.support.server import ServerThread, running
 
 
 def send(server: ServerThread, filename: str, data: bytes) -> None:

@@ -1,7 +1,7 @@
 """The HTTP API over real HTTP: httpx against ``firstline``'s own uvicorn on loopback.
 
 Mail comes in over SMTP and is filed by the batch; replies leave through a
-loopback relay (aiosmtpd with STARTTLS and AUTH, :mod:`tests.relay`). Each
+loopback relay (aiosmtpd with STARTTLS and AUTH, :mod:`tests.support.relay`). Each
 channel's token sees its own mailboxes only.
 """
 
@@ -19,12 +19,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from ingest.api import MAX_BODY
-from ingest.outbound import send_due_replies
-from policy.config import Config
-from tests.mailflow import deliver
-from tests.relay import PASSWORD, USER, RecordingHandler, Relays, relays_fixture  # noqa: F401
-from tests.server import ServerThread, running
+from ingest.channels.api.routes import MAX_BODY
+from ingest.outbound.replies import send_due_replies
+from policy.config.model import Config
+from tests.support.mailflow import deliver
+from tests.support.relay import PASSWORD, USER, RecordingHandler, Relays
+from tests.support.server import ServerThread, running
 
 HELPDESK_TOKEN = "helpdesk-token-0123456789abcdef"
 SALES_TOKEN = "sales-token-0123456789abcdef"
@@ -285,7 +285,7 @@ def test_operators_endpoints_and_the_openapi_document(api: Api) -> None:
                 "body_too_large")  # fmt: skip
         served = client.get("/openapi.json").json()
     assert served == json.loads(OPENAPI.read_text(encoding="utf-8")), (
-        "the API changed: regenerate with `python -m ingest.api > openapi.json`"
+        "the API changed: regenerate with `python -m ingest.channels.api.routes > openapi.json`"
     )
     undocumented = [
         f"{method.upper()} {path}"

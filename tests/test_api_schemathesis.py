@@ -25,10 +25,10 @@ import yaml
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from policy.config import parse_config
-from tests.conftest import BASE_CONFIG, merge
-from tests.mailflow import deliver
-from tests.server import running
+from policy.config.model import parse_config
+from tests.support.mailflow import deliver
+from tests.support.server import running
+from tests.support.stores import BASE_CONFIG, merge
 
 TOKEN = "schemathesis-token-0123456789"
 

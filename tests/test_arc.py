@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from policy.arc import ArcResult, verify_arc
-from policy.dkim import fetch_keys, key_names
-from policy.dns import Resolver
-from policy.headerblock import read
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.signing import Signer, message
+from policy.message.headerblock import read
+from policy.verify.arc import ArcResult, verify_arc
+from policy.verify.dkim import fetch_keys, key_names
+from policy.verify.dns import Resolver
+from tests.support.dnsserver import DnsServer
+from tests.support.signing import Signer, message
 
 
 async def check(server: DnsServer, raw: bytes) -> ArcResult:

@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from policy.config import Config, LimitsConfig
-from policy.limits import check_header, check_structure, count_addresses
+from policy.config.model import Config, LimitsConfig
+from policy.message.limits import check_header, check_structure, count_addresses
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState, Rejection, TicketMessage
 from storage.schema import prepare
-from tests.mailflow import enqueue
-from tests.server import ServerThread, running
+from tests.support.mailflow import enqueue
+from tests.support.server import ServerThread, running
 
 HEAD = b"From: Mallory <mallory@attacker.example>\r\nTo: support@example.com\r\nSubject: hi\r\n"
 NORMAL = (

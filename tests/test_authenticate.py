@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from policy.authenticate import Authenticator, dmarc_reject_reply, process_pool
-from policy.config import Config, MailboxConfig, PolicyConfig, PolicyOverride
-from policy.dns import Resolver
-from policy.headerblock import canonical, read
-from policy.verdict import Action, Envelope, ForwardingKind
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.signing import Signer, message
+from policy.config.model import Config, MailboxConfig, PolicyConfig, PolicyOverride
+from policy.message.headerblock import canonical, read
+from policy.verify.authenticate import Authenticator, dmarc_reject_reply, process_pool
+from policy.verify.dns import Resolver
+from policy.verify.verdict import Action, Envelope, ForwardingKind
+from tests.support.dnsserver import DnsServer
+from tests.support.signing import Signer, message
 
 SERVER = "mx.help.example"
 MAILBOX = MailboxConfig(channel="helpdesk", name="Support", address="support@help.example")
@@ -397,7 +397,7 @@ async def test_signature_checks_run_in_a_process_pool(
 
 WORKER_SCRIPT = """
 import os, time
-from policy.authenticate import process_pool
+from policy.verify.authenticate import process_pool
 pool = process_pool()
 print(pool.submit(os.getpid).result(), flush=True)
 time.sleep(120)

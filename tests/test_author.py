@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy.author import MAX_FROM_CHARS, Author, NoAuthor, read
+from policy.message.author import MAX_FROM_CHARS, Author, NoAuthor, read
 
 
 @pytest.mark.parametrize(

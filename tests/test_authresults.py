@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from email.parser import BytesHeaderParser
 
-from policy.arc import ArcResult
-from policy.authresults import build, strip_ours
-from policy.dkim import DkimSignature
-from policy.dmarc import DmarcOutcome
-from policy.spf import SpfCheck
+from policy.verify.arc import ArcResult
+from policy.verify.authresults import build, strip_ours
+from policy.verify.dkim import DkimSignature
+from policy.verify.dmarc import DmarcOutcome
+from policy.verify.spf import SpfCheck
 
 ID = "mx.help.example"
 

@@ -7,7 +7,7 @@ import email.policy
 
 import pytest
 
-from policy.autoreply import (
+from policy.message.autoreply import (
     classify_auto_reply,
     classify_bounce,
     is_own_mail,

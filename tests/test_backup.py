@@ -9,11 +9,11 @@ from pathlib import Path
 
 import yaml
 
-from policy.config import parse_config
-from tests.cli import run, write_config
-from tests.conftest import BASE_CONFIG, merge
-from tests.server import ServerThread, running
-from tests.signing import message
+from policy.config.model import parse_config
+from tests.support.cli import run, write_config
+from tests.support.server import ServerThread, running
+from tests.support.signing import message
+from tests.support.stores import BASE_CONFIG, merge
 
 
 def test_a_backup_under_load_opens_with_its_tickets(tmp_path: Path) -> None:

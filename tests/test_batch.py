@@ -11,13 +11,13 @@ import sqlalchemy
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest.batch import Batch, is_temporary
-from ingest.tickets import file_message
-from policy.config import Config
+from ingest.work.batch import Batch, is_temporary
+from ingest.work.tickets import file_message
+from policy.config.model import Config
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState
 from storage.schema import prepare
-from tests.mailflow import enqueue
+from tests.support.mailflow import enqueue
 
 
 def message(n: int) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy.charsets import decode_bytes, normalise_label
+from policy.message.charsets import decode_bytes, normalise_label
 
 GERMAN = "Grüße aus München, die Rechnung über 15 € ist falsch – bitte prüfen."
 CHINESE = "您好，我的订单还没有收到，请帮忙查询一下物流信息。谢谢！"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli import run
+from tests.support.cli import run
 
 
 def check(tmp_path: Path, text: str) -> tuple[int, str, str]:

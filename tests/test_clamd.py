@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ingest.clamd import ClamdClient, ClamdReply, ClamdStatus, ClamdUnavailable
-from ingest.scanning import scan_message
+from ingest.work.clamd import ClamdClient, ClamdReply, ClamdStatus, ClamdUnavailable
+from ingest.work.scanning import scan_message
 from policy.antivirus import EICAR, Outcome
-from policy.config import AntivirusConfig
+from policy.config.model import AntivirusConfig
 from policy.errors import ScannerUnavailable
-from tests.clamd_server import (
+from tests.support.clamd_server import (
     EICAR_NAME,
     MARKER,
     MARKER_NAME,
@@ -55,7 +55,7 @@ async def test_eicar_found(clamd_address: str) -> None:
 
 
 async def test_signature_across_chunk_boundary(clamd_address: str) -> None:
-    from ingest.clamd import CHUNK_SIZE
+    from ingest.work.clamd import CHUNK_SIZE
 
     data = b"a" * (CHUNK_SIZE - len(MARKER) // 2) + MARKER + b"b" * 1000
     reply = await ClamdClient(clamd_address, 20).instream(data)

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from ingest.cli import main
-from policy.config import load_config, parse_config
+from policy.config.model import load_config, parse_config
 from policy.errors import ConfigError
-from policy.headerblock import MAX_HEADER_BYTES
+from policy.message.headerblock import MAX_HEADER_BYTES
 
 VALID = textwrap.dedent(
     """\

@@ -24,14 +24,14 @@ from sqlalchemy.orm import Session
 
 from ingest.cli import main
 from ingest.console.auth import password_matches
-from policy.config import parse_config
+from policy.config.model import parse_config
 from policy.errors import ConfigError
 from storage import events as event_store
 from storage.events import EventState, WebhookEvent
 from storage.models import QueueEntry, Rejection, Ticket
 from storage.outbox import Reply, ReplyState
-from tests.cli import run, write_config
-from tests.console import (
+from tests.support.cli import run, write_config
+from tests.support.console import (
     HOSTILE_SUBJECT,
     OPERATOR,
     OPERATOR_PASSWORD,
@@ -45,8 +45,8 @@ from tests.console import (
     mail,
     send,
 )
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread
+from tests.support.dnsserver import DnsServer
+from tests.support.server import ServerThread
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_login_needs_the_forms_own_token(web: httpx.Client) -> None:
 
 
 def test_wrong_passwords_are_limited_even_before_the_right_one(web: httpx.Client) -> None:
-    for _ in range(3):  # console.login_attempts in tests.console
+    for _ in range(3):  # console.login_attempts in tests.support.console
         answer = login(web, OPERATOR, "wrong")
         assert answer.status_code == 401
         assert "Wrong user name or password." in answer.text

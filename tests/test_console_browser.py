@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import QueueEntry, Ticket
-from tests.console import (
+from tests.support.console import (
     HOSTILE_SUBJECT,
     OPERATOR,
     OPERATOR_PASSWORD,
@@ -35,9 +35,9 @@ from tests.console import (
     mail,
     send,
 )
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.relay import Relays, relays_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread
+from tests.support.dnsserver import DnsServer
+from tests.support.relay import Relays
+from tests.support.server import ServerThread
 
 CHROMIUM = os.environ.get("FIRSTLINE_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [

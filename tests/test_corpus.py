@@ -14,12 +14,12 @@ import yaml
 from click.testing import CliRunner
 
 from ingest.cli import main
-from ingest.mime import parse_message
-from policy.config import Config
-from tests.conftest import BASE_CONFIG, merge
-from tests.corpus.cases import CASES, Case
-from tests.mailflow import deliver, queue_outcomes
-from tests.server import running
+from policy.config.model import Config
+from policy.message.mime import parse_message
+from tests.support.corpus.cases import CASES, Case
+from tests.support.mailflow import deliver, queue_outcomes
+from tests.support.server import running
+from tests.support.stores import BASE_CONFIG, merge
 
 
 def test_corpus_is_big_enough_and_named_uniquely() -> None:

@@ -27,16 +27,16 @@ from sqlalchemy import Engine, Table, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from ingest.outbound import queue_reply
-from policy.config import load_config
+from ingest.outbound.replies import queue_reply
+from policy.config.model import load_config
 from storage.engine import make_engine
 from storage.lease import table_of
 from storage.models import QueueEntry, QueueState, StoredMessage, Ticket, TicketMessage
 from storage.outbox import Reply, ReplyState
 from storage.schema import prepare
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.fleet import FIRSTLINE, Fleet, Mail, Node, deliver, mail, running, write_config
-from tests.relay import PASSWORD, USER, Relays, relays_fixture  # noqa: F401  (fixture)
+from tests.support.dnsserver import DnsServer
+from tests.support.fleet import FIRSTLINE, Fleet, Mail, Node, deliver, mail, running, write_config
+from tests.support.relay import PASSWORD, USER, Relays
 
 pytestmark = pytest.mark.slow
 

@@ -24,12 +24,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from policy.config import parse_config
+from policy.config.model import parse_config
 from storage.engine import make_engine
 from storage.models import StoredMessage, TicketMessage
-from tests.conftest import BASE_CONFIG, merge
-from tests.fleet import mail
-from tests.server import ServerThread, running
+from tests.support.fleet import mail
+from tests.support.server import ServerThread, running
+from tests.support.stores import BASE_CONFIG, merge
 
 pytestmark = pytest.mark.postgres
 

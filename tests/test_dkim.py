@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from policy.dkim import fetch_keys, key_names, verify_dkim
-from policy.dns import Resolver
 from policy.errors import DnsTempError
-from policy.headerblock import read
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.signing import Signer, message
+from policy.message.headerblock import read
+from policy.verify.dkim import fetch_keys, key_names, verify_dkim
+from policy.verify.dns import Resolver
+from tests.support.dnsserver import DnsServer
+from tests.support.signing import Signer, message
 
 
 async def verify(

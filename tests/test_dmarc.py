@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policy.dmarc import (
+from policy.errors import DnsTempError
+from policy.verify.dmarc import (
     DmarcRecord,
     PolicyDiscovery,
     aligned,
@@ -15,9 +16,8 @@ from policy.dmarc import (
     sampled,
     select,
 )
-from policy.dns import Resolver
-from policy.errors import DnsTempError
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from policy.verify.dns import Resolver
+from tests.support.dnsserver import DnsServer
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from policy.dns import Resolver, parse_nameserver
 from policy.errors import DnsTempError
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from policy.verify.dns import Resolver, parse_nameserver
+from tests.support.dnsserver import DnsServer
 
 
 def make_resolver(server: DnsServer, timeout: float = 2.0) -> Resolver:

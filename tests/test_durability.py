@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from tests.support.dnsserver import DnsServer
 
 SECRET = "s3cret-relay-password-never-logged"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from policy.config import ChannelConfig, Config, parse_config
+from policy.config.model import ChannelConfig, Config, parse_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 # A commented-out setting: "# key: value", "#   key: value" or "# - key: value".

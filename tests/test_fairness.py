@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from policy.config import Config
+from policy.config.model import Config
 from storage.models import Rejection
-from tests.server import RawClient, ServerThread, running
+from tests.support.server import RawClient, ServerThread, running
 
 MESSAGE = (
     b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"

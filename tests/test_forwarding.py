@@ -7,9 +7,9 @@ from email.message import EmailMessage, Message
 
 import pytest
 
-from policy.forwarding import body_text, forward_prefix, inspect
-from policy.verdict import ForwardingKind
-from tests.signing import message
+from policy.verify.forwarding import body_text, forward_prefix, inspect
+from policy.verify.verdict import ForwardingKind
+from tests.support.signing import message
 
 USER = "Bob Forwarder <bob@customer.example>"
 

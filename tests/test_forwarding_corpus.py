@@ -1,6 +1,6 @@
 """Recall on manual forwards and false positives on replies, across clients and languages.
 
-The sets come from tests/forwarding_corpus.py. The targets (issue 13): at
+The sets come from tests/support/forwarding_corpus.py. The targets (issue 13): at
 least 90 % of forwards recognised, no reply, mention of "forward" or digest
 taken for one, and the quoted original sender recorded for the forwards.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from policy.forwarding import inspect
-from policy.verdict import ForwardingKind
-from tests.forwarding_corpus import forwards, replies
+from policy.verify.forwarding import inspect
+from policy.verify.verdict import ForwardingKind
+from tests.support.forwarding_corpus import forwards, replies
 
 FORWARDS = forwards()
 REPLIES = replies()

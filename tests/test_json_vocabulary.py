@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from policy.authenticate import Authenticator
-from policy.config import Config
-from tests.cli import json_lines, run, write_config
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread, running
-from tests.signing import message
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
+from tests.support.cli import json_lines, run, write_config
+from tests.support.dnsserver import DnsServer
+from tests.support.server import ServerThread, running
+from tests.support.signing import message
 from tests.test_webhooks import SECRET, Receiver, poke, wait_for
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "json.md"

@@ -11,10 +11,10 @@ import trustme
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from policy.config import Config
+from policy.config.model import Config
 from storage.engine import BENCH_COMMIT_DELAY_ENV
 from storage.models import QueueEntry, Rejection, StoredMessage, TicketMessage
-from tests.server import ServerThread, running
+from tests.support.server import ServerThread, running
 
 MESSAGE = (
     b"From: Alice <alice@customer.example>\r\n"

@@ -8,11 +8,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from policy.authenticate import Authenticator
-from policy.config import Config
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread, running
-from tests.signing import message
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
+from tests.support.dnsserver import DnsServer
+from tests.support.server import ServerThread, running
+from tests.support.signing import message
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -21,12 +21,12 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, inspect, text
 from sqlmodel import SQLModel
 
-from ingest.app import App
 from ingest.cli import main
-from policy.config import parse_config
+from ingest.ops.app import App
+from policy.config.model import parse_config
 from storage import schema
 from storage.engine import make_engine
-from tests.conftest import BASE_CONFIG, merge
+from tests.support.stores import BASE_CONFIG, merge
 
 UNKNOWN = "ffffffffffff"
 

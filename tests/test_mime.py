@@ -6,9 +6,9 @@ import email
 import email.policy
 from datetime import UTC, datetime, timedelta, timezone
 
-from ingest.mime import DERIVED_ID_DOMAIN, decode_header_value, parse_message
-from policy.config import LimitsConfig
-from tests.corpus.cases import DATE, PNG, b64, multipart, part
+from policy.config.model import LimitsConfig
+from policy.message.mime import DERIVED_ID_DOMAIN, decode_header_value, parse_message
+from tests.support.corpus.cases import DATE, PNG, b64, multipart, part
 
 BASE = (
     b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"

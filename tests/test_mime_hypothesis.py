@@ -11,15 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from ingest.batch import Batch
-from ingest.mime import ParsedMessage, parse_message
-from ingest.tickets import file_message
-from policy.config import Config
+from ingest.work.batch import Batch
+from ingest.work.tickets import file_message
+from policy.config.model import Config
+from policy.message.mime import ParsedMessage, parse_message
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState, StoredMessage, TicketMessage
 from storage.schema import prepare
-from tests.corpus.cases import CASES
-from tests.mailflow import enqueue
+from tests.support.corpus.cases import CASES
+from tests.support.mailflow import enqueue
 
 TOKENS = [
     b"\r",

@@ -1,8 +1,8 @@
 """OAuth 2.0 for the mailboxes' relays, against the tests' own provider and relay.
 
-A real HTTPS token endpoint (:mod:`tests.oauth_server`) issues expiring
+A real HTTPS token endpoint (:mod:`tests.support.oauth_server`) issues expiring
 tokens by the grants Microsoft 365 and Google Workspace use; an aiosmtpd
-relay (:class:`tests.relay.OAuthRelayHandler`) takes ``AUTH XOAUTH2`` or
+relay (:class:`tests.support.relay.OAuthRelayHandler`) takes ``AUTH XOAUTH2`` or
 ``OAUTHBEARER`` only with a token that endpoint issued, and answers like
 Exchange Online or Gmail when it does not. Time is moved on the endpoint's
 clock and handed to the code as ``now``; nothing sleeps.
@@ -21,24 +21,24 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from oauth_server import ACCOUNT, CLIENT_ID, CLIENT_SECRET, OAuthProvider, provider_fixture  # noqa: F401
-from relay import OAuthRelayHandler, Relays, relays_fixture  # noqa: F401
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ingest.cli import main
-from ingest.oauth import Tokens
-from ingest.outbound import queue_reply, send_due_replies
-from ingest.relay import Relay, StepDone
-from ingest.smtpfail import Kind, SmtpFailure, Step, token_diagnosis
-from policy.config import Config, SmtpConfig, parse_config
+from ingest.outbound.oauth import Tokens
+from ingest.outbound.relay import Relay, StepDone
+from ingest.outbound.replies import queue_reply, send_due_replies
+from ingest.outbound.smtpfail import Kind, SmtpFailure, Step, token_diagnosis
+from policy.config.model import Config, SmtpConfig, parse_config
 from policy.errors import ConfigError
-from storage import oauth as stored
+from storage import oauth_tokens as stored
 from storage import schema
 from storage.engine import make_engine
 from storage.events import WebhookEvent
 from storage.models import Ticket
-from storage.oauth import OAuthToken
+from storage.oauth_tokens import OAuthToken
+from tests.support.oauth_server import ACCOUNT, CLIENT_ID, CLIENT_SECRET, OAuthProvider
+from tests.support.relay import OAuthRelayHandler, Relays
 
 SECRET_ENV = "TEST_OAUTH_CLIENT_SECRET"
 SECRET_REF = "${TEST_OAUTH_CLIENT_SECRET}"

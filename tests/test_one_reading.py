@@ -6,7 +6,7 @@ BOM, truncation, binary tails, long lines, deep nesting): the DATA path — the
 one header reading, then verification — never raises and never defers
 (``451``), and whatever it accepts, the ticket parser reads the same author
 from the bytes that are stored. (Repeatable draws come from the suite's Hypothesis
-profile, see tests/conftest.py.)
+profile, see tests/support/stores.py.)
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.mime import ParsedMessage, parse_message
-from policy.authenticate import Authenticator
-from policy.authresults import strip_ours
-from policy.config import MailboxConfig, PolicyConfig
-from policy.dns import Resolver
-from policy.headerblock import HeaderTooLarge, canonical, read
-from policy.verdict import Action, Envelope, Verdict
-from tests.corpus import cases, realworld
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from policy.config.model import MailboxConfig, PolicyConfig
+from policy.message.headerblock import HeaderTooLarge, canonical, read
+from policy.message.mime import ParsedMessage, parse_message
+from policy.verify.authenticate import Authenticator
+from policy.verify.authresults import strip_ours
+from policy.verify.dns import Resolver
+from policy.verify.verdict import Action, Envelope, Verdict
+from tests.support.corpus import cases, realworld
+from tests.support.dnsserver import DnsServer
 
 MAILBOX = MailboxConfig(channel="helpdesk", name="Support", address="support@example.com")
 HOST = "mx.firstline.test"

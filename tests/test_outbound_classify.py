@@ -7,8 +7,8 @@ import socket
 import aiosmtplib
 import pytest
 
-from ingest.smtpfail import Kind, Step, diagnose, swap_hint
-from policy.config import SmtpConfig
+from ingest.outbound.smtpfail import Kind, Step, diagnose, swap_hint
+from policy.config.model import SmtpConfig
 
 SMTP = SmtpConfig(host="smtp.example.com", port=587, encryption="starttls")
 

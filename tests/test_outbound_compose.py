@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.compose import (
+from ingest.outbound.compose import (
     Draft,
     InvalidReply,
     Sender,
@@ -23,10 +23,10 @@ from ingest.compose import (
     reply_subject,
     to_bytes,
 )
-from ingest.dkimsign import SigningFailed, dkim_sign
-from policy.autoreply import is_own_mail
-from policy.config import DkimConfig
-from tests.signing import rsa_key
+from ingest.outbound.dkimsign import SigningFailed, dkim_sign
+from policy.config.model import DkimConfig
+from policy.message.autoreply import is_own_mail
+from tests.support.signing import rsa_key
 
 SENDER = Sender("Example Support", "support@example.com")
 DATE = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -20,19 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relay import PASSWORD, USER, RecordingHandler, Relays, free_port, relays_fixture  # noqa: F401
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from ingest.metrics import REGISTRY
-from ingest.outbound import OutboxResult, _send, send_due_replies
-from policy.config import Config, load_config
+from ingest.ops.metrics import REGISTRY
+from ingest.outbound.replies import OutboxResult, _send, send_due_replies
+from policy.config.model import Config, load_config
 from storage import lease, outbox
 from storage.models import KnownMessageId, utcnow
-from tests.cli import run, write_config
-from tests.mailflow import deliver, tickets
-from tests.server import ServerThread, running
+from tests.support.cli import run, write_config
+from tests.support.mailflow import deliver, tickets
+from tests.support.relay import PASSWORD, USER, RecordingHandler, Relays, free_port
+from tests.support.server import ServerThread, running
 
 CUSTOMER_MAIL = (
     b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import trustme
-from relay import PASSWORD, RecordingHandler, Relays, free_port, relays_fixture  # noqa: F401
 
-from ingest.relay import Relay, StepDone, tls_context
-from ingest.smtpfail import Kind, SmtpFailure, SmtpPermFail, SmtpTempFail, Step
-from policy.config import SmtpConfig
+from ingest.outbound.relay import Relay, StepDone, tls_context
+from ingest.outbound.smtpfail import Kind, SmtpFailure, SmtpPermFail, SmtpTempFail, Step
+from policy.config.model import SmtpConfig
 from policy.errors import PermFail, TempFail
+from tests.support.relay import PASSWORD, RecordingHandler, Relays, free_port
 
 MESSAGE = (
     b"From: support@example.com\r\nTo: customer@example.net\r\n"

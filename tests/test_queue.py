@@ -18,10 +18,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from ingest.batch import Batch
-from ingest.mime import parse_message
-from ingest.tickets import file_message
-from policy.config import Config
+from ingest.work.batch import Batch
+from ingest.work.tickets import file_message
+from policy.config.model import Config
+from policy.message.mime import parse_message
 from storage import queue
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState, StoredMessage, Ticket, TicketMessage, utcnow

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from policy.antivirus import EICAR
-from policy.authenticate import Authenticator
-from policy.config import Config
-from tests.cli import json_lines, run, write_config
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread, running
-from tests.signing import message
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
+from tests.support.cli import json_lines, run, write_config
+from tests.support.dnsserver import DnsServer
+from tests.support.server import ServerThread, running
+from tests.support.signing import message
 
 
 def queued_as(server: ServerThread, raw: bytes, sender: str) -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run, write_config
-from tests.conftest import BASE_CONFIG
+from tests.support.cli import run, write_config
+from tests.support.stores import BASE_CONFIG
 
 MISSING = "ACME_SMTP_PASSWORD_NOT_SET_HERE"
 

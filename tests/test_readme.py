@@ -10,11 +10,11 @@ from pathlib import Path
 
 import yaml
 
-from policy.authenticate import Authenticator
-from policy.config import parse_config
-from tests.cli import run
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import running
+from policy.config.model import parse_config
+from policy.verify.authenticate import Authenticator
+from tests.support.cli import run
+from tests.support.dnsserver import DnsServer
+from tests.support.server import running
 
 ROOT = Path(__file__).resolve().parent.parent
 

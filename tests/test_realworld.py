@@ -14,13 +14,13 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from policy.authenticate import Authenticator
-from policy.config import Config
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
 from storage.models import StoredMessage
-from tests.corpus.realworld import CASES, DOMAIN, Real
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.mailflow import queue_outcomes, tickets, transmit
-from tests.server import RawClient, running
+from tests.support.corpus.realworld import CASES, DOMAIN, Real
+from tests.support.dnsserver import DnsServer
+from tests.support.mailflow import queue_outcomes, tickets, transmit
+from tests.support.server import RawClient, running
 
 
 def deliver_all(connect: Callable[[], RawClient], cases: list[Real]) -> dict[str, str]:

@@ -14,14 +14,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest.rejections import record_batch_rejection
-from policy.authenticate import Authenticator
-from policy.config import Config
+from ingest.smtp.refusals import record_batch_rejection
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
 from storage.models import Rejection, StoredMessage, utcnow
-from tests.cli import json_lines, run, write_config
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import RawClient, ServerThread, running
-from tests.signing import Signer, message
+from tests.support.cli import json_lines, run, write_config
+from tests.support.dnsserver import DnsServer
+from tests.support.server import RawClient, ServerThread, running
+from tests.support.signing import Signer, message
 
 MESSAGE = message(sender="Alice <alice@customer.example>", to="support@example.com")
 MESSAGE_ID = MESSAGE.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()

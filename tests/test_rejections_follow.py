@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 
-from ingest.api import create_app
-from policy.config import parse_config
+from ingest.channels.api.routes import create_app
+from policy.config.model import parse_config
 from storage.rejections import REASON_CODES
-from tests.cli import run, write_config
-from tests.server import ServerThread
+from tests.support.cli import run, write_config
+from tests.support.server import ServerThread
 
 OPERATORS = Path(__file__).resolve().parent.parent / "docs" / "operators.md"
 

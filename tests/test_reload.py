@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest.reload import ReloadResult
-from policy.config import load_config
-from tests.cli import run, write_config
-from tests.conftest import BASE_CONFIG
-from tests.server import ServerThread, running
+from ingest.ops.reload import ReloadResult
+from policy.config.model import load_config
+from tests.support.cli import run, write_config
+from tests.support.server import ServerThread, running
+from tests.support.stores import BASE_CONFIG
 
 NEW_MAILBOX = {"channel": "helpdesk", "name": "Returns", "address": "returns@example.com"}
 
@@ -223,7 +223,7 @@ def test_a_dns_change_retires_the_old_verifier_and_its_workers(
     """A reload that rebuilds the verifier must close the old one's process pool."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from policy.authenticate import Authenticator
+    from policy.verify.authenticate import Authenticator
 
     pools: list[ProcessPoolExecutor] = []
 

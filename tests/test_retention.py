@@ -14,7 +14,7 @@ import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from policy.config import Config, parse_config
+from policy.config.model import Config, parse_config
 from storage.engine import make_engine
 from storage.intake import new_row
 from storage.models import (
@@ -29,10 +29,10 @@ from storage.models import (
 )
 from storage.retention import purge
 from storage.schema import prepare
-from tests.cli import run, write_config
-from tests.conftest import BASE_CONFIG, merge
-from tests.server import ServerThread, running
-from tests.signing import message
+from tests.support.cli import run, write_config
+from tests.support.server import ServerThread, running
+from tests.support.signing import message
+from tests.support.stores import BASE_CONFIG, merge
 
 DAY = timedelta(days=1)
 

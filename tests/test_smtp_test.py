@@ -13,12 +13,12 @@ import dkim
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from relay import PASSWORD, USER, RecordingHandler, Relays, free_port, relays_fixture  # noqa: F401
 
 from ingest.cli import main
-from ingest.smtpfail import smtp_warnings
-from policy.config import parse_config
-from tests.signing import rsa_key
+from ingest.outbound.smtpfail import smtp_warnings
+from policy.config.model import parse_config
+from tests.support.relay import PASSWORD, USER, RecordingHandler, Relays, free_port
+from tests.support.signing import rsa_key
 
 
 def write_config(tmp_path: Path, relays: Relays, port: int, **smtp: Any) -> Path:

@@ -21,17 +21,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from ingest.metrics import scrape_registry
-from policy.config import Config, parse_config
+from ingest.ops.metrics import scrape_registry
+from policy.config.model import Config, parse_config
 from policy.errors import InsufficientStorage, StorageUnavailable
 from storage.engine import storage_error
 from storage.models import Rejection, StoredMessage
 from storage.space import storage_folder
-from tests.cli import run, write_config
-from tests.conftest import BASE_CONFIG, merge
-from tests.mailflow import tickets
-from tests.server import RawClient, ServerThread, running
-from tests.signing import message
+from tests.support.cli import run, write_config
+from tests.support.mailflow import tickets
+from tests.support.server import RawClient, ServerThread, running
+from tests.support.signing import message
+from tests.support.stores import BASE_CONFIG, merge
 
 MiB = 1024 * 1024
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from policy.dns import Resolver
-from policy.spf import ResultCache, check_identity, check_spf
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
+from policy.verify.dns import Resolver
+from policy.verify.spf import ResultCache, check_identity, check_spf
+from tests.support.dnsserver import DnsServer
 
 IP = "192.0.2.10"
 

@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-from policy.authenticate import spf_origin
-from policy.spf import check_spf
-from policy.verdict import Envelope
+from policy.verify.authenticate import spf_origin
+from policy.verify.spf import check_spf
+from policy.verify.verdict import Envelope
 
 RECEIVED = [
     "from mail.customer.example (mail.customer.example [198.51.100.7]) by mx.example.com",

@@ -3,7 +3,7 @@
 The suite ships in pyspf's source distribution (``test/rfc7208-tests.yml``),
 which ``make`` downloads next to the virtualenv (``.venv/sdist``). Its zone
 data is served by the loopback DNS server and every lookup goes through
-:func:`policy.spf.run_queries` and :class:`policy.dns.Resolver`, so the suite
+:func:`policy.verify.spf.run_queries` and :class:`policy.verify.dns.Resolver`, so the suite
 checks that our wiring does not change SPF semantics. Without the tarball the
 suite is skipped with the reason, except under ``CI``, where it fails.
 
@@ -27,9 +27,9 @@ import pytest
 import spf
 import yaml
 
-from policy.dns import Resolver
-from policy.spf import run_queries
-from tests.dnsserver import DnsServer
+from policy.verify.dns import Resolver
+from policy.verify.spf import run_queries
+from tests.support.dnsserver import DnsServer
 
 VERSION = importlib.metadata.version("pyspf")
 TARBALL = Path(sys.prefix) / "sdist" / f"pyspf-{VERSION}.tar.gz"

@@ -18,13 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy.antivirus import EICAR
-from policy.authenticate import Authenticator
-from policy.config import Config
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
 from storage.models import Attachment
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.mailflow import queue_outcomes, tickets, transmit
-from tests.server import running
-from tests.signing import Signer
+from tests.support.dnsserver import DnsServer
+from tests.support.mailflow import queue_outcomes, tickets, transmit
+from tests.support.server import running
+from tests.support.signing import Signer
 
 CEO = "ceo@victim.example"
 EVE = "eve@attacker.example"

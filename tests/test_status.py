@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tests.cli import run, write_config
-from tests.server import ServerThread
-from tests.signing import message
+from tests.support.cli import run, write_config
+from tests.support.server import ServerThread
+from tests.support.signing import message
 
 
 def test_status_shows_queue_batches_and_refusals(

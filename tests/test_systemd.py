@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet import FIRSTLINE, free_port, write_config
+from tests.support.fleet import FIRSTLINE, free_port, write_config
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
 

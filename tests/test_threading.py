@@ -9,16 +9,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest.batch import Batch
-from ingest.tickets import file_message
-from policy.config import Config
+from ingest.work.batch import Batch
+from ingest.work.tickets import file_message
+from policy.config.model import Config
 from storage.engine import make_engine
 from storage.models import KnownMessageId, QueueEntry, QueueState, TicketMessage
 from storage.outbox import Reply, ReplyState
 from storage.schema import prepare
-from tests.corpus.cases import ALICE, BILLING, BOB, mail, multipart, part
-from tests.mailflow import deliver, enqueue, queue_outcomes, ticket_of, tickets
-from tests.server import ServerThread
+from tests.support.corpus.cases import ALICE, BILLING, BOB, mail, multipart, part
+from tests.support.mailflow import deliver, enqueue, queue_outcomes, ticket_of, tickets
+from tests.support.server import ServerThread
 
 BOB_ADDR = "bob@other.example"
 

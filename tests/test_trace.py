@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from policy.authenticate import Authenticator
-from policy.config import Config
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
 from storage import queue
 from storage.models import QueueEntry, StoredMessage, TicketMessage
 from storage.trace import trace
-from tests.cli import json_lines, run, write_config
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread, running
-from tests.signing import message
+from tests.support.cli import json_lines, run, write_config
+from tests.support.dnsserver import DnsServer
+from tests.support.server import ServerThread, running
+from tests.support.signing import message
 
 
 def message_id(raw: bytes) -> str:

@@ -1,10 +1,10 @@
-"""policy.verdict.summary/explain: a recorded verdict as people read it."""
+"""policy.verify.verdict.summary/explain: a recorded verdict as people read it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from policy.verdict import explain, summary
+from policy.verify.verdict import explain, summary
 
 MANUAL: dict[str, Any] = {
     "action": "reject",

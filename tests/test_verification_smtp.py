@@ -12,13 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ingest.cli.serve import serve_verifier
-from ingest.metrics import REGISTRY
-from policy.authenticate import Authenticator
-from policy.config import Config
+from ingest.ops.metrics import REGISTRY
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
 from storage.models import QueueEntry, Rejection, StoredMessage
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread, running
-from tests.signing import Signer, message
+from tests.support.dnsserver import DnsServer
+from tests.support.server import ServerThread, running
+from tests.support.signing import Signer, message
 
 SENDER = "alice@customer.example"
 

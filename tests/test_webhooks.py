@@ -29,21 +29,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from ingest.metrics import scrape_registry
-from ingest.outbound import queue_reply, send_due_replies
+from ingest.ops.metrics import scrape_registry
+from ingest.outbound.replies import queue_reply, send_due_replies
 from policy.antivirus import EICAR
-from policy.authenticate import Authenticator
-from policy.config import Config
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
 from storage.events import EventState, WebhookEvent
 from storage.models import utcnow
 from storage.outbox import Reply, reply_view
 from storage.retention import purge
-from tests.cli import json_lines, run, write_config
-from tests.dnsserver import DnsServer, dns_server_fixture  # noqa: F401  (fixture)
-from tests.mailflow import deliver, tickets
-from tests.relay import PASSWORD, USER, Relays, free_port, relays_fixture  # noqa: F401  (fixture)
-from tests.server import ServerThread, running
-from tests.signing import message
+from tests.support.cli import json_lines, run, write_config
+from tests.support.dnsserver import DnsServer
+from tests.support.mailflow import deliver, tickets
+from tests.support.relay import PASSWORD, USER, Relays, free_port
+from tests.support.server import ServerThread, running
+from tests.support.signing import message
 
 SECRET = "whsec-test-0123456789"
 

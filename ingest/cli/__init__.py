@@ -24,7 +24,7 @@ from ingest.cli import (
 )
 from ingest.cli.console_password import console_password
 from ingest.cli.reply import reply
-from ingest.cli.smtp_test import smtp_test
+from ingest.cli.smtptest import smtp_test
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

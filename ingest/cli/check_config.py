@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ingest.cli.common import config_option, load
-from ingest.smtpfail import smtp_warnings
-from policy.config import inline_secrets
+from ingest.outbound.smtpfail import smtp_warnings
+from policy.config.model import inline_secrets
 
 
 @click.command("check-config")

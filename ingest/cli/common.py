@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
-from policy.config import Config, load_config
+from policy.config.model import Config, load_config
 from policy.errors import ConfigError
-from policy.verdict import explain, summary
+from policy.verify.verdict import explain, summary
 from storage.engine import make_engine
 from storage.schema import SchemaMismatch, prepare
 

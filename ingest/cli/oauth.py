@@ -15,10 +15,10 @@ import click
 from sqlalchemy.orm import Session
 
 from ingest.cli.common import config_option, load, open_store
-from ingest.oauth import finish_device_login, start_device_login
-from ingest.sendtest import find_mailbox
-from ingest.smtpfail import SmtpFailure
-from storage import oauth as store_oauth
+from ingest.outbound.oauth import finish_device_login, start_device_login
+from ingest.outbound.sendtest import find_mailbox
+from ingest.outbound.smtpfail import SmtpFailure
+from storage import oauth_tokens as store_oauth
 from storage import outbox as store_outbox
 
 

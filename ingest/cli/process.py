@@ -6,11 +6,11 @@ import asyncio
 
 import click
 
-from ingest.batch import Batch
+from ingest.channels.emit import filing_with_events
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store
-from ingest.events import filing_with_events
-from ingest.logs import setup_logging
-from ingest.tickets import file_message
+from ingest.ops.logs import setup_logging
+from ingest.work.batch import Batch
+from ingest.work.tickets import file_message
 
 
 @click.command()

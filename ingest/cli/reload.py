@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ingest.cli.common import config_option, echo_json, json_option, load
-from ingest.reload import request_reload
+from ingest.ops.reload import request_reload
 
 
 @click.command()

@@ -14,8 +14,8 @@ import click
 from sqlalchemy.orm import Session
 
 from ingest.cli.common import config_option, load, open_store
-from ingest.compose import InvalidReply
-from ingest.outbound import queue_reply
+from ingest.outbound.compose import InvalidReply
+from ingest.outbound.replies import queue_reply
 
 
 @click.command("reply")

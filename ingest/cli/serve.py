@@ -7,12 +7,12 @@ import sys
 
 import click
 
-from ingest.app import App
 from ingest.cli.common import config_option, load
-from ingest.logs import setup_logging
-from ingest.metrics import DNS_CACHE_HITS, DNS_LOOKUPS
-from policy.authenticate import Authenticator, production_verifier
-from policy.config import Config
+from ingest.ops.app import App
+from ingest.ops.logs import setup_logging
+from ingest.ops.metrics import DNS_CACHE_HITS, DNS_LOOKUPS
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator, production_verifier
 from storage.schema import SchemaMismatch
 
 

@@ -16,7 +16,7 @@ from ingest.cli.common import (
     load,
     open_store,
 )
-from ingest.lookup import MAX_PASTE, where_is
+from ingest.ops.lookup import MAX_PASTE, where_is
 
 
 @click.command()

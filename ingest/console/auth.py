@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import argon2
 import bcrypt
 
-from policy.config import ConsoleConfig, ConsoleUser
+from policy.config.model import ConsoleConfig, ConsoleUser
 
 COOKIE = "firstline_console"
 LOGIN_COOKIE = "firstline_console_login"

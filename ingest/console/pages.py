@@ -13,14 +13,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from ingest.compose import InvalidReply, parse_address
 from ingest.console import auth
-from ingest.console.app import ROOT, Form, Refused, Signed, Ui, checked, safe_next, secure
 from ingest.console.render import chart, show
-from ingest.lookup import where_is
-from ingest.mime import parse_message
-from ingest.sendtest import find_mailbox, send_test
+from ingest.console.site import ROOT, Form, Refused, Signed, Ui, checked, safe_next, secure
+from ingest.ops.lookup import where_is
+from ingest.outbound.compose import InvalidReply, parse_address
+from ingest.outbound.sendtest import find_mailbox, send_test
 from policy.antivirus import scan_message_bytes
+from policy.message.mime import parse_message
 from storage import events as event_store
 from storage import outbox, status
 from storage import quarantine as held

@@ -15,7 +15,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader
 
 from ingest.console.explain import explain
-from policy.verdict import original_sender, summary
+from policy.verify.verdict import original_sender, summary
 
 # Controls (but tab and line breaks), bidi embeddings/overrides/isolates, zero-width
 # characters, soft hyphen and BOM.

@@ -1,0 +1,451 @@
+"""``firstline serve``: listeners, the intake writer and the batch worker in one loop.
+
+The wire-to-ticket path reads top to bottom here: listeners hand accepted mail
+to the group-commit writer, and the worker turns the queue into tickets every
+``batch.interval`` seconds. ``firstline worker`` runs the same worker alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+
+from aiosmtpd.smtp import SMTP
+from sqlalchemy import Engine, text
+
+from ingest.channels.api.routes import create_app
+from ingest.channels.emit import filing_with_events, on_intake
+from ingest.channels.webhooks import Deliverer
+from ingest.ops import sdnotify
+from ingest.ops.metrics import (
+    CONNECTIONS,
+    CONNECTIONS_REFUSED,
+    HttpServer,
+    MetricsServer,
+    scrape_registry,
+)
+from ingest.ops.reload import ControlFiles, Reloader
+from ingest.outbound.replies import run_outbox
+from ingest.smtp.listener import ConfigHolder, IngestHandler
+from ingest.smtp.refusals import RejectionLog
+from ingest.smtp.smtpd import Gate, protocol_factory, start_listener
+from ingest.work.batch import Batch, BatchResult
+from ingest.work.housekeeping import Housekeeping
+from ingest.work.tickets import file_message
+from policy.config.model import Config, Listen
+from policy.errors import ConfigProblem
+from policy.verify.dns import Resolver
+from policy.verify.verdict import Verifier
+from storage.engine import make_engine
+from storage.intake import GroupCommitWriter
+from storage.keys import DMARC_SAMPLING, instance_key
+from storage.schema import prepare
+from storage.space import SpaceGuard
+
+log = logging.getLogger("mail.app")
+
+PROTOCOLS = ("SMTP", "LMTP")
+
+# Builds the verifier from the configuration and the store's DMARC sampling key.
+VerifierFactory = Callable[[Config, bytes], Verifier | None]
+
+
+class Worker:
+    """Runs a batch every ``batch.interval`` seconds, or at once when poked; purges hourly."""
+
+    def __init__(self, holder: ConfigHolder, engine: Engine) -> None:
+        self.holder = holder
+        self.batch = Batch(engine, filing_with_events(file_message))
+        self.housekeeping = Housekeeping(engine, self.batch.owner)
+        self._poke = asyncio.Event()
+        self.last: BatchResult | None = None
+
+    def poke(self) -> None:
+        self._poke.set()
+
+    async def run(self) -> None:
+        while True:
+            config = self.holder.current
+            await self.housekeeping.purge_when_due(config)
+            try:
+                self.last = await self.housekeeping.run_batch(self.batch, config)
+                if self.last.taken:
+                    log.info(
+                        "batch: taken=%d tickets=%d failed=%d deferred=%d quarantined=%d",
+                        self.last.taken, self.last.tickets, self.last.failed,
+                        self.last.deferred, self.last.quarantined,
+                    )  # fmt: skip
+                if self.last.taken >= config.batch.size:
+                    continue  # more is waiting
+            except Exception:
+                log.exception("batch failed; retrying after the interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), timeout=config.batch.interval)
+            self._poke.clear()
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.server.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.server.tls.cert_file, config.server.tls.key_file)
+    return context
+
+
+def _listen(config: Config, proto: str) -> Listen | None:
+    return config.server.smtp if proto == "SMTP" else config.server.lmtp
+
+
+class _Unbindable(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path = path
+        self.reason = reason
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        listeners: bool = True,
+        worker: bool = True,
+        verifier_factory: VerifierFactory | None = None,
+    ) -> None:
+        self.holder = ConfigHolder(config)
+        self.run_listeners = listeners
+        self.run_worker = worker
+        self.verifier_factory = verifier_factory
+        self.engine = make_engine(config.storage.url)
+        self.writer = GroupCommitWriter(
+            self.engine,
+            on_write=on_intake(lambda: self.holder.current),
+            commit_timeout=config.storage.commit_timeout,
+        )
+        self.gate = Gate(
+            config.server.max_connections,
+            config.server.max_connections_per_ip,
+            config.server.max_trusted_connections,
+            config.server.min_session_rate,
+        )
+        self.space = SpaceGuard(lambda: self.holder.current)
+        self.servers: dict[str, asyncio.Server] = {}
+        self.worker = Worker(self.holder, self.engine)
+        self.deliverer = Deliverer(
+            lambda: self.holder.current, self.engine, self.worker.batch.owner
+        )
+        self.api: HttpServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()  # verifiers being closed
+        self.resolver = Resolver.from_config(config.dns)
+        self.verifier: Verifier | None = None
+        self.handlers: dict[str, IngestHandler] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._sampling_key = b""
+        self.metrics: HttpServer | None = None
+        self.reloader = Reloader(lambda: self.holder.current, self.apply)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(prepare, self.engine)
+        self.writer.start()
+        if self.run_listeners:
+            await self._start_listeners()
+        if self.run_worker:
+            self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
+            replies = run_outbox(lambda: self.holder.current, self.engine, self.worker.batch.owner)
+            self._tasks.append(asyncio.create_task(replies, name="outbox"))
+        # Webhook delivery runs wherever firstline runs: it only touches event rows.
+        self._tasks.append(asyncio.create_task(self.deliverer.run(), name="webhooks"))
+        listen = self.holder.current.metrics.listen
+        if listen:
+            self.metrics = await self._start_metrics(listen)
+        api = self.holder.current.api.listen
+        if api and self.run_listeners:  # `serve`, not `worker`: one API per host
+            self.api = await self._start_api(api)
+
+    async def _start_listeners(self) -> None:
+        config = self.holder.current
+        if self.verifier_factory is not None:
+            self._sampling_key = await asyncio.to_thread(instance_key, self.engine, DMARC_SAMPLING)
+            self.verifier = self.verifier_factory(config, self._sampling_key)
+        self._tls = _tls_context(config)
+        rejections = RejectionLog(self.writer)
+        for proto in PROTOCOLS:
+            self.handlers[proto] = IngestHandler(
+                self.holder, self.writer, rejections, proto=proto,
+                verifier=self.verifier, resolver=self.resolver, space=self.space,
+            )  # fmt: skip
+            listen = _listen(config, proto)
+            if listen is not None:
+                self.servers[proto] = await self._bind(proto, listen)
+
+    async def _bind(self, proto: str, listen: Listen) -> asyncio.Server:
+        server = await start_listener(listen, functools.partial(self._protocol, proto))
+        log.info("%s listening on %s", proto, listen.listen)
+        return server
+
+    def _protocol(self, proto: str) -> SMTP:
+        """One connection's protocol, built with the settings in force when it connects."""
+        config = self.holder.current
+        CONNECTIONS.labels(proto).inc()
+        return protocol_factory(
+            proto,
+            self.handlers[proto],
+            hostname=config.server.hostname,
+            max_size=config.server.max_message_size,
+            timeout=config.server.timeout,
+            gate=self.gate,
+            on_refusal=functools.partial(self._refused, proto),
+            is_trusted=functools.partial(self._trusted, proto),
+            lifetime=config.server.max_session_seconds,
+            max_commands=config.server.max_session_commands,
+            tls_context=self._tls if proto == "SMTP" else None,
+        )()
+
+    def _trusted(self, proto: str, ip: str) -> bool:
+        """LMTP and our own MTAs draw on their own connection budget."""
+        if proto == "LMTP" or ip == "unix":
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self.holder.current.policy.trusted_networks)
+
+    @staticmethod
+    def _refused(proto: str, ip: str, reply: str) -> None:
+        CONNECTIONS_REFUSED.labels(proto).inc()
+        log.warning("connect from [%s]: %s", ip, reply)
+
+    async def _start_api(self, listen: str) -> HttpServer:
+        # /metrics answers only while metrics.listen is set (read per request), so a
+        # reload that switches metrics on needs no new API server.
+        registry = scrape_registry(self.engine, self.space)
+        asgi = create_app(
+            lambda: self.holder.current, self.engine, health=self.health, registry=registry
+        )
+        server = HttpServer(listen, asgi, name="api", description="HTTP API")
+        await server.start()
+        return server
+
+    async def _start_metrics(self, listen: str) -> MetricsServer:
+        server = MetricsServer(listen, scrape_registry(self.engine, self.space), self.health)
+        await server.start()
+        return server
+
+    async def apply(self, new: Config) -> list[ConfigProblem]:
+        """Put ``new`` in force, or change nothing and say why (see ``ingest/ops/reload.py``)."""
+        old = self.holder.current
+        tls = self._tls
+        if self.run_listeners and new.server.tls is not None:
+            try:  # read again even if unchanged: a reload is how renewed certificates load
+                tls = await asyncio.to_thread(_tls_context, new)
+            except (OSError, ssl.SSLError) as exc:
+                return [ConfigProblem(new.source, None, "server.tls", f"cannot load: {exc}")]
+        started: list[HttpServer] = []  # bound for ``new``; stopped again if it is refused
+        metrics, api = self.metrics, self.api
+        try:
+            if new.metrics.listen != old.metrics.listen:
+                metrics = await self._bind_http(new.metrics.listen, "metrics.listen", started)
+            if self.run_listeners and new.api.listen != old.api.listen:
+                api = await self._bind_http(new.api.listen, "api.listen", started)
+        except _Unbindable as exc:
+            for http in started:
+                await http.stop()
+            return [ConfigProblem(new.source, None, exc.path, exc.reason)]
+        rebound, problem = await self._rebind(old, new)
+        if problem is not None:
+            for http in started:
+                await http.stop()
+            return [problem]
+        # From here on nothing can fail: the new configuration is in force.
+        self.holder.current = new
+        self._tls = tls
+        self.gate.total = new.server.max_connections
+        self.gate.per_ip = new.server.max_connections_per_ip
+        self.gate.trusted_total = new.server.max_trusted_connections
+        self.gate.min_rate = new.server.min_session_rate
+        if new.dns != old.dns:
+            self.resolver = Resolver.from_config(new.dns)
+        if (
+            self.run_listeners
+            and self.verifier_factory is not None
+            and (new.dns != old.dns or new.server.hostname != old.server.hostname)
+        ):
+            retired, self.verifier = self.verifier, self.verifier_factory(new, self._sampling_key)
+            if retired is not None:  # its worker processes would otherwise live on
+                self._retiring.add(asyncio.create_task(asyncio.to_thread(retired.close)))
+        for handler in self.handlers.values():
+            handler.resolver = self.resolver
+            handler.verifier = self.verifier
+        for proto, server in rebound.items():
+            previous = self.servers.pop(proto, None)
+            if previous is not None:
+                previous.close()  # open sessions carry on; only new ones go to the new address
+            if server is not None:
+                self.servers[proto] = server
+        for old_server, attribute, new_server in (
+            (self.metrics, "metrics", metrics), (self.api, "api", api),
+        ):  # fmt: skip
+            if new_server is not old_server:
+                setattr(self, attribute, new_server)
+                if old_server is not None:  # requests in flight finish (uvicorn's graceful stop)
+                    await old_server.stop()
+        return []
+
+    async def _bind_http(
+        self, listen: str | None, path: str, started: list[HttpServer]
+    ) -> HttpServer | None:
+        """The metrics or API server for a changed address (None: switched off)."""
+        if not listen:
+            return None
+        try:
+            http = (
+                await self._start_metrics(listen)
+                if path == "metrics.listen"
+                else await self._start_api(listen)
+            )
+        except OSError as exc:
+            raise _Unbindable(path, f"cannot bind {listen}: {exc.strerror}") from None
+        started.append(http)
+        return http
+
+    async def _rebind(
+        self, old: Config, new: Config
+    ) -> tuple[dict[str, asyncio.Server | None], ConfigProblem | None]:
+        """Bind the listeners whose address changed (None: that listener is switched off)."""
+        rebound: dict[str, asyncio.Server | None] = {}
+        if not self.run_listeners:
+            return rebound, None
+        for proto in PROTOCOLS:
+            before, after = _listen(old, proto), _listen(new, proto)
+            if after == before:
+                continue
+            if after is None:
+                rebound[proto] = None
+                continue
+            try:
+                rebound[proto] = await self._bind(proto, after)
+            except OSError as exc:
+                for server in rebound.values():
+                    if server is not None:
+                        server.close()
+                path = f"server.{proto.lower()}.listen"
+                return {}, ConfigProblem(
+                    new.source, None, path, f"cannot bind {after.listen}: {exc.strerror}"
+                )
+        return rebound, None
+
+    async def health(self) -> dict[str, str]:
+        """Each check's state ("ok" or what is wrong): the listeners, the store, the worker."""
+        checks: dict[str, str] = {}
+        config = self.holder.current
+        for proto in PROTOCOLS:
+            if self.run_listeners and _listen(config, proto) is not None:
+                server = self.servers.get(proto)
+                serving = server is not None and server.is_serving()
+                checks[proto.lower()] = "ok" if serving else "not listening"
+        for task in self._tasks:
+            checks[task.get_name()] = "stopped" if task.done() else "ok"
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._ping), timeout=5)
+            checks["storage"] = "ok"
+        except Exception as exc:  # the name of the error only: messages may hold the URL
+            checks["storage"] = f"failing: {exc.__class__.__name__}"
+        space = self.space.space()
+        if space is not None:
+            checks["disk"] = (
+                f"low: {space.free} bytes free, mail refused under {space.min_free}"
+                if space.low
+                else "ok"
+            )
+        return checks
+
+    def _ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def address(self, proto: str) -> tuple[str, int]:
+        """The bound TCP address (tests bind port 0)."""
+        sockname = self.servers[proto].sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def stop(self, grace: float = 10) -> None:
+        """Stop accepting, give open sessions ``grace`` seconds, then commit and close."""
+        for server in self.servers.values():
+            server.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
+        if self.api is not None:
+            await self.api.stop()
+        await self.gate.drain(grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.writer.close()
+        if self.verifier is not None:
+            self._retiring.add(asyncio.create_task(asyncio.to_thread(self.verifier.close)))
+        await asyncio.gather(*self._retiring)
+        self.engine.dispose()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, reloading on SIGHUP; finish in-flight commits at exit."""
+        stop = asyncio.Event()
+        reload = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        try:
+            await self.start()
+        except BaseException:
+            self.engine.dispose()  # e.g. a schema this code refuses: close cleanly
+            raise
+        run_dir = self.holder.current.server.run_dir
+        role = "serve" if self.run_listeners else "worker"
+        control = ControlFiles(run_dir, role) if run_dir is not None else None
+        if control is not None and not control.claim():
+            control = None
+        reloads = asyncio.create_task(self._reload_when(reload, control), name="reload")
+        sdnotify.ready(f"{role}: {self._describe()}")
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            sdnotify.stopping()
+            reloads.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloads
+            if control is not None:
+                control.release()
+            await self.stop()
+
+    async def _reload_when(self, requested: asyncio.Event, control: ControlFiles | None) -> None:
+        while True:
+            await requested.wait()
+            requested.clear()
+            sdnotify.reloading()
+            result = await self.reloader.reload()
+            # Ready either way: a refused reload leaves the running configuration in force.
+            verdict = "reload accepted" if result.accepted else "reload refused, configuration kept"
+            sdnotify.ready(f"{verdict}; {self._describe()}")
+            if control is not None:
+                control.publish(result)
+
+    def _describe(self) -> str:
+        """What ``systemctl status`` shows on its Status: line."""
+        config = self.holder.current
+        listening = [
+            f"{proto} on {listen.listen}"
+            for proto in PROTOCOLS
+            if proto in self.servers and (listen := _listen(config, proto)) is not None
+        ]
+        return ", ".join(listening) if listening else "batch worker"

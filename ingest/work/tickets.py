@@ -1,0 +1,285 @@
+"""File one queued message onto a ticket.
+
+Runs inside the batch's transaction (see ``ingest/work/batch.py``): whatever it
+writes commits together with the queue entry's ``done``, or not at all. The
+batch has parsed the message (:mod:`policy.message.mime`) before that transaction
+began, so a slow message holds no write lock; what runs here is recognise
+what must not become a ticket → thread (:mod:`ingest.work.threads`) → store the
+ticket message, its attachments and its Message-ID.
+
+Not every message becomes a new ticket message:
+
+* the same mail delivered again (same mailbox, Message-ID and content
+  digest) resolves to the ticket message it already made; the same
+  Message-ID with other content is a different message and is kept;
+* our own mail coming back (a Message-ID we sent, our ``X-Loop`` marker, a
+  Message-ID in our server's domain) is dropped from ticketing — its raw
+  bytes stay in the store;
+* a bounce joins the ticket of the message it reports on, flagged, with the
+  delivery status in ``details["bounce"]``; when that message is a reply we
+  sent, the reply's delivery state becomes failed with the bounce's status
+  (:func:`storage.outbox.mark_reply_bounced`); a bounce of mail we do not know
+  opens nothing — unless a postmaster-like From is all that makes it look like
+  one, since postmasters are people who write to helpdesks too. A message
+  whose From names no address at all (``<>``, ``MAILER-DAEMON``) is always
+  such a bounce;
+* a message without a trustworthy author (:mod:`policy.message.author`; the listener
+  refuses those when it verifies senders) makes no ticket and is recorded as
+  a batch refusal: the requester is the author DMARC judged or nobody, never
+  the envelope sender.
+
+Why an entry made no new ticket message is recorded with it
+(:func:`storage.queue.note_outcome`), for ``trace``.
+
+A reply whose original still waits in the queue (several workers can take
+them out of order) is deferred with a :class:`~policy.errors.TempFail` until
+the original is filed, rather than opening a ticket of its own.
+
+Auto-replies are filed like any message, flagged ``auto_reply`` so that
+nothing ever answers them automatically.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from ingest.channels import emit as events
+from ingest.smtp.refusals import record_batch_rejection
+from ingest.work.threads import ThreadMatch, earlier_unfiled, find_ticket, known_message
+from policy.config.model import Config
+from policy.errors import TempFail
+from policy.message.autoreply import is_own_mail
+from policy.message.mime import ParsedMessage
+from storage.models import (
+    Attachment,
+    KnownMessageId,
+    StoredMessage,
+    Ticket,
+    TicketMessage,
+    utcnow,
+)
+from storage.outbox import mark_reply_bounced
+from storage.queue import Claim, note_outcome
+
+log = logging.getLogger("mail.tickets")
+
+
+def file_message(
+    session: Session, claim: Claim, stored: StoredMessage, parsed: ParsedMessage, config: Config
+) -> int | None:
+    """File ``parsed`` (the parse of ``stored``); the ticket message's id, or None."""
+    assert stored.id is not None
+    mailbox = claim.mailbox
+    _one_filer_per_message_id(session, mailbox, parsed.message_id)
+    duplicate = find_duplicate(session, mailbox, parsed.message_id, parsed.content_digest)
+    if duplicate is not None:
+        return _no_new_message(
+            session, claim, f"duplicate of ticket message {duplicate}", duplicate
+        )
+    if _is_own(session, mailbox, parsed, config):
+        return _no_new_message(session, claim, f"our own mail {parsed.message_id} came back")
+    sender = parsed.from_.address if parsed.from_ else None
+    null_author = parsed.author_problem == "null_author"
+    original = (
+        known_message(session, mailbox, parsed.bounce.original_message_ids)
+        if parsed.bounce.is_bounce or null_author
+        else None
+    )
+    if original is not None:
+        if original.direction == "out" and mark_reply_bounced(
+            session, original.message_id, _bounce_reason(parsed)
+        ):
+            # Only the bounce that turned the reply failed says so to the helpdesk.
+            events.reply_bounced(session, config, original.message_id)
+        match: ThreadMatch | None = ThreadMatch(original.ticket_id, "bounce", original.message_id)
+    elif parsed.bounce.is_certain or null_author:
+        return _no_new_message(session, claim, "a bounce of mail we never sent")
+    elif sender is None:
+        _no_author(session, claim, stored, config, parsed.author_problem or "from_missing")
+        return None
+    else:
+        # Asked before the lookup: on PostgreSQL each statement sees the latest
+        # commits, so the other way round the original could be filed unseen
+        # between the two questions.
+        waiting_for = earlier_unfiled(session, mailbox, claim.entry_id, parsed.reply_ids)
+        if waiting_for is not None:
+            raise TempFail(f"answers queue entry {waiting_for}, which is not filed yet")
+        match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
+    ticket = _ticket(session, mailbox, match, parsed, sender or "")
+    return _store(session, claim, stored, ticket, parsed, match)
+
+
+def _no_new_message(
+    session: Session, claim: Claim, why: str, ticket_message_id: int | None = None
+) -> int | None:
+    log.info("entry %d: %s; no new ticket message", claim.entry_id, why)
+    note_outcome(session, claim, why)
+    return ticket_message_id
+
+
+def _no_author(
+    session: Session, claim: Claim, stored: StoredMessage, config: Config, problem: str
+) -> None:
+    """No ticket for a message without a trustworthy author, and a record saying so."""
+    why = f"no trustworthy author ({problem})"
+    rejection = record_batch_rejection(
+        session, stored, mailbox=claim.mailbox, reason="from_malformed", outcome=f"done: {why}"
+    )
+    events.rejected(session, config, rejection)
+    _no_new_message(session, claim, why)
+
+
+def _one_filer_per_message_id(session: Session, mailbox: str, message_id: str) -> None:
+    """Two workers filing two deliveries of one mail at once would each miss the
+    other's uncommitted ticket message and both file it. On PostgreSQL the
+    second waits here until the first commits (SQLite writers are serial anyway:
+    every transaction begins IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"firstline.file\n{mailbox}\n{message_id}"},
+        )
+
+
+def find_duplicate(session: Session, mailbox: str, message_id: str, digest: str) -> int | None:
+    """The ticket message that already holds this very mail for this mailbox.
+
+    A forwarder that lost our ``250`` sends the same mail again; that must not
+    make a second ticket message. The same Message-ID with other content is a
+    different message and is never dropped.
+    """
+    return session.execute(
+        select(col(TicketMessage.id))
+        .join(Ticket, col(Ticket.id) == col(TicketMessage.ticket_id))
+        .where(
+            col(Ticket.mailbox) == mailbox,
+            col(TicketMessage.message_id) == message_id,
+            col(TicketMessage.digest) == digest,
+        )
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _bounce_reason(parsed: ParsedMessage) -> str:
+    bounce = parsed.bounce
+    return " ".join(filter(None, [bounce.status, bounce.diagnostic])) or "; ".join(bounce.reasons)
+
+
+def _is_own(session: Session, mailbox: str, parsed: ParsedMessage, config: Config) -> bool:
+    if known_message(session, mailbox, [parsed.message_id], direction="out") is not None:
+        return True
+    return is_own_mail(parsed.headers, parsed.message_id, [mailbox], [config.server.hostname])
+
+
+def _ticket(
+    session: Session,
+    mailbox: str,
+    match: ThreadMatch | None,
+    parsed: ParsedMessage,
+    requester: str,
+) -> Ticket:
+    now = utcnow()
+    ticket = session.get(Ticket, match.ticket_id) if match is not None else None
+    if ticket is None:
+        ticket = Ticket(
+            mailbox=mailbox, subject=parsed.subject, requester=requester[:512], created_at=now
+        )
+    ticket.updated_at = now
+    session.add(ticket)
+    session.flush()
+    return ticket
+
+
+def _details(parsed: ParsedMessage, match: ThreadMatch | None) -> dict[str, Any]:
+    """The evidence behind the flags, for agents and for reprocessing decisions."""
+    details: dict[str, Any] = {
+        "content_digest": parsed.content_digest,
+        "message_id_derived": parsed.message_id_derived,
+        "in_reply_to": parsed.in_reply_to,
+        "references": list(parsed.references),
+        "reply_to": [a.address for a in parsed.reply_to],
+        "charset_repairs": list(parsed.charset_repairs),
+        "auto_reply_reasons": list(parsed.auto_reply.reasons),
+        "bulk": parsed.auto_reply.is_bulk,
+        "list_id": parsed.auto_reply.list_id,
+        "remote_images": list(parsed.remote_images),
+        "defects": list(parsed.defects),
+        "thread": {"rule": match.rule, "evidence": match.evidence} if match else None,
+    }
+    bounce = parsed.bounce
+    if bounce.is_bounce:
+        details["bounce"] = {
+            "reasons": list(bounce.reasons),
+            "original_message_ids": list(bounce.original_message_ids),
+            "status": bounce.status,
+            "diagnostic": bounce.diagnostic,
+            "recipients": [r.final_recipient for r in bounce.recipients],
+        }
+    return details
+
+
+def _store(
+    session: Session,
+    claim: Claim,
+    stored: StoredMessage,
+    ticket: Ticket,
+    parsed: ParsedMessage,
+    match: ThreadMatch | None,
+) -> int:
+    assert ticket.id is not None and stored.id is not None
+    message = TicketMessage(
+        ticket_id=ticket.id,
+        stored_message_id=stored.id,
+        queue_entry_id=claim.entry_id,
+        message_id=parsed.message_id,
+        digest=parsed.content_digest,
+        from_addr=(parsed.from_.address if parsed.from_ else "")[:998],
+        from_name=(parsed.from_.name if parsed.from_ else "")[:998],
+        to=[a.address for a in parsed.to],
+        cc=[a.address for a in parsed.cc],
+        # In UTC: SQLite keeps no zone, and every stored time is UTC.
+        date=parsed.date.astimezone(UTC) if parsed.date else None,
+        subject=parsed.subject,
+        text=parsed.text,
+        html=parsed.html,
+        auto_reply=parsed.is_auto_reply or parsed.bounce.is_bounce,
+        charset_repaired=parsed.charset_repaired,
+        forwarding=stored.forwarding,
+        authentication_results=stored.authentication_results,
+        details=_details(parsed, match),
+    )
+    session.add(message)
+    session.flush()
+    assert message.id is not None
+    for part in parsed.attachments:
+        session.add(
+            Attachment(
+                ticket_message_id=message.id,
+                filename=part.filename,
+                content_type=part.content_type[:255],
+                size=part.size,
+                sha256=part.sha256,
+                inline=part.inline,
+                content_id=part.content_id[:998] if part.content_id else None,
+                data=part.data,
+            )
+        )
+    recorded = session.scalar(
+        select(col(KnownMessageId.id)).where(
+            col(KnownMessageId.mailbox) == claim.mailbox,
+            col(KnownMessageId.message_id) == parsed.message_id,
+            col(KnownMessageId.ticket_id) == ticket.id,
+        )
+    )
+    if recorded is None:
+        session.add(
+            KnownMessageId(mailbox=claim.mailbox, message_id=parsed.message_id, ticket_id=ticket.id)
+        )
+    session.flush()
+    return message.id
