@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from ingest.smtp.resolver import CachingResolver
 from policy.message.headerblock import read
 from policy.verify.arc import ArcResult, verify_arc
 from policy.verify.dkim import fetch_keys, key_names
-from policy.verify.dns import Resolver
 from tests.support.dnsserver import DnsServer
 from tests.support.signing import Signer, message
 
 
 async def check(server: DnsServer, raw: bytes) -> ArcResult:
-    keys = await fetch_keys(Resolver([server.address], timeout=2.0), key_names(read(raw).fields))
+    keys = await fetch_keys(
+        CachingResolver([server.address], timeout=2.0), key_names(read(raw).fields)
+    )
     return verify_arc(read(raw), keys, 1024)
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from ingest.smtp.resolver import CachingResolver
+from ingest.smtp.verification import process_pool
 from policy.config.model import Config, MailboxConfig, PolicyConfig, PolicyOverride
 from policy.message.headerblock import canonical, read
-from policy.verify.authenticate import Authenticator, dmarc_reject_reply, process_pool
-from policy.verify.dns import Resolver
+from policy.verify.authenticate import Authenticator
+from policy.verify.decide import dmarc_reject_reply
 from policy.verify.verdict import Action, Envelope, ForwardingKind
 from tests.support.dnsserver import DnsServer
 from tests.support.signing import Signer, message
@@ -33,7 +35,7 @@ FORWARDER_IP = "198.51.100.7"
 
 @pytest.fixture
 def authenticator(dns_server: DnsServer) -> Authenticator:
-    return Authenticator(Resolver([dns_server.address], timeout=2.0), SERVER)
+    return Authenticator(CachingResolver([dns_server.address], timeout=2.0), SERVER)
 
 
 def envelope(mail_from: str = "alice@example.com", ip: str = SENDER_IP) -> Envelope:
@@ -290,7 +292,7 @@ async def test_a_helo_lookup_timing_out_does_not_defer_the_message(
 ) -> None:
     raw = publish_sender(dns_server).sign(message())
     dns_server.timeout("mx.example.com")
-    impatient = Authenticator(Resolver([dns_server.address], timeout=0.3), SERVER)
+    impatient = Authenticator(CachingResolver([dns_server.address], timeout=0.3), SERVER)
     verdict = await impatient.verify(raw, envelope(), MAILBOX, PolicyConfig())
     assert (verdict.action, verdict.reason) == (Action.ACCEPT, "accepted")
     assert "spf=temperror smtp.helo=mx.example.com" in (verdict.authentication_results or "")
@@ -309,7 +311,7 @@ async def test_dns_timeout_that_could_change_the_verdict_is_a_451(
     signer = publish_sender(dns_server)
     raw = signer.sign(message()) if signed else message()
     dns_server.timeout(broken)
-    impatient = Authenticator(Resolver([dns_server.address], timeout=0.3), SERVER)
+    impatient = Authenticator(CachingResolver([dns_server.address], timeout=0.3), SERVER)
     verdict = await impatient.verify(raw, envelope(), MAILBOX, PolicyConfig())
     assert (verdict.action, verdict.reason) == (Action.TEMPFAIL, "dns_tempfail")
     assert verdict.reply is not None and verdict.reply.startswith("451 4.7.0 ")
@@ -337,7 +339,7 @@ async def test_a_servfail_that_cannot_change_the_verdict_does_not_defer(
     # Without an aligned pass the same failure defers, as before.
     dns_server.servfail("sel._domainkey.example.com")
     dns_server.servfail("old._domainkey.example.com")
-    uncached = Authenticator(Resolver([dns_server.address], timeout=2.0), SERVER)
+    uncached = Authenticator(CachingResolver([dns_server.address], timeout=2.0), SERVER)
     deferred = await uncached.verify(raw, envelope(), MAILBOX, PolicyConfig())
     assert (deferred.action, deferred.reason) == (Action.TEMPFAIL, "dns_tempfail")
 
@@ -384,7 +386,7 @@ async def test_trusted_network_checks_spf_for_the_hop_before_it(
 @pytest.fixture
 def pool_authenticator(dns_server: DnsServer) -> Iterator[Authenticator]:
     with process_pool() as pool:
-        yield Authenticator(Resolver([dns_server.address], timeout=2.0), SERVER, pool)
+        yield Authenticator(CachingResolver([dns_server.address], timeout=2.0), SERVER, pool)
 
 
 async def test_signature_checks_run_in_a_process_pool(
@@ -397,7 +399,7 @@ async def test_signature_checks_run_in_a_process_pool(
 
 WORKER_SCRIPT = """
 import os, time
-from policy.verify.authenticate import process_pool
+from ingest.smtp.verification import process_pool
 pool = process_pool()
 print(pool.submit(os.getpid).result(), flush=True)
 time.sleep(120)
@@ -482,7 +484,7 @@ async def test_a_pool_whose_worker_died_is_replaced_not_a_451_forever(
     raw = publish_sender(dns_server).sign(message())
     pool = process_pool()
     authenticator = Authenticator(
-        Resolver([dns_server.address], timeout=2.0), SERVER, pool, new_executor=process_pool
+        CachingResolver([dns_server.address], timeout=2.0), SERVER, pool, new_executor=process_pool
     )
     try:
         first = await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ingest.smtp.resolver import CachingResolver
 from policy.errors import DnsTempError
 from policy.message.headerblock import read
 from policy.verify.dkim import fetch_keys, key_names, verify_dkim
-from policy.verify.dns import Resolver
 from tests.support.dnsserver import DnsServer
 from tests.support.signing import Signer, message
 
@@ -15,7 +15,7 @@ from tests.support.signing import Signer, message
 async def verify(
     server: DnsServer, raw: bytes, min_key_bits: int = 1024, dns_timeout: float = 2.0
 ) -> list:
-    resolver = Resolver([server.address], timeout=dns_timeout)
+    resolver = CachingResolver([server.address], timeout=dns_timeout)
     keys = await fetch_keys(resolver, key_names(read(raw).fields))
     return verify_dkim(read(raw), keys, min_key_bits)
 

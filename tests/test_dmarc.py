@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ingest.smtp.resolver import CachingResolver
 from policy.errors import DnsTempError
 from policy.verify.dmarc import (
     DmarcRecord,
@@ -16,7 +17,6 @@ from policy.verify.dmarc import (
     sampled,
     select,
 )
-from policy.verify.dns import Resolver
 from tests.support.dnsserver import DnsServer
 
 
@@ -161,13 +161,13 @@ def test_pct_sampling_is_keyed_by_our_secret() -> None:
 async def test_discovery_at_the_from_domain(dns_server: DnsServer) -> None:
     dns_server.add("_dmarc.example.com", "TXT", "v=DMARC1; p=reject")
     dns_server.add("_dmarc.example.com", "TXT", "some other note")
-    found = await discover(Resolver([dns_server.address], timeout=2.0), "example.com")
+    found = await discover(CachingResolver([dns_server.address], timeout=2.0), "example.com")
     assert (found.record, found.record_domain) == (DmarcRecord("reject"), "example.com")
 
 
 async def test_discovery_falls_back_to_the_organisational_domain(dns_server: DnsServer) -> None:
     dns_server.add("_dmarc.example.co.uk", "TXT", "v=DMARC1; p=none; sp=reject")
-    resolver = Resolver([dns_server.address], timeout=2.0)
+    resolver = CachingResolver([dns_server.address], timeout=2.0)
     found = await discover(resolver, "mail.example.co.uk")
     assert found.record_domain == "example.co.uk"
     assert found.disposition("mail.example.co.uk") == "reject"
@@ -180,7 +180,7 @@ async def test_several_records_at_the_from_domain_stop_discovery(dns_server: Dns
     dns_server.add("_dmarc.sub.example.com", "TXT", "v=DMARC1; p=none")
     dns_server.add("_dmarc.sub.example.com", "TXT", "v=DMARC1; p=reject")
     dns_server.add("_dmarc.example.com", "TXT", "v=DMARC1; p=reject")
-    found = await discover(Resolver([dns_server.address], timeout=2.0), "sub.example.com")
+    found = await discover(CachingResolver([dns_server.address], timeout=2.0), "sub.example.com")
     assert (found.record, found.problem is not None) == (None, True)
     assert dns_server.queries[("_dmarc.example.com", "TXT")] == 0
 
@@ -188,4 +188,4 @@ async def test_several_records_at_the_from_domain_stop_discovery(dns_server: Dns
 async def test_discovery_dns_failure_is_temporary(dns_server: DnsServer) -> None:
     dns_server.servfail("_dmarc.example.com")
     with pytest.raises(DnsTempError):
-        await discover(Resolver([dns_server.address], timeout=2.0), "example.com")
+        await discover(CachingResolver([dns_server.address], timeout=2.0), "example.com")

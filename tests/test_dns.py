@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
+from ingest.smtp.resolver import CachingResolver, parse_nameserver
 from policy.errors import DnsTempError
-from policy.verify.dns import Resolver, parse_nameserver
 from tests.support.dnsserver import DnsServer
 
 
-def make_resolver(server: DnsServer, timeout: float = 2.0) -> Resolver:
-    return Resolver([server.address], timeout=timeout)
+def make_resolver(server: DnsServer, timeout: float = 2.0) -> CachingResolver:
+    return CachingResolver([server.address], timeout=timeout)
 
 
 async def test_answers_are_normalised(dns_server: DnsServer) -> None:
@@ -81,7 +81,7 @@ async def test_ttl_zero_is_not_cached(dns_server: DnsServer) -> None:
 async def test_cache_is_bounded(dns_server: DnsServer) -> None:
     for i in range(5):
         dns_server.add(f"n{i}.example.com", "A", f"192.0.2.{i}")
-    resolver = Resolver([dns_server.address], timeout=2.0, max_entries=2)
+    resolver = CachingResolver([dns_server.address], timeout=2.0, max_entries=2)
     for i in range(5):
         await resolver.resolve(f"n{i}.example.com", "A")
     await resolver.resolve("n0.example.com", "A")
@@ -104,7 +104,7 @@ async def test_observers_see_queries_and_cache_hits(dns_server: DnsServer) -> No
     dns_server.add("seen.example.com", "A", "192.0.2.7")
     queries: list[str] = []
     hits: list[None] = []
-    resolver = Resolver(
+    resolver = CachingResolver(
         [dns_server.address],
         timeout=2.0,
         on_query=queries.append,
@@ -122,5 +122,5 @@ async def test_names_nobody_can_own_are_empty_not_temporary(
 ) -> None:
     """A From domain or selector that is not a DNS name cannot start to resolve later;
     a DnsTempError here would defer the message for days, then bounce it."""
-    resolver = Resolver([dns_server.address], timeout=2.0)
+    resolver = CachingResolver([dns_server.address], timeout=2.0)
     assert await resolver.txt(name) == []

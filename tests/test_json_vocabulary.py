@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from tests.support.cli import json_lines, run, write_config
 from tests.support.dnsserver import DnsServer
 from tests.support.server import ServerThread, running
@@ -94,7 +94,7 @@ def busy(
         api={"listen": "127.0.0.1:0"},
         channels=[helpdesk, {"name": "sales-desk"}],
     )
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         yield server
 
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from tests.support.dnsserver import DnsServer
 from tests.support.server import ServerThread, running
 from tests.support.signing import message
@@ -112,7 +112,7 @@ def test_verification_results_are_counted_per_method(
         metrics={"listen": "127.0.0.1:0"},
         dns={"nameservers": [dns_server.address], "timeout": 5},
     )
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         before = scrape(server)
         raw = message(sender="Alice <alice@customer.example>", to="support@example.com")
         with server.smtp() as client:

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingest.smtp.resolver import CachingResolver
 from policy.config.model import MailboxConfig, PolicyConfig
 from policy.message.headerblock import HeaderTooLarge, canonical, read
 from policy.message.mime import ParsedMessage, parse_message
 from policy.verify.authenticate import Authenticator
 from policy.verify.authresults import strip_ours
-from policy.verify.dns import Resolver
 from policy.verify.verdict import Action, Envelope, Verdict
 from tests.support.corpus import cases, realworld
 from tests.support.dnsserver import DnsServer
@@ -40,7 +40,7 @@ def judge(dns: DnsServer, raw: bytes, mail_from: str) -> tuple[Verdict, ParsedMe
     """The DATA path as the listener runs it, and the batch's parse of what it stores."""
 
     async def verify(data: bytes) -> Verdict:
-        authenticator = Authenticator(Resolver([dns.address], timeout=2.0), HOST)
+        authenticator = Authenticator(CachingResolver([dns.address], timeout=2.0), HOST)
         envelope = Envelope("192.0.2.1", None, "mx.sender.test", mail_from, (MAILBOX.address,))
         # Manual forwards accepted: more messages reach the parser to be compared.
         policy = PolicyConfig(manual_forward="accept")

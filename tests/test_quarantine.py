@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from storage import quarantine
 from storage.models import QuarantineAction, QueueEntry, StoredMessage, TicketMessage
 from tests.support.cli import json_lines, run, write_config
@@ -25,7 +25,7 @@ def holding(make_config: Callable[..., Config], dns_server: DnsServer) -> Iterat
     """A server that quarantines mail from held.example (its DMARC policy says so)."""
     dns_server.add("_dmarc.held.example", "TXT", "v=DMARC1; p=quarantine")
     config = make_config(dns={"nameservers": [dns_server.address], "timeout": 5})
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         yield server
 
 

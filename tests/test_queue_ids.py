@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest.smtp.verification import configured_verifier
 from policy.antivirus import EICAR
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from tests.support.cli import json_lines, run, write_config
 from tests.support.dnsserver import DnsServer
 from tests.support.server import ServerThread, running
@@ -53,7 +53,7 @@ def test_every_command_that_names_a_message_takes_its_queue_id(
         dns={"nameservers": [dns_server.address], "timeout": 2}, antivirus={"action": "reject"}
     )
     path = write_config(tmp_path / "firstline.yaml", db_url)
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         held = queued_as(
             server,
             message(sender="Bob <bob@held.example>", to="support@example.com", subject="held"),

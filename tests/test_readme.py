@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import parse_config
-from policy.verify.authenticate import Authenticator
 from tests.support.cli import run
 from tests.support.dnsserver import DnsServer
 from tests.support.server import running
@@ -36,7 +36,7 @@ def test_readme_smtplib_fallback_makes_a_ticket(tmp_path: Path, dns_server: DnsS
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(example), encoding="utf-8")
     config = parse_config(path.read_text(encoding="utf-8"), str(path))
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         _host, port = server.smtp_address
         command = readme_fallback()
         assert '"127.0.0.1", 2525' in command

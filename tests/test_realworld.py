@@ -14,8 +14,8 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from storage.models import StoredMessage
 from tests.support.corpus.realworld import CASES, DOMAIN, Real
 from tests.support.dnsserver import DnsServer
@@ -45,7 +45,7 @@ def test_real_world_corpus_end_to_end(
     config = make_config(dns={"nameservers": [dns_server.address], "timeout": 2.0})
     first = [c for c in CASES if c.reports_on is None]
     second = [c for c in CASES if c.reports_on is not None]
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         replies = deliver_all(server.raw, first)
         server.process()
         replies |= deliver_all(server.raw, second)

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ingest.smtp.refusals import record_batch_rejection
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from storage.models import Rejection, StoredMessage, utcnow
 from tests.support.cli import json_lines, run, write_config
 from tests.support.dnsserver import DnsServer
@@ -111,7 +111,7 @@ def test_data_refusal_by_verification_keeps_headers_and_results(
     Signer("customer.example").publish(dns_server)
     config = make_config(dns={"nameservers": [dns_server.address], "timeout": 5})
     raw = message(sender="Alice <alice@customer.example>", to="support@example.com")
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         with server.smtp() as client:
             client.ehlo("mx.customer.example")
             client.mail("alice@customer.example")

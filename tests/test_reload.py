@@ -223,6 +223,7 @@ def test_a_dns_change_retires_the_old_verifier_and_its_workers(
     """A reload that rebuilds the verifier must close the old one's process pool."""
     from concurrent.futures import ProcessPoolExecutor
 
+    from ingest.smtp.verification import configured_verifier
     from policy.verify.authenticate import Authenticator
 
     pools: list[ProcessPoolExecutor] = []
@@ -231,7 +232,7 @@ def test_a_dns_change_retires_the_old_verifier_and_its_workers(
         pool = ProcessPoolExecutor(max_workers=1)
         pool.submit(int).result()  # a live worker process
         pools.append(pool)
-        return Authenticator.from_config(config, sampling_key, pool)
+        return configured_verifier(config, sampling_key, pool)
 
     with running(load_config(config_path), verifier_factory=verifier) as server:
         [first] = pools

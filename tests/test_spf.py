@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from policy.verify.dns import Resolver
+from ingest.smtp.resolver import CachingResolver
 from policy.verify.spf import ResultCache, check_identity, check_spf
 from tests.support.dnsserver import DnsServer
 
 IP = "192.0.2.10"
 
 
-def resolver_for(server: DnsServer, timeout: float = 2.0) -> Resolver:
-    return Resolver([server.address], timeout=timeout)
+def resolver_for(server: DnsServer, timeout: float = 2.0) -> CachingResolver:
+    return CachingResolver([server.address], timeout=timeout)
 
 
 @pytest.mark.parametrize(

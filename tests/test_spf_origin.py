@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from policy.verify.authenticate import spf_origin
+from policy.verify.decide import spf_origin
 from policy.verify.spf import check_spf
 from policy.verify.verdict import Envelope
 

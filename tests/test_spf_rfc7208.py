@@ -3,7 +3,7 @@
 The suite ships in pyspf's source distribution (``test/rfc7208-tests.yml``),
 which ``make`` downloads next to the virtualenv (``.venv/sdist``). Its zone
 data is served by the loopback DNS server and every lookup goes through
-:func:`policy.verify.spf.run_queries` and :class:`policy.verify.dns.Resolver`, so the suite
+:func:`policy.verify.spf.run_queries` and :class:`policy.verify.dns.CachingResolver`, so the suite
 checks that our wiring does not change SPF semantics. Without the tarball the
 suite is skipped with the reason, except under ``CI``, where it fails.
 
@@ -27,7 +27,7 @@ import pytest
 import spf
 import yaml
 
-from policy.verify.dns import Resolver
+from ingest.smtp.resolver import CachingResolver
 from policy.verify.spf import run_queries
 from tests.support.dnsserver import DnsServer
 
@@ -117,7 +117,7 @@ async def test_rfc7208(
     load_zone(suite_server, zonedata)
     query = spf.query(i=test["host"], s=test["mailfrom"], h=test["helo"], strict=True)
     query.set_default_explanation("DEFAULT")
-    [evaluation] = await run_queries(Resolver([suite_server.address], timeout=1.0), [query])
+    [evaluation] = await run_queries(CachingResolver([suite_server.address], timeout=1.0), [query])
     expected = test["result"]
     allowed = [expected] if isinstance(expected, str) else expected
     assert evaluation.result in allowed, test.get("description", "")

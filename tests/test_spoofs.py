@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.smtp.verification import configured_verifier
 from policy.antivirus import EICAR
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from storage.models import Attachment
 from tests.support.dnsserver import DnsServer
 from tests.support.mailflow import queue_outcomes, tickets, transmit
@@ -195,7 +195,7 @@ def test_spoofs_never_file_the_ceo_as_requester(
             "Message-ID: <genuine@victim.example>",
         )
     )
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         client = server.raw()
         client.cmd(b"EHLO mx.test")
         assert transmit(client, genuine, CEO).startswith("250 ")

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from storage import queue
 from storage.models import QueueEntry, StoredMessage, TicketMessage
 from storage.trace import trace
@@ -35,7 +35,7 @@ def verifying(make_config: Callable[..., Config], dns_server: DnsServer) -> Iter
     config = make_config(
         dns={"nameservers": [dns_server.address], "timeout": 5}, batch={"max_attempts": 1}
     )
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         yield server
 
 
@@ -183,7 +183,7 @@ def test_a_held_manual_forward_names_its_original_sender(
 ) -> None:
     config = make_config(dns={"nameservers": [dns_server.address], "timeout": 0.5},
                          policy={"manual_forward": "quarantine"})  # fmt: skip
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         raw, code, _reply = forward(server)
         assert code == 250
         found = traced(server, message_id(raw))

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from ingest.cli.serve import serve_verifier
 from ingest.ops.metrics import REGISTRY
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
 from policy.verify.authenticate import Authenticator
 from storage.models import QueueEntry, Rejection, StoredMessage
@@ -27,7 +28,7 @@ def verifying(
     make_config: Callable[..., Config], dns_server: DnsServer, timeout: float = 2.0
 ) -> AbstractContextManager[ServerThread]:
     config = make_config(dns={"nameservers": [dns_server.address], "timeout": timeout})
-    return running(config, verifier_factory=Authenticator.from_config)
+    return running(config, verifier_factory=configured_verifier)
 
 
 @pytest.fixture

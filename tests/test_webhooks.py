@@ -31,9 +31,9 @@ from sqlmodel import col
 
 from ingest.ops.metrics import scrape_registry
 from ingest.outbound.replies import queue_reply, send_due_replies
+from ingest.smtp.verification import configured_verifier
 from policy.antivirus import EICAR
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from storage.events import EventState, WebhookEvent
 from storage.models import utcnow
 from storage.outbox import Reply, reply_view
@@ -395,7 +395,7 @@ def test_quarantine_makes_an_event_and_refusals_only_for_channels_that_opt_in(
         channels=[wants_all, {"name": "sales-desk", "type": "webhook", "url": receiver.url,
                               "secret": SECRET}],
     )  # fmt: skip
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         for sender, rcpt in [("held.example", "support@example.com"),
                              ("refused.example", "support@example.com"),
                              ("refused.example", "sales@example.org")]:  # fmt: skip

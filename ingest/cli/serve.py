@@ -11,8 +11,9 @@ from ingest.cli.common import config_option, load
 from ingest.ops.app import App
 from ingest.ops.logs import setup_logging
 from ingest.ops.metrics import DNS_CACHE_HITS, DNS_LOOKUPS
+from ingest.smtp.verification import production_verifier
 from policy.config.model import Config
-from policy.verify.authenticate import Authenticator, production_verifier
+from policy.verify.authenticate import Authenticator
 from storage.schema import SchemaMismatch
 
 

@@ -34,13 +34,13 @@ from ingest.ops.reload import ControlFiles, Reloader
 from ingest.outbound.replies import run_outbox
 from ingest.smtp.listener import ConfigHolder, IngestHandler
 from ingest.smtp.refusals import RejectionLog
+from ingest.smtp.resolver import CachingResolver
 from ingest.smtp.smtpd import Gate, protocol_factory, start_listener
 from ingest.work.batch import Batch, BatchResult
 from ingest.work.housekeeping import Housekeeping
 from ingest.work.tickets import file_message
 from policy.config.model import Config, Listen
 from policy.errors import ConfigProblem
-from policy.verify.dns import Resolver
 from policy.verify.verdict import Verifier
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter
@@ -143,7 +143,7 @@ class App:
         self.api: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()  # verifiers being closed
-        self.resolver = Resolver.from_config(config.dns)
+        self.resolver = CachingResolver.from_config(config.dns)
         self.verifier: Verifier | None = None
         self.handlers: dict[str, IngestHandler] = {}
         self._tls: ssl.SSLContext | None = None
@@ -272,7 +272,7 @@ class App:
         self.gate.trusted_total = new.server.max_trusted_connections
         self.gate.min_rate = new.server.min_session_rate
         if new.dns != old.dns:
-            self.resolver = Resolver.from_config(new.dns)
+            self.resolver = CachingResolver.from_config(new.dns)
         if (
             self.run_listeners
             and self.verifier_factory is not None

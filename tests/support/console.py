@@ -19,8 +19,8 @@ import argon2
 import httpx
 import yaml
 
+from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config, parse_config
-from policy.verify.authenticate import Authenticator
 from tests.support.dnsserver import DnsServer
 from tests.support.server import ServerThread, running
 from tests.support.stores import BASE_CONFIG, merge
@@ -71,7 +71,7 @@ def console_config(db_url: str, dns: DnsServer | None = None, **changes: Any) ->
 
 @contextmanager
 def console_server(config: Config) -> Iterator[ServerThread]:
-    with running(config, verifier_factory=Authenticator.from_config) as server:
+    with running(config, verifier_factory=configured_verifier) as server:
         yield server
 
 
