@@ -41,244 +41,40 @@ recorded so operators can see whom a refused forward came from.
 from __future__ import annotations
 
 import html
-import re
-import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses
 
 from policy.message.charsets import decode_words
+from policy.verify.forwardmarks import (
+    ADDRESS,
+    ATTRIBUTION,
+    BLOCK_WINDOW,
+    BREAK,
+    DASHED,
+    DASHED_FORWARD,
+    DASHED_ORIGINAL,
+    DATE_LABELS,
+    DIGEST_SUBJECT,
+    FORWARD_PREFIXES,
+    FROM_LABELS,
+    HEADINGS,
+    LANGUAGE_OF_FROM,
+    MAX_MARKER_LINE,
+    NATIVE_HEADERS,
+    PREFIX,
+    REPLY_IN_LANGUAGE,
+    REPLY_PREFIXES,
+    SRS,
+    SUBJECT_LABELS,
+    TAG,
+    UNDERSCORES,
+    norm,
+)
 from policy.verify.verdict import ForwardingKind
 
 # Hostile input is normal input: never scan more text than this per message.
 MAX_SCAN_CHARS = 200_000
-# Lines longer than this are prose, never a marker, label or attribution.
-_MAX_MARKER_LINE = 400
-# How far below a From-like line a quoted header block's other labels may be.
-_BLOCK_WINDOW = 8
-
-
-def _norm(text: str) -> str:
-    """Case-free, composed text; Turkish İ and Romanian cedillas folded."""
-    folded = unicodedata.normalize("NFC", text).casefold().replace("\u0307", "")
-    return folded.replace("ţ", "ț").replace("ş", "ș")
-
-
-def _normed(words: Iterable[str]) -> frozenset[str]:
-    return frozenset(_norm(word) for word in words)
-
-
-_PREFIX = re.compile(r"\s*(?:\[[^\]]{0,40}\]\s*)*([^\s:：\[\]]{1,12}?)\s*(?:\[\d+\])?\s*[:：]")
-
-# Outermost subject prefixes that mean "forwarded", normalised (see _norm).
-_FORWARD_PREFIXES = _normed(
-    ("fw", "fwd", "wg", "tr", "rv", "enc", "doorst", "ti", "vs", "vb", "vl", "i", "pd", "tov",
-     "továbbítás", "ilt", "redir.", "videresend", "пересл", "пр", "πρθ", "转发", "轉寄", "轉送",
-     "전달")
-)  # fmt: skip
-# ... and those that mean "a reply" (the forward markers below them are history).
-_REPLY_PREFIXES = _normed(
-    ("re", "aw", "antw", "sv", "odp", "odg", "r", "rif", "res", "resp", "ynt", "yanıt", "απ",
-     "σχετ", "válasz", "răsp", "răsp.", "ответ", "отв", "відп", "回复", "答复", "回覆", "회신",
-     "답장")
-)  # fmt: skip
-# Reply prefixes that other languages use for forwarding: (prefix, language).
-_REPLY_IN_LANGUAGE = {"vs": "fi"}
-
-# Inner text of a dashed line (``---- X ----``) that names a forwarded message.
-_DASHED_FORWARD = _normed(
-    (
-        "forwarded message",
-        "forwarded by",
-        "weitergeleitete nachricht",
-        "message transféré",
-        "message transfere",
-        "message transmis",
-        "mensaje reenviado",
-        "mensagem encaminhada",
-        "mensagem reencaminhada",
-        "messaggio inoltrato",
-        "doorgestuurd bericht",
-        "videresendt meddelelse",
-        "videresendt melding",
-        "vidarebefordrat meddelande",
-        "edelleenlähetetty viesti",
-        "välitetty viesti",
-        "przekazana wiadomość",
-        "treść przekazanej wiadomości",
-        "wiadomość przesłana dalej",
-        "přeposlaná zpráva",
-        "preposlaná správa",
-        "továbbított üzenet",
-        "mesaj redirecționat",
-        "mesaj transmis",
-        "proslijeđena poruka",
-        "прослеђена порука",
-        "пересылаемое сообщение",
-        "пересланное сообщение",
-        "перенаправленное сообщение",
-        "перенаправлене повідомлення",
-        "переслане повідомлення",
-        "iletilmiş mesaj",
-        "iletilen ileti",
-        "προωθημένο μήνυμα",
-        "メッセージを転送",
-        "転送メッセージ",
-        "転送されたメッセージ",
-        "转发的消息",
-        "转发邮件",
-        "已转发邮件",
-        "轉寄的郵件",
-        "轉寄郵件",
-        "轉寄的訊息",
-        "전달된 메시지",
-        "전달 메시지",
-    )
-)
-# Inner text of a dashed line that marks the original of a reply *or* a forward.
-_DASHED_ORIGINAL = _normed(
-    (
-        "original message",
-        "ursprüngliche nachricht",
-        "originalnachricht",
-        "message d'origine",
-        "message original",
-        "mensaje original",
-        "mensagem original",
-        "messaggio originale",
-        "oorspronkelijk bericht",
-        "oprindelig meddelelse",
-        "opprinnelig melding",
-        "ursprungligt meddelande",
-        "alkuperäinen viesti",
-        "wiadomość oryginalna",
-        "původní zpráva",
-        "pôvodná správa",
-        "eredeti üzenet",
-        "mesaj original",
-        "izvorna poruka",
-        "исходное сообщение",
-        "оригінальне повідомлення",
-        "özgün ileti",
-        "orijinal ileti",
-        "αρχικό μήνυμα",
-        "元のメッセージ",
-        "原始邮件",
-        "原始消息",
-        "原始郵件",
-        "원본 메시지",
-    )
-)
-# Whole lines (before their colon) that head a forwarded message.
-_HEADINGS = _normed(
-    (
-        "begin forwarded message",
-        "forwarded message",
-        "začátek přeposílané zprávy",
-        "start på videresendt besked",
-        "anfang der weitergeleiteten nachricht",
-        "anfang der weitergeleiteten e-mail",
-        "inicio del mensaje reenviado",
-        "välitetty viesti alkaa",
-        "début du message réexpédié",
-        "début du message transféré",
-        "započni proslijeđenu poruku",
-        "početak proslijeđene poruke",
-        "továbbított levél kezdete",
-        "inizio messaggio inoltrato",
-        "begin doorgestuurd bericht",
-        "videresendt melding",
-        "videresendt e-post",
-        "początek przekazywanej wiadomości",
-        "início da mensagem reencaminhada",
-        "início da mensagem encaminhada",
-        "începe mesajul redirecționat",
-        "начало переадресованного сообщения",
-        "начало пересылаемого сообщения",
-        "začiatok preposlanej správy",
-        "vidarebefordrat mejl",
-        "ileti başlangıcı",
-        "початок листа, що пересилається",
-        "αρχή προωθημένου μηνύματος",
-        "転送されたメッセージ",
-        "以下是转发的邮件",
-        "转发的邮件",
-        "以下為轉寄的郵件",
-        "轉寄的郵件",
-        "전달된 메시지",
-        "전달된 메일",
-        # Other macOS and iOS releases word some of them differently.
-        "inizio del messaggio inoltrato",
-        "początek przekazanej wiadomości",
-        "iletilen iletinin başlangıcı",
-        "початок пересланого повідомлення",
-        "vidarebefordrat meddelande börjar",
-        "begynnelse på videresendt melding",
-        "videresendt meddelelse starter",
-        "välitetyn viestin alku",
-        "továbbított üzenet kezdete",
-        "începutul mesajului redirecționat",
-        "начало на препратено съобщение",
-        "začetek posredovanega sporočila",
-        "почетак прослеђене поруке",
-        "edastatud sõnumi algus",
-    )
-)
-
-# Labels of a quoted header block, normalised; languages from Outlook, Apple
-# Mail, Gmail, Thunderbird, Yahoo and HubSpot.
-_FROM_LABELS = _normed(
-    (
-        "from", "von", "de", "de la", "od", "fra", "från", "lähettäjä", "šalje", "feladó",
-        "da", "van", "expeditorul", "отправитель", "от", "від", "від кого", "kimden",
-        "gönderen", "mittente", "nadawca", "από", "差出人", "送信者", "送信元", "发件人",
-        "寄件者", "寄件人", "보낸 사람", "보낸사람", "sender", "absender",
-    )
-)  # fmt: skip
-_DATE_LABELS = _normed(
-    (
-        "sent", "date", "gesendet", "datum", "envoyé", "enviado", "enviada", "enviado el",
-        "enviado em", "enviada em", "fecha", "data",
-        "inviato", "verzonden", "sendt", "dato", "skickat", "lähetetty", "päivämäärä",
-        "päiväys", "wysłano", "wysłane", "odesláno", "odoslané", "elküldve", "dátum", "trimis",
-        "dată", "poslano", "отправлено", "дата", "надіслано", "відправлено", "gönderildi",
-        "gönderilen", "tarih", "στάλθηκε", "ημερομηνία", "送信日時", "日付", "日時", "发送时间",
-        "日期", "时间", "寄件日期", "時間", "보낸 날짜", "날짜",
-    )
-)  # fmt: skip
-_SUBJECT_LABELS = _normed(
-    (
-        "subject", "betreff", "objet", "sujet", "asunto", "assunto", "oggetto", "onderwerp",
-        "emne", "ämne", "aihe", "temat", "předmět", "predmet", "tárgy", "subiect", "subiectul",
-        "naslov", "тема", "konu", "θέμα", "件名", "主题", "主旨", "제목",
-    )
-)  # fmt: skip
-_LANGUAGE_OF_FROM = {"lähettäjä": "fi"}
-
-# An address as quoted in a header block or attribution line (``<a@b>``,
-# ``[mailto:a@b]``, bare). Bounded, so a hostile line costs linear time.
-_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
-# An attribution line: ends with a colon and names an address in brackets.
-_ATTRIBUTION = re.compile(r"[<\[(](?:mailto:)?(" + _ADDRESS.pattern + r")[>\])].{0,120}[:：]$")
-_DASHED = re.compile(r"^-{2,}\s*([^-]{1,80}?)\s*-{2,}")
-_UNDERSCORES = re.compile(r"^_{20,}$")
-
-_NATIVE_HEADERS = (
-    "x-forwarded-to",
-    "x-forwarded-for",
-    "x-ms-exchange-forwardingloop",
-    "resent-from",
-    "resent-sender",
-    "arc-seal",
-)
-_SRS = re.compile(r"^srs[01][=+-]", re.IGNORECASE)
-# [^<>]: a tag attempt stops at the next "<", so unclosed tags cost linear time.
-_TAG = re.compile(r"<[^<>]*>")
-_BREAK = re.compile(
-    r"<\s*(?:br|/p|/div|/tr|/li|hr|/h[1-6]|/blockquote|/table)\b[^<>]*>", re.IGNORECASE
-)
-_DIGEST_SUBJECT = re.compile(r"\bdigest\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -305,7 +101,7 @@ def _prefixes(subject: str) -> list[str]:
     found: list[str] = []
     rest = subject
     while len(found) < 8:
-        match = _PREFIX.match(rest)
+        match = PREFIX.match(rest)
         if match is None:
             break
         found.append(match.group(1))
@@ -316,14 +112,14 @@ def _prefixes(subject: str) -> list[str]:
 def forward_prefix(subject: str) -> str | None:
     """The forwarding prefix of a subject (``Fwd``, ``WG`` …), if its outermost is one."""
     prefixes = _prefixes(subject)
-    if prefixes and _norm(prefixes[0]) in _FORWARD_PREFIXES:
+    if prefixes and norm(prefixes[0]) in FORWARD_PREFIXES:
         return prefixes[0]
     return None
 
 
 def _is_reply(subject: str) -> bool:
     prefixes = _prefixes(subject)
-    return bool(prefixes) and _norm(prefixes[0]) in _REPLY_PREFIXES
+    return bool(prefixes) and norm(prefixes[0]) in REPLY_PREFIXES
 
 
 def _decode(part: Message) -> str:
@@ -339,7 +135,7 @@ def _decode(part: Message) -> str:
 
 def _html_text(markup: str) -> str:
     markup = markup[: MAX_SCAN_CHARS * 4]
-    return html.unescape(_TAG.sub("", _BREAK.sub("\n", markup)))
+    return html.unescape(TAG.sub("", BREAK.sub("\n", markup)))
 
 
 def body_text(message: Message) -> tuple[str, list[Message]]:
@@ -377,12 +173,12 @@ def _labelled(line: str) -> tuple[str, str] | None:
     cut = min((i for i in (line.find(":"), line.find("：")) if i >= 0), default=-1)
     if cut <= 0 or cut > 40:
         return None
-    label = _norm(line[:cut].strip(" \t*\u00a0"))
+    label = norm(line[:cut].strip(" \t*\u00a0"))
     return label, line[cut + 1 :].strip(" \t*\u00a0")
 
 
 def _first_address(value: str) -> str | None:
-    match = _ADDRESS.search(value)
+    match = ADDRESS.search(value)
     return match.group(0).lower() if match else None
 
 
@@ -394,7 +190,7 @@ def _glued(line: str, labels: frozenset[str]) -> bool:
     """
     if line.count(":") + line.count("：") < 2:
         return False
-    folded = _norm(line)
+    folded = norm(line)
     return any(f"{label}:" in folded or f"{label}：" in folded for label in labels)
 
 
@@ -427,9 +223,9 @@ class _Scan:
 
     def sender_below(self, start: int) -> str | None:
         """The first From-labelled address after the marker on line ``start``."""
-        for line in (self.marker_tail, *self.lines[start + 1 : start + 1 + _BLOCK_WINDOW * 2]):
+        for line in (self.marker_tail, *self.lines[start + 1 : start + 1 + BLOCK_WINDOW * 2]):
             found = _labelled(line)
-            if found is not None and found[0] in _FROM_LABELS:
+            if found is not None and found[0] in FROM_LABELS:
                 address = _first_address(found[1])
                 if address:
                     return address
@@ -441,11 +237,11 @@ def _scan(text: str) -> _Scan:
     scan = _Scan(lines=tuple(line.lstrip("> \t\u00a0") for line in lines))
     # Each line's label, read once: the header-block window looks ahead at them.
     labels = [
-        found[0] if len(line) <= _MAX_MARKER_LINE and (found := _labelled(line)) else None
+        found[0] if len(line) <= MAX_MARKER_LINE and (found := _labelled(line)) else None
         for line in scan.lines
     ]
     for index, raw in enumerate(lines):
-        if len(raw) > _MAX_MARKER_LINE or not raw:
+        if len(raw) > MAX_MARKER_LINE or not raw:
             continue
         if raw.startswith(">") and scan.quoted is None:
             scan.quoted = index
@@ -453,33 +249,33 @@ def _scan(text: str) -> _Scan:
         if not line:
             continue
         ends_in_colon = line[-1] in (":", "：")
-        normal = _norm(line) if line[0] == "-" or ends_in_colon else line
-        dashed = _DASHED.match(normal) if line[0] == "-" else None
+        normal = norm(line) if line[0] == "-" or ends_in_colon else line
+        dashed = DASHED.match(normal) if line[0] == "-" else None
         if dashed is not None:
             inner = dashed.group(1)
-            if scan.marker is None and any(p in inner for p in _DASHED_FORWARD):
+            if scan.marker is None and any(p in inner for p in DASHED_FORWARD):
                 scan.marker, scan.marker_tail = (index, line), normal[dashed.end() :]
-            elif scan.original_separator is None and any(p in inner for p in _DASHED_ORIGINAL):
+            elif scan.original_separator is None and any(p in inner for p in DASHED_ORIGINAL):
                 scan.original_separator = index
             continue
-        if line[0] == "_" and _UNDERSCORES.match(line) and scan.original_separator is None:
+        if line[0] == "_" and UNDERSCORES.match(line) and scan.original_separator is None:
             # Outlook.com's rule above the quoted header block (reply or forward).
             scan.original_separator = index
             continue
-        if scan.marker is None and ends_in_colon and normal[:-1].strip(" -") in _HEADINGS:
+        if scan.marker is None and ends_in_colon and normal[:-1].strip(" -") in HEADINGS:
             scan.marker = (index, line)
             continue
         if scan.block is None:
-            found = _labelled(line) if labels[index] in _FROM_LABELS else None
+            found = _labelled(line) if labels[index] in FROM_LABELS else None
             if found is not None:
-                window = set(labels[index + 1 : index + _BLOCK_WINDOW])
-                if (window & _DATE_LABELS or _glued(line, _DATE_LABELS)) and (
-                    window & _SUBJECT_LABELS or _glued(line, _SUBJECT_LABELS)
+                window = set(labels[index + 1 : index + BLOCK_WINDOW])
+                if (window & DATE_LABELS or _glued(line, DATE_LABELS)) and (
+                    window & SUBJECT_LABELS or _glued(line, SUBJECT_LABELS)
                 ):
                     scan.block = (index, _first_address(found[1]), found[0])
                     continue
         if scan.attribution is None and ends_in_colon:
-            attribution = _ATTRIBUTION.search(line)
+            attribution = ATTRIBUTION.search(line)
             if attribution is not None:
                 scan.attribution = (index, attribution.group(1).lower())
     return scan
@@ -493,7 +289,7 @@ def _content_language(message: Message) -> str:
 def _manual_signs(message: Message) -> tuple[list[str], str | None]:
     subject = decode_words(message.get("Subject", ""))
     if message.get_content_type() == "multipart/digest" or (
-        message.get("List-Id") is not None and _DIGEST_SUBJECT.search(subject)
+        message.get("List-Id") is not None and DIGEST_SUBJECT.search(subject)
     ):
         return [], None
     text, attached = body_text(message)
@@ -533,10 +329,10 @@ def _manual_signs(message: Message) -> tuple[list[str], str | None]:
 
 def _means_forward(prefix: str, scan: _Scan, message: Message) -> bool:
     """False for a prefix that is a reply's in the message's own language."""
-    language = _REPLY_IN_LANGUAGE.get(_norm(prefix))
+    language = REPLY_IN_LANGUAGE.get(norm(prefix))
     if language is None:
         return True
-    block_language = _LANGUAGE_OF_FROM.get(scan.block[2]) if scan.block else None
+    block_language = LANGUAGE_OF_FROM.get(scan.block[2]) if scan.block else None
     return language not in (block_language, _content_language(message))
 
 
@@ -559,11 +355,11 @@ def _original_sender(
 
 
 def _native_signs(message: Message, mail_from: str) -> list[str]:
-    signs = [f"{name} header" for name in _NATIVE_HEADERS if message.get(name) is not None]
+    signs = [f"{name} header" for name in NATIVE_HEADERS if message.get(name) is not None]
     delivered = message.get_all("Delivered-To") or []
     if len(delivered) > 1:
         signs.append(f"{len(delivered)} Delivered-To headers")
-    if _SRS.match(mail_from):
+    if SRS.match(mail_from):
         signs.append("SRS envelope sender")
     return signs
 
