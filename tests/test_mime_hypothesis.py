@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from ingest.work.batch import Batch
 from ingest.work.tickets import file_message
 from policy.config.model import Config
-from policy.message.mime import ParsedMessage, parse_message
+from policy.message.mime import parse_message
+from policy.message.parsed import ParsedMessage
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState, StoredMessage, TicketMessage
 from storage.schema import prepare

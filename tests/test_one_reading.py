@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from ingest.smtp.resolver import CachingResolver
 from policy.config.model import MailboxConfig, PolicyConfig
 from policy.message.headerblock import HeaderTooLarge, canonical, read
-from policy.message.mime import ParsedMessage, parse_message
+from policy.message.mime import parse_message
+from policy.message.parsed import ParsedMessage
 from policy.verify.authenticate import Authenticator
 from policy.verify.authresults import strip_ours
 from policy.verify.verdict import Action, Envelope, Verdict

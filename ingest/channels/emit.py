@@ -32,7 +32,7 @@ from storage.rejections import rejection_view
 
 if TYPE_CHECKING:
     from ingest.work.batch import FileMessage
-    from policy.message.mime import ParsedMessage
+    from policy.message.parsed import ParsedMessage
 
 log = logging.getLogger("mail.events")
 

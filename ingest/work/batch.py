@@ -34,7 +34,8 @@ from ingest.work.scanning import scan_message
 from policy.antivirus import ScanResult
 from policy.config.model import Config
 from policy.errors import ScannerUnavailable, TempFail
-from policy.message.mime import ParsedMessage, parse_message
+from policy.message.mime import parse_message
+from policy.message.parsed import ParsedMessage
 from storage import quarantine, queue
 from storage.models import QueueState, StoredMessage
 

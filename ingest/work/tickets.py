@@ -55,7 +55,7 @@ from ingest.work.threads import ThreadMatch, earlier_unfiled, find_ticket, known
 from policy.config.model import Config
 from policy.errors import TempFail
 from policy.message.autoreply import is_own_mail
-from policy.message.mime import ParsedMessage
+from policy.message.parsed import ParsedMessage
 from storage.models import (
     Attachment,
     KnownMessageId,
