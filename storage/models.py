@@ -3,7 +3,7 @@
 Raw bytes live in ``stored_messages`` and are never rewritten: everything
 else (queue state, tickets, parsed text) can be rebuilt from them after a
 parser fix. The queue is a state column with explicit transitions (see
-``storage/queue.py``); tickets and their messages are the product's output.
+``storage/mailqueue.py``); tickets and their messages are the product's output.
 All times are UTC.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy.message.html import (
+from policy.message.markup import (
     REMOTE_IMAGE_SCHEME,
     bound_depth,
     has_text,

@@ -22,7 +22,7 @@ from ingest.work.batch import Batch
 from ingest.work.tickets import file_message
 from policy.config.model import Config
 from policy.message.mime import parse_message
-from storage import queue
+from storage import mailqueue as queue
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState, StoredMessage, Ticket, TicketMessage, utcnow
 from storage.schema import prepare

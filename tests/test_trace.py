@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
-from storage import queue
+from storage import mailqueue as queue
+from storage.mailtrace import trace
 from storage.models import QueueEntry, StoredMessage, TicketMessage
-from storage.trace import trace
 from tests.support.cli import json_lines, run, write_config
 from tests.support.dnsserver import DnsServer
 from tests.support.server import ServerThread, running

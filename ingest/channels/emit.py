@@ -24,10 +24,10 @@ from sqlmodel import col
 from policy.config.model import ChannelConfig, Config, EventType
 from storage import events, views
 from storage.intake import Incoming, Item, WriteHook
+from storage.mailqueue import Claim
 from storage.models import QueueState, Rejection, StoredMessage, Ticket, TicketMessage
 from storage.outbox import Reply, ReplyState, replies_of, reply_view
 from storage.quarantine import show as quarantine_view
-from storage.queue import Claim
 from storage.rejections import rejection_view
 
 if TYPE_CHECKING:

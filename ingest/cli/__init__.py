@@ -9,18 +9,18 @@ from ingest.cli import (
     check_config,
     db,
     events,
+    mailqueue,
+    mailtrace,
     oauth,
     outbox,
     process,
     purge,
     quarantine,
-    queue,
     rejections,
     reload,
     serve,
     status,
     tickets,
-    trace,
 )
 from ingest.cli.console_password import console_password
 from ingest.cli.reply import reply
@@ -38,10 +38,10 @@ main.add_command(serve.worker)
 main.add_command(check_config.check_config)
 main.add_command(process.process)
 main.add_command(tickets.tickets)
-main.add_command(queue.queue)
+main.add_command(mailqueue.queue)
 main.add_command(db.db)
 main.add_command(rejections.rejections)
-main.add_command(trace.trace)
+main.add_command(mailtrace.trace)
 main.add_command(purge.purge)
 main.add_command(quarantine.quarantine)
 main.add_command(reload.reload)

@@ -21,8 +21,8 @@ from ingest.cli.common import (
     table,
 )
 from storage import quarantine as store
+from storage.mailqueue import entries_named
 from storage.models import QueueState
-from storage.queue import entries_named
 
 
 def _by_option(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from ingest.console import auth
 from ingest.console.render import chart, show
-from ingest.console.site import ROOT, Form, Refused, Signed, Ui, checked, safe_next, secure
+from ingest.console.webapp import ROOT, Form, Refused, Signed, Ui, checked, safe_next, secure
 from ingest.ops.lookup import where_is
 from ingest.outbound.compose import InvalidReply, parse_address
 from ingest.outbound.sendtest import find_mailbox, send_test

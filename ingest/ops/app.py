@@ -33,9 +33,9 @@ from ingest.ops.metrics import (
 from ingest.ops.reload import ControlFiles, Reloader
 from ingest.outbound.replies import run_outbox
 from ingest.smtp.listener import ConfigHolder, IngestHandler
+from ingest.smtp.protocol import Gate, protocol_factory, start_listener
 from ingest.smtp.refusals import RejectionLog
 from ingest.smtp.resolver import CachingResolver
-from ingest.smtp.smtpd import Gate, protocol_factory, start_listener
 from ingest.work.batch import Batch, BatchResult
 from ingest.work.housekeeping import Housekeeping
 from ingest.work.tickets import file_message

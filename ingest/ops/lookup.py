@@ -2,7 +2,7 @@
 
 ``firstline trace`` (with ``--headers FILE``) and the console's search box
 share this: a Message-ID (brackets optional) or our trace id goes straight
-to :func:`storage.trace.trace`; a pasted header block is read with the same
+to :func:`storage.mailtrace.trace`; a pasted header block is read with the same
 header reader the listener uses (:func:`policy.message.headers.summarize`) and
 matched by :func:`storage.headermatch.match_headers`, which says which rule
 matched.
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from policy.message.headers import summarize
 from storage.headermatch import Clues, as_dict, match_headers
-from storage.trace import trace
+from storage.mailtrace import trace
 
 MAX_PASTE = 256 * 1024
 

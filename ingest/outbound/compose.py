@@ -22,7 +22,7 @@ from email.utils import format_datetime
 from ingest.work.threads import subject_token
 from policy.errors import PermFail
 from policy.message.autoreply import loop_marker
-from policy.message.html import sanitise_html
+from policy.message.markup import sanitise_html
 
 # One plain address: no spaces, no brackets, no quotes; the domain a host name.
 _ADDR_SPEC = re.compile(r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")

@@ -2,7 +2,7 @@
 
 One handler serves SMTP and LMTP. Its ``handle_*`` hooks are small and return
 SMTP replies; the protocol quirks (connection limits, LMTP greeting, reply
-rewriting) live in ``ingest/smtp/smtpd.py``. Recipients must name a configured
+rewriting) live in ``ingest/smtp/protocol.py``. Recipients must name a configured
 service address exactly: aiosmtpd's parser has already flattened source routes
 and accepts ``%``-hacks, bang paths and quoted local parts, so anything that
 is not an exact match is refused, and the raw argument is checked for routes.

@@ -36,7 +36,8 @@ from policy.config.model import Config
 from policy.errors import ScannerUnavailable, TempFail
 from policy.message.mime import parse_message
 from policy.message.parsed import ParsedMessage
-from storage import quarantine, queue
+from storage import mailqueue as queue
+from storage import quarantine
 from storage.models import QueueState, StoredMessage
 
 log = logging.getLogger("mail.batch")

@@ -29,7 +29,7 @@ Not every message becomes a new ticket message:
   the envelope sender.
 
 Why an entry made no new ticket message is recorded with it
-(:func:`storage.queue.note_outcome`), for ``trace``.
+(:func:`storage.mailqueue.note_outcome`), for ``trace``.
 
 A reply whose original still waits in the queue (several workers can take
 them out of order) is deferred with a :class:`~policy.errors.TempFail` until
@@ -56,6 +56,7 @@ from policy.config.model import Config
 from policy.errors import TempFail
 from policy.message.autoreply import is_own_mail
 from policy.message.parsed import ParsedMessage
+from storage.mailqueue import Claim, note_outcome
 from storage.models import (
     Attachment,
     KnownMessageId,
@@ -65,7 +66,6 @@ from storage.models import (
     utcnow,
 )
 from storage.outbox import mark_reply_bounced
-from storage.queue import Claim, note_outcome
 
 log = logging.getLogger("mail.tickets")
 

@@ -51,14 +51,14 @@ from policy.message.autoreply import (
     classify_bounce,
 )
 from policy.message.charsets import clean_text, decode_bytes, decode_header_value
-from policy.message.html import (
+from policy.message.ids import message_ids
+from policy.message.markup import (
     bound_depth,
     has_text,
     html_to_text,
     normalise_content_id,
     sanitise_html,
 )
-from policy.message.ids import message_ids
 from policy.message.parsed import Address, ParsedAttachment, ParsedMessage
 
 T = TypeVar("T")

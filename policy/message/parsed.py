@@ -46,7 +46,7 @@ class ParsedMessage:
     true), so that a second delivery of the same mail gets the same one.
     ``content_digest`` covers the body and the fields that identify a message,
     not the trace fields a delivery adds. ``html`` is sanitised (see
-    :mod:`policy.message.html` for its ``cid:`` and remote-image conventions) and None
+    :mod:`policy.message.markup` for its ``cid:`` and remote-image conventions) and None
     when the mail has no HTML part.
     """
 

@@ -45,17 +45,17 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.channels.emit import ticket_document
-from ingest.console.site import ROOT as CONSOLE
-from ingest.console.site import create_console
+from ingest.console.webapp import ROOT as CONSOLE
+from ingest.console.webapp import create_console
 from ingest.ops.metrics import HealthCheck
 from ingest.outbound.compose import InvalidReply, parse_address
 from ingest.outbound.replies import queue_reply
 from policy.config.model import ChannelConfig, Config
 from policy.message.attachments import clean_filename
 from storage import rejections as rejection_log
+from storage.mailtrace import trace as trace_of
 from storage.models import Attachment, Ticket, TicketMessage, aware, utcnow
 from storage.outbox import Reply, reply_view
-from storage.trace import trace as trace_of
 from storage.views import ticket_summary
 
 PREFIX = "/api/v1"

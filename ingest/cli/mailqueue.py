@@ -14,7 +14,7 @@ from ingest.cli.common import (
     open_store,
     table,
 )
-from storage import queue as store_queue
+from storage import mailqueue as store_queue
 from storage import views
 from storage.models import QueueState
 
