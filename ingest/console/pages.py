@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from ingest.console import auth
+from ingest.console.context import ROOT, Form, Refused, Signed, Ui, checked, safe_next, secure
 from ingest.console.render import chart, show
-from ingest.console.webapp import ROOT, Form, Refused, Signed, Ui, checked, safe_next, secure
 from ingest.ops.lookup import where_is
 from ingest.outbound.compose import InvalidReply, parse_address
 from ingest.outbound.sendtest import find_mailbox, send_test

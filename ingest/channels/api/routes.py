@@ -45,7 +45,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.channels.emit import ticket_document
-from ingest.console.webapp import ROOT as CONSOLE
+from ingest.console.context import ROOT as CONSOLE
 from ingest.console.webapp import create_console
 from ingest.ops.metrics import HealthCheck
 from ingest.outbound.compose import InvalidReply, parse_address
