@@ -28,21 +28,9 @@ from policy.antivirus import (
 )
 from policy.message.attachments import clean_filename
 from policy.message.headerblock import canonical
+from tests.support.corpus.cases import attached
 
 MIB = 1024 * 1024
-
-
-def mail(*attachments: tuple[str, bytes], body: str = "Hello, my printer is broken.") -> bytes:
-    message = EmailMessage()
-    message["From"] = "customer@example.net"
-    message["To"] = "support@example.com"
-    message["Subject"] = "Help"
-    message.set_content(body)
-    for filename, data in attachments:
-        message.add_attachment(
-            data, maintype="application", subtype="octet-stream", filename=filename
-        )
-    return message.as_bytes()
 
 
 def make_zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
@@ -88,7 +76,7 @@ def pe_executable() -> bytes:
 
 
 def test_clean_mail_with_ordinary_attachments_passes() -> None:
-    raw = mail(
+    raw = attached(
         ("report.pdf", b"%PDF-1.7\n" + bytes(range(256)) * 20),
         ("photos.zip", make_zip({"a.jpg": b"\xff\xd8\xff\xe0" + b"x" * 5000, "notes.txt": b"hi"})),
         ("letter.docx", make_zip({"word/document.xml": b"<w:document/>"})),
@@ -100,7 +88,7 @@ def test_clean_mail_with_ordinary_attachments_passes() -> None:
 
 def test_mail_quoting_eicar_in_its_text_is_not_a_virus() -> None:
     """EICAR rules: only a file that *is* the test string counts."""
-    raw = mail(body="Our scanner flagged this string:\n" + EICAR.decode() + "\nIs that ok?")
+    raw = attached(body="Our scanner flagged this string:\n" + EICAR.decode() + "\nIs that ok?")
     assert scan_message_bytes(raw).outcome is Outcome.CLEAN
 
 
@@ -108,7 +96,7 @@ def test_mail_quoting_eicar_in_its_text_is_not_a_virus() -> None:
 
 
 def test_eicar_as_plain_attachment() -> None:
-    result = scan_message_bytes(mail(("eicar.com.txt", EICAR)))
+    result = scan_message_bytes(attached(("eicar.com.txt", EICAR)))
     assert result.outcome is Outcome.INFECTED
     assert (result.reason, result.signature, result.filename) == (
         "virus",
@@ -119,12 +107,12 @@ def test_eicar_as_plain_attachment() -> None:
 
 
 def test_eicar_as_the_body_with_trailing_whitespace() -> None:
-    result = scan_message_bytes(mail(body=EICAR.decode() + "  \n"))
+    result = scan_message_bytes(attached(body=EICAR.decode() + "  \n"))
     assert (result.outcome, result.reason) == (Outcome.INFECTED, "virus")
 
 
 def test_eicar_in_a_zip() -> None:
-    result = scan_message_bytes(mail(("files.zip", make_zip({"eicar.txt": EICAR}))))
+    result = scan_message_bytes(attached(("files.zip", make_zip({"eicar.txt": EICAR}))))
     assert (result.reason, result.filename) == ("virus", "files.zip/eicar.txt")
 
 
@@ -132,13 +120,13 @@ def test_eicar_in_a_nested_zip() -> None:
     inner = make_zip({"deep/eicar.txt": EICAR})
     middle = make_zip({"inner.zip": inner, "readme.txt": b"nothing here"})
     outer = make_zip({"middle.zip": middle})
-    result = scan_message_bytes(mail(("outer.zip", outer)))
+    result = scan_message_bytes(attached(("outer.zip", outer)))
     assert result.outcome is Outcome.INFECTED
     assert result.filename == "outer.zip/middle.zip/inner.zip/deep/eicar.txt"
 
 
 def test_eicar_in_an_attached_message() -> None:
-    inner = email.message_from_bytes(mail(("eicar.txt", EICAR)), policy=email.policy.default)
+    inner = email.message_from_bytes(attached(("eicar.txt", EICAR)), policy=email.policy.default)
     outer = EmailMessage()
     outer["Subject"] = "Fwd: look"
     outer.set_content("see attached")
@@ -159,19 +147,19 @@ def test_eicar_in_an_attached_message() -> None:
      "\uff53\uff45\uff54\uff55\uff50.\uff45\uff58\uff45"],
 )  # fmt: skip
 def test_blocked_names(filename: str) -> None:
-    result = scan_message_bytes(mail((filename, b"harmless looking bytes")))
+    result = scan_message_bytes(attached((filename, b"harmless looking bytes")))
     assert (result.outcome, result.reason) == (Outcome.BLOCKED, "blocked_attachment")
     # The finding names the file as the ticket would store and serve it.
     assert result.filename == clean_filename(filename)
 
 
 def test_double_extension_is_named_in_the_detail() -> None:
-    result = scan_message_bytes(mail(("invoice.pdf.exe", b"x")))
+    result = scan_message_bytes(attached(("invoice.pdf.exe", b"x")))
     assert result.detail == "executable extension .exe behind .pdf"
 
 
 def test_name_hidden_by_right_to_left_override() -> None:
-    result = scan_message_bytes(mail(("invoice\u202efdp.txt", b"x")))
+    result = scan_message_bytes(attached(("invoice\u202efdp.txt", b"x")))
     assert result.reason == "blocked_attachment"
     assert "bidi" in result.detail
 
@@ -200,47 +188,47 @@ def test_rfc2047_encoded_name_is_decoded_before_checking() -> None:
     ],
 )
 def test_executables_by_content_under_an_innocent_name(content: bytes, kind: str) -> None:
-    result = scan_message_bytes(mail(("holiday.jpg", content)))
+    result = scan_message_bytes(attached(("holiday.jpg", content)))
     assert (result.reason, result.detail) == ("blocked_attachment", kind)
 
 
 def test_executable_without_a_name_inside_a_zip() -> None:
-    result = scan_message_bytes(mail(("docs.zip", make_zip({"doc/readme": pe_executable()}))))
+    result = scan_message_bytes(attached(("docs.zip", make_zip({"doc/readme": pe_executable()}))))
     assert (result.reason, result.filename) == ("blocked_attachment", "docs.zip/doc/readme")
 
 
 def test_blocked_name_inside_a_zip() -> None:
-    result = scan_message_bytes(mail(("docs.zip", make_zip({"invoice.pdf.js": b"alert(1)"}))))
+    result = scan_message_bytes(attached(("docs.zip", make_zip({"invoice.pdf.js": b"alert(1)"}))))
     assert (result.reason, result.filename) == ("blocked_attachment", "docs.zip/invoice.pdf.js")
 
 
 def test_executable_text_in_the_body_is_only_text() -> None:
-    assert scan_message_bytes(mail(body="#!/bin/sh\necho this is how I start it\n")).passes
+    assert scan_message_bytes(attached(body="#!/bin/sh\necho this is how I start it\n")).passes
 
 
 # --- macros -------------------------------------------------------------------------
 
 
 def test_macro_enabled_extension() -> None:
-    result = scan_message_bytes(mail(("budget.docm", make_zip({"word/document.xml": b"<x/>"}))))
+    result = scan_message_bytes(attached(("budget.docm", make_zip({"word/document.xml": b"<x/>"}))))
     assert (result.reason, result.filename) == ("macro_document", "budget.docm")
 
 
 def test_ooxml_with_vba_project_under_a_plain_extension() -> None:
     document = make_zip({"word/document.xml": b"<x/>", "word/vbaProject.bin": b"\xd0\xcf"})
-    result = scan_message_bytes(mail(("budget.docx", document)))
+    result = scan_message_bytes(attached(("budget.docx", document)))
     assert (result.reason, result.filename) == ("macro_document", "budget.docx")
 
 
 def test_ole_document_with_vba_project() -> None:
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500) + "_VBA_PROJECT".encode("utf-16-le")
-    result = scan_message_bytes(mail(("old.doc", ole)))
+    result = scan_message_bytes(attached(("old.doc", ole)))
     assert result.reason == "macro_document"
 
 
 def test_password_protected_office_document() -> None:
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500) + "EncryptedPackage".encode("utf-16-le")
-    result = scan_message_bytes(mail(("salaries.xlsx", ole)))
+    result = scan_message_bytes(attached(("salaries.xlsx", ole)))
     assert (result.reason, result.detail) == (
         "encrypted_archive",
         "password-protected Office document",
@@ -249,7 +237,7 @@ def test_password_protected_office_document() -> None:
 
 def test_ole_document_without_macros_passes() -> None:
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500) + "WordDocument".encode("utf-16-le")
-    assert scan_message_bytes(mail(("old.doc", ole))).passes
+    assert scan_message_bytes(attached(("old.doc", ole))).passes
 
 
 # --- encrypted and broken archives ----------------------------------------------------
@@ -257,26 +245,26 @@ def test_ole_document_without_macros_passes() -> None:
 
 def test_encrypted_zip() -> None:
     archive = set_encrypted_flag(make_zip({"invoice.pdf": b"%PDF-1.4 secret"}))
-    result = scan_message_bytes(mail(("invoice.zip", archive)))
+    result = scan_message_bytes(attached(("invoice.zip", archive)))
     assert (result.reason, result.filename) == ("encrypted_archive", "invoice.zip/invoice.pdf")
 
 
 def test_truncated_zip_is_unscannable() -> None:
     archive = make_zip({"a.txt": b"a" * 1000})
-    result = scan_message_bytes(mail(("a.zip", archive[: len(archive) // 2])))
+    result = scan_message_bytes(attached(("a.zip", archive[: len(archive) // 2])))
     assert (result.reason, result.filename) == ("unscannable", "a.zip")
 
 
 def test_zip_member_with_a_bad_crc_is_unscannable() -> None:
     archive = bytearray(make_zip({"a.txt": b"hello world"}, compression=zipfile.ZIP_STORED))
     archive[archive.find(b"hello")] = ord("j")
-    result = scan_message_bytes(mail(("a.zip", bytes(archive))))
+    result = scan_message_bytes(attached(("a.zip", bytes(archive))))
     assert (result.reason, result.filename) == ("unscannable", "a.zip/a.txt")
 
 
 def test_unsupported_compression_is_unscannable() -> None:
     archive = make_zip({"a.txt": b"hello" * 100}, compression=zipfile.ZIP_BZIP2)
-    assert scan_message_bytes(mail(("a.zip", archive))).reason == "unscannable"
+    assert scan_message_bytes(attached(("a.zip", archive))).reason == "unscannable"
 
 
 # --- limits and bombs ------------------------------------------------------------------
@@ -354,7 +342,7 @@ def test_nested_bomb_is_stopped_by_the_total_size(nested_bomb: bytes) -> None:
 
 
 def test_nested_bomb_in_a_mail_with_default_limits(nested_bomb: bytes) -> None:
-    raw = mail(("42.zip", nested_bomb))
+    raw = attached(("42.zip", nested_bomb))
     result, peak = measured(lambda: scan_message_bytes(raw))
     assert result.reason == "archive_limits"
     assert peak < DEFAULT_LIMITS.max_total_bytes
@@ -426,7 +414,7 @@ def test_a_bare_cr_in_a_header_is_a_space_for_every_reader() -> None:
 MUTATION_BYTES = b"=?*;\"'\\%\r\n :/bq-_09aZ\x00\xff\xe2\x80\xae"
 
 
-MUTATION_BASE = mail(
+MUTATION_BASE = attached(
     ("a b.zip", make_zip({"x.txt": b"hi" * 100})), ("=?utf-8?q?x=2Ejs?=", b"x")
 ).replace(b'filename="a b.zip"', b"filename*0*=utf-8''a%20b; filename*1=.zip")
 

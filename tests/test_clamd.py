@@ -23,7 +23,7 @@ from tests.support.clamd_server import (
     free_port,
     running_clamd,
 )
-from tests.test_antivirus import mail
+from tests.support.corpus.cases import attached
 
 
 @pytest.fixture(scope="module", params=["unix", "tcp"])
@@ -138,13 +138,13 @@ async def test_error_reply_means_try_again() -> None:
 
 async def test_scan_message_clean_with_clamd(clamd_address: str) -> None:
     result = await scan_message(
-        mail(body="Hello, the printer is on fire."), clamd_config(clamd_address)
+        attached(body="Hello, the printer is on fire."), clamd_config(clamd_address)
     )
     assert (result.outcome, result.scanner) == (Outcome.CLEAN, "builtin+clamd")
 
 
 async def test_scan_message_infected_by_clamd(clamd_address: str) -> None:
-    raw = mail(("notes.txt", b"notes " + MARKER + b" more notes"))
+    raw = attached(("notes.txt", b"notes " + MARKER + b" more notes"))
     result = await scan_message(raw, clamd_config(clamd_address))
     assert (result.outcome, result.reason, result.signature, result.scanner) == (
         Outcome.INFECTED,
@@ -156,19 +156,19 @@ async def test_scan_message_infected_by_clamd(clamd_address: str) -> None:
 
 
 async def test_builtin_policy_applies_with_clamd_too(clamd_address: str) -> None:
-    result = await scan_message(mail(("setup.exe", b"hello")), clamd_config(clamd_address))
+    result = await scan_message(attached(("setup.exe", b"hello")), clamd_config(clamd_address))
     assert (result.reason, result.scanner) == ("blocked_attachment", "builtin")
 
 
 async def test_message_larger_than_clamd_accepts_is_blocked(clamd_address: str) -> None:
-    raw = mail(("log.txt", b"line of log\n" * (STREAM_MAX_LENGTH // 8)))
+    raw = attached(("log.txt", b"line of log\n" * (STREAM_MAX_LENGTH // 8)))
     result = await scan_message(raw, clamd_config(clamd_address))
     assert (result.outcome, result.reason) == (Outcome.BLOCKED, "scan_size_limit")
 
 
 async def test_clamd_down_means_the_message_waits(tmp_path: Path) -> None:
     with pytest.raises(ScannerUnavailable):
-        await scan_message(mail(), clamd_config(str(tmp_path / "gone.sock")))
+        await scan_message(attached(), clamd_config(str(tmp_path / "gone.sock")))
 
 
 async def test_clamd_down_with_pass_policy_passes_marked(
@@ -176,7 +176,7 @@ async def test_clamd_down_with_pass_policy_passes_marked(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="mail.antivirus"):
         result = await scan_message(
-            mail(), clamd_config(str(tmp_path / "gone.sock"), on_unavailable="pass")
+            attached(), clamd_config(str(tmp_path / "gone.sock"), on_unavailable="pass")
         )
     assert (result.outcome, result.scanner) == (Outcome.UNSCANNED, "clamd")
     assert result.passes
@@ -185,13 +185,13 @@ async def test_clamd_down_with_pass_policy_passes_marked(
 
 async def test_clamd_down_with_pass_policy_still_applies_builtin(tmp_path: Path) -> None:
     result = await scan_message(
-        mail(("eicar.com", EICAR)), clamd_config(str(tmp_path / "gone.sock"), "pass")
+        attached(("eicar.com", EICAR)), clamd_config(str(tmp_path / "gone.sock"), "pass")
     )
     assert (result.outcome, result.reason) == (Outcome.INFECTED, "virus")
 
 
 async def test_builtin_backend_needs_no_daemon() -> None:
-    result = await scan_message(mail(("eicar.com.txt", EICAR)), AntivirusConfig())
+    result = await scan_message(attached(("eicar.com.txt", EICAR)), AntivirusConfig())
     assert (result.outcome, result.signature, result.scanner) == (
         Outcome.INFECTED,
         "EICAR-Test-File",

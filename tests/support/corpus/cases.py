@@ -15,6 +15,7 @@ import base64
 import quopri
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.message import EmailMessage
 
 SUPPORT = "support@example.com"
 BILLING = "billing@example.com"
@@ -74,6 +75,20 @@ def mail(
         lines.append(f"Content-Transfer-Encoding: {cte}")
     lines += list(headers)
     return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + body
+
+
+def attached(*attachments: tuple[str, bytes], body: str = "Hello, my printer is broken.") -> bytes:
+    """A plain customer mail carrying ``(filename, data)`` attachments."""
+    message = EmailMessage()
+    message["From"] = "customer@example.net"
+    message["To"] = "support@example.com"
+    message["Subject"] = "Help"
+    message.set_content(body)
+    for filename, data in attachments:
+        message.add_attachment(
+            data, maintype="application", subtype="octet-stream", filename=filename
+        )
+    return message.as_bytes()
 
 
 def b64(data: bytes) -> bytes:
