@@ -10,18 +10,14 @@ distinction a sending mail server, a queue or an operator can act on::
     │   ├── DnsTempError         a DNS timeout or SERVFAIL during verification
     │   └── ScannerUnavailable   the antivirus backend could not be reached
     └── PermFail                 5xx at SMTP time; 'failed' in the batch / outbox
-        ├── ConfigError          the YAML file is invalid (carries every problem)
-        └── PolicyRefusal        a decision to refuse: SMTP code, enhanced code,
-                                 text, and the stable reason code of the rejection log
+        └── ConfigError          the YAML file is invalid (policy/config/loading.py)
 
-The listeners turn anything that is not a :class:`PolicyRefusal` into
-``451 4.3.0`` and log it; nothing else decides SMTP replies. A bug therefore
+The listeners turn any exception into ``451 4.3.0`` and log it; refusals are
+verdicts, not exceptions. A bug therefore
 makes the forwarder retry instead of bouncing a customer's mail for good.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 
 class FirstlineError(Exception):
@@ -50,44 +46,3 @@ class ScannerUnavailable(TempFail):
 
 class PermFail(FirstlineError):
     """Retrying will not help."""
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One problem in a configuration file, located for a human."""
-
-    file: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-class ConfigError(PermFail):
-    """The configuration file is invalid; ``problems`` lists every reason."""
-
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-class PolicyRefusal(PermFail):
-    """A deliberate refusal with the exact SMTP reply to send.
-
-    ``reason`` is the stable code written to the rejection log
-    (``unknown_mailbox``, ``dmarc_reject`` …); operators grep for it.
-    """
-
-    def __init__(self, code: int, enhanced: str, text: str, reason: str) -> None:
-        self.code = code
-        self.enhanced = enhanced
-        self.text = text
-        self.reason = reason
-        super().__init__(self.reply)
-
-    @property
-    def reply(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from policy.config.model import parse_config
+from policy.config.loading import parse_config
 from policy.verify.authenticate import Authenticator
 from tests.support.cli import run
 from tests.support.dnsserver import DnsServer

@@ -38,8 +38,8 @@ from ingest.smtp.smtpd import Gate, protocol_factory, start_listener
 from ingest.work.batch import Batch, BatchResult
 from ingest.work.housekeeping import Housekeeping
 from ingest.work.tickets import file_message
+from policy.config.loading import ConfigProblem
 from policy.config.model import Config, Listen
-from policy.errors import ConfigProblem
 from policy.verify.dns import Resolver
 from policy.verify.verdict import Verifier
 from storage.engine import make_engine

@@ -19,7 +19,8 @@ import argon2
 import httpx
 import yaml
 
-from policy.config.model import Config, parse_config
+from policy.config.loading import parse_config
+from policy.config.model import Config
 from policy.verify.authenticate import Authenticator
 from tests.support.dnsserver import DnsServer
 from tests.support.server import ServerThread, running
