@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ingest.console import auth
 from ingest.console.render import environment
 from policy.config.model import Config, ConsoleConfig, ConsoleUser
+from policy.errors import PermFail
 
 ROOT = "/console"
 MAX_FORM = 256 * 1024  # a pasted header block fits; nothing else comes close
@@ -97,7 +98,7 @@ class _SignIn(Exception):
         self.next_path = next_path
 
 
-class Refused(Exception):
+class Refused(PermFail):
     """An answer page with a status: forbidden actions, bad forms, unknown items."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ingest.channels import emit as events
@@ -36,6 +35,7 @@ from policy.config.model import Config
 from policy.errors import ScannerUnavailable, TempFail
 from policy.message.mime import ParsedMessage, parse_message
 from storage import quarantine, queue
+from storage.engine import classify
 from storage.models import QueueState, StoredMessage
 
 log = logging.getLogger("mail.batch")
@@ -74,13 +74,6 @@ def _finding(scan: ScanResult) -> str:
     """The scanner's finding as the queue, quarantine and rejection log show it."""
     where = f" in {scan.filename}" if scan.filename else ""
     return f"{scan.reason}: {scan.signature or scan.detail}{where} ({scan.scanner})"
-
-
-def is_temporary(error: BaseException) -> bool:
-    """Our trouble, not the message's: it must not spend the message's attempts."""
-    if isinstance(error, TempFail | OperationalError | InterfaceError):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def worker_id() -> str:
@@ -144,7 +137,7 @@ class Batch:
             log.exception("entry %d failed", claim.entry_id)
             error = f"{exc.__class__.__name__}: {exc}"[:2000]
             return await asyncio.to_thread(
-                self._fail, claim, config, error, temporary=is_temporary(exc)
+                self._fail, claim, config, error, temporary=isinstance(classify(exc), TempFail)
             )
 
     def _start(self, claim: queue.Claim, config: Config) -> queue.Claim:
@@ -273,7 +266,7 @@ class Batch:
             log.warning("entry %d: lease lost; another worker owns it now", claim.entry_id)
             return None
         except Exception as exc:
-            temporary = is_temporary(exc)
+            temporary = isinstance(classify(exc), TempFail)  # ours: spends no attempt
             if not temporary:
                 log.exception("entry %d failed", claim.entry_id)
             prefix = "temporary: " if temporary else f"{exc.__class__.__name__}: "
