@@ -11,24 +11,25 @@ here; ``tests/test_error_tree.py`` holds this drawing to the code::
     │   │   └── InsufficientStorage     … because its disk is full
     │   ├── DnsTempError            a DNS timeout or SERVFAIL while verifying
     │   ├── ScannerUnavailable      the antivirus backend could not be asked
-    │   │   └── ClamdUnavailable        clamd in particular   (ingest/work/clamd.py)
+    │   │   └── ClamdUnavailable        clamd in particular (ingest/work/clamd.py)
     │   ├── LeaseLost               another worker owns the row now (storage/lease.py)
-    │   └── SmtpTempFail            a relay's 4xx, a connection (ingest/outbound/smtpfail.py)
-    └── PermFail                    retrying fails the same way until someone acts
-        ├── StorageRefused          the database refused the statement itself
-        ├── SchemaMismatch          the database is not at this code's schema (storage/schema.py)
-        ├── ConfigError             the YAML file is invalid (policy/config/loading.py)
-        ├── HeaderTooLarge          the message's header block (policy/message/headerblock.py)
-        ├── NoAuthor                no single author in From (policy/message/author.py)
-        ├── InvalidReply            an agent's reply we cannot send (ingest/outbound/compose.py)
-        ├── SigningFailed           our DKIM key is unusable (ingest/outbound/dkimsign.py)
-        ├── SmtpPermFail            a relay's 5xx, login, TLS (ingest/outbound/smtpfail.py)
-        ├── NotQuarantined          no such entry in quarantine (storage/quarantine.py)
-        ├── BackupError             no backup was made (storage/backup.py)
-        └── Refused                 a console page's 4xx (ingest/console/site.py)
+    │   └── SmtpTempFail            a relay's 4xx, no connection (ingest/outbound/smtpfail.py)
+    ├── PermFail                    retrying fails the same way until someone acts
+    │   ├── StorageRefused          the database refused the statement itself
+    │   ├── SchemaMismatch          the database is not at this code's schema (storage/schema.py)
+    │   ├── ConfigError             the YAML file is invalid (policy/config/loading.py)
+    │   ├── HeaderTooLarge          the message's header block (policy/message/headerblock.py)
+    │   ├── NoAuthor                no single author in From (policy/message/author.py)
+    │   ├── InvalidReply            an agent's reply we cannot send (ingest/outbound/compose.py)
+    │   ├── SigningFailed           our DKIM key is unusable (ingest/outbound/dkimsign.py)
+    │   ├── SmtpPermFail            a relay's 5xx, login, TLS (ingest/outbound/smtpfail.py)
+    │   ├── NotQuarantined          no such entry in quarantine (storage/quarantine.py)
+    │   ├── BackupError             no backup was made (storage/backup.py)
+    │   └── Refused                 a console page's 4xx (ingest/console/site.py)
+    └── SmtpFailure                 raised only as its two kinds (ingest/outbound/smtpfail.py)
 
-(``SmtpTempFail`` and ``SmtpPermFail`` also share ``SmtpFailure``, which
-carries the diagnosis both kinds are reported with.)
+(``SmtpTempFail`` and ``SmtpPermFail`` are both ``SmtpFailure``, which
+carries the diagnosis that the outbox stores and the send test prints.)
 
 How each branch is answered where it leaves the code:
 
