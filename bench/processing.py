@@ -23,7 +23,7 @@ from collections.abc import Callable
 from bench.harness import bench_config, workdir
 from ingest.work.batch import Batch
 from ingest.work.tickets import file_message
-from policy.config.model import load_config
+from policy.config.loading import load_config
 from policy.message.mime import parse_message
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter, Incoming, row_of

@@ -17,7 +17,7 @@ from bench.harness import bench_config, workdir
 from bench.processing import _enqueue
 from ingest.work.batch import Batch
 from ingest.work.tickets import file_message
-from policy.config.model import load_config
+from policy.config.loading import load_config
 from storage.engine import make_engine
 
 MESSAGES = 5

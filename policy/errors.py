@@ -1,27 +1,73 @@
 """The one error tree of firstline.
 
 Every failure is either temporary or permanent, because that is the only
-distinction a sending mail server, a queue or an operator can act on::
+distinction a sending mail server, a queue or an operator can act on. Each
+class lives where it is raised (the module on the right) and joins the tree
+here; ``tests/test_error_tree.py`` holds this drawing to the code::
 
     FirstlineError
-    ├── TempFail                 4xx at SMTP time; retried later by the batch / outbox
-    │   ├── StorageUnavailable   the database did not commit
-    │   │   └── InsufficientStorage  … because its disk is full (452 4.3.1)
-    │   ├── DnsTempError         a DNS timeout or SERVFAIL during verification
-    │   └── ScannerUnavailable   the antivirus backend could not be reached
-    └── PermFail                 5xx at SMTP time; 'failed' in the batch / outbox
-        ├── ConfigError          the YAML file is invalid (carries every problem)
-        └── PolicyRefusal        a decision to refuse: SMTP code, enhanced code,
-                                 text, and the stable reason code of the rejection log
+    ├── TempFail                    try again later: nothing was lost, nothing decided
+    │   ├── StorageUnavailable      the database did not commit (away, busy)
+    │   │   └── InsufficientStorage     … because its disk is full
+    │   ├── DnsTempError            a DNS timeout or SERVFAIL while verifying
+    │   ├── ScannerUnavailable      the antivirus backend could not be asked
+    │   │   └── ClamdUnavailable        clamd in particular (ingest/work/clamd.py)
+    │   ├── LeaseLost               another worker owns the row now (storage/lease.py)
+    │   └── SmtpTempFail            a relay's 4xx, no connection (ingest/outbound/smtpfail.py)
+    ├── PermFail                    retrying fails the same way until someone acts
+    │   ├── StorageRefused          the database refused the statement itself
+    │   ├── SchemaMismatch          the database is not at this code's schema (storage/schema.py)
+    │   ├── ConfigError             the YAML file is invalid (policy/config/loading.py)
+    │   ├── HeaderTooLarge          the message's header block (policy/message/headerblock.py)
+    │   ├── NoAuthor                no single author in From (policy/message/author.py)
+    │   ├── InvalidReply            an agent's reply we cannot send (ingest/outbound/compose.py)
+    │   ├── SigningFailed           our DKIM key is unusable (ingest/outbound/dkimsign.py)
+    │   ├── SmtpPermFail            a relay's 5xx, login, TLS (ingest/outbound/smtpfail.py)
+    │   ├── NotQuarantined          no such entry in quarantine (storage/quarantine.py)
+    │   ├── BackupError             no backup was made (storage/backup.py)
+    │   ├── Refused                 a console page's 4xx (ingest/console/context.py)
+    │   └── SignIn                  a console page without a session (ingest/console/context.py)
+    └── SmtpFailure                 raised only as its two kinds (ingest/outbound/smtpfail.py)
 
-The listeners turn anything that is not a :class:`PolicyRefusal` into
-``451 4.3.0`` and log it; nothing else decides SMTP replies. A bug therefore
-makes the forwarder retry instead of bouncing a customer's mail for good.
+(``SmtpTempFail`` and ``SmtpPermFail`` are both ``SmtpFailure``, which
+carries the diagnosis that the outbox stores and the send test prints.)
+
+How each branch is answered where it leaves the code:
+
+- **SMTP** (``ingest/smtp/listener.py``). A ``TempFail`` is a ``4xx``:
+  ``452 4.3.1`` for ``InsufficientStorage``, ``451 4.7.0`` for a DNS failure,
+  ``451 4.3.0`` otherwise. The message's own ``PermFail`` (``HeaderTooLarge``,
+  ``NoAuthor``) is a ``5xx`` refusal with its reason code in the rejection
+  log: input never makes a ``4xx``. Refusals are verdicts, not exceptions.
+  Anything else — our own ``PermFail``, a bug — answers ``451 4.3.0``
+  without detail, so that a bug makes the sender retry instead of bouncing a
+  customer's mail for good.
+- **Batch** (``ingest/work/batch.py``). A ``TempFail`` (database errors are
+  read through :func:`storage.engine.classify`) puts the entry back without
+  spending an attempt; ``ScannerUnavailable`` makes the rest of the batch
+  wait too. ``LeaseLost`` drops the work: the new owner does it. Anything
+  else spends an attempt, and after ``batch.max_attempts`` the entry is
+  ``failed`` with a ``processing_failed`` rejection record. (The batch never
+  sees ``HeaderTooLarge`` or ``NoAuthor``: its parser records them as defects.)
+- **Outbox** (``ingest/outbound/replies.py``). ``SmtpTempFail`` is
+  ``retrying`` with backoff; ``SmtpPermFail`` and any other ``PermFail``
+  (``SigningFailed``) are ``failed`` at once (a refused login ``held``);
+  ``LeaseLost`` drops the attempt; a bug is retried as ``internal``.
+- **HTTP API** (``ingest/channels/api``). Its problem errors are answered as
+  RFC 9457 documents with their own status (``InvalidReply`` becomes ``422
+  reply_refused``); anything else, a ``TempFail`` included, is ``500
+  internal_error`` without detail. The console answers ``Refused`` with an
+  error page of its status, ``SignIn`` with a redirect to its login page.
+- **CLI** (``ingest/cli``). ``ConfigError`` (every problem with its line),
+  ``SchemaMismatch``, ``NotQuarantined``, ``BackupError``, a reply's
+  ``InvalidReply`` and the ``SmtpFailure`` of a send test or an OAuth login
+  print their message and exit ``1``; click's usage errors exit ``2``;
+  anything else is a traceback and ``1``.
+- **Webhooks** (``ingest/channels/webhooks.py``) are judged by the
+  helpdesk's HTTP answer, not by exceptions; ``LeaseLost`` drops the attempt.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 
 class FirstlineError(Exception):
@@ -52,42 +98,6 @@ class PermFail(FirstlineError):
     """Retrying will not help."""
 
 
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One problem in a configuration file, located for a human."""
-
-    file: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-class ConfigError(PermFail):
-    """The configuration file is invalid; ``problems`` lists every reason."""
-
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-class PolicyRefusal(PermFail):
-    """A deliberate refusal with the exact SMTP reply to send.
-
-    ``reason`` is the stable code written to the rejection log
-    (``unknown_mailbox``, ``dmarc_reject`` …); operators grep for it.
-    """
-
-    def __init__(self, code: int, enhanced: str, text: str, reason: str) -> None:
-        self.code = code
-        self.enhanced = enhanced
-        self.text = text
-        self.reason = reason
-        super().__init__(self.reply)
-
-    @property
-    def reply(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"
+class StorageRefused(PermFail):
+    """The database refused the statement itself (a constraint, a value, a bug of
+    ours): the same write would be refused again, so it spends an attempt."""

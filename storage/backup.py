@@ -18,8 +18,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from policy.errors import PermFail
 
-class BackupError(Exception):
+
+class BackupError(PermFail):
     """The backup could not be made; nothing was left at the target path."""
 
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from policy.errors import InsufficientStorage, StorageUnavailable
+from policy.errors import InsufficientStorage, StorageRefused, StorageUnavailable
 
 # A bench-only stand-in for a slow disk: every commit takes this much longer.
 # It exists so `make bench` can show that group commit keeps durability cheap.
@@ -47,17 +48,36 @@ POSTGRES_NETWORK: dict[str, int] = {
 _PG_DISK_FULL = "53100"
 
 
-def storage_error(exc: BaseException) -> StorageUnavailable:
-    """The one mapping of a failed write at the storage boundary: a full disk
-    (SQLite's SQLITE_FULL, PostgreSQL's disk_full) is :class:`InsufficientStorage`
-    (452 4.3.1), anything else plain :class:`StorageUnavailable` (451 4.3.0)."""
-    if isinstance(exc, StorageUnavailable):
-        return exc
+def classify(exc: BaseException) -> BaseException:
+    """A database error as the error tree reads it: the one place that tells
+    the database's trouble from a statement's (``policy/errors.py``).
+
+    A full disk (SQLite's SQLITE_FULL, PostgreSQL's disk_full) is
+    :class:`InsufficientStorage`; the database away, busy or cut off
+    (``OperationalError``, ``InterfaceError``, a connection SQLAlchemy
+    invalidated) :class:`StorageUnavailable`: both are temporary. Any other
+    refusal (a constraint, a value, our bug) is :class:`StorageRefused`,
+    permanent. What is not a database error comes back as it is.
+    """
     original = getattr(exc, "orig", exc)
     if getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
         getattr(original, "sqlstate", None) == _PG_DISK_FULL
     ):
         return InsufficientStorage(exc.__class__.__name__)
+    if not isinstance(exc, DBAPIError):
+        return exc
+    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        return StorageUnavailable(exc.__class__.__name__)
+    return StorageRefused(exc.__class__.__name__)
+
+
+def storage_error(exc: BaseException) -> StorageUnavailable:
+    """What a session whose commit failed is told: whatever the reason, nothing
+    was stored and the client must try again — ``452 4.3.1`` for a full disk,
+    else ``451 4.3.0`` (our trouble is never a ``5xx``)."""
+    found = classify(exc)
+    if isinstance(found, StorageUnavailable):
+        return found
     return StorageUnavailable(exc.__class__.__name__)
 
 

@@ -22,10 +22,11 @@ from sqlalchemy import ColumnElement, Table, func, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
+from policy.errors import TempFail
 from storage.models import utcnow
 
 
-class LeaseLost(Exception):
+class LeaseLost(TempFail):
     """The lease expired and someone else took the row; undo this work."""
 
 

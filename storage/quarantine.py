@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from policy.errors import PermFail
 from policy.message.ids import shown_message_id
 from storage.models import (
     QuarantineAction,
@@ -30,7 +31,7 @@ from storage.models import (
 )
 
 
-class NotQuarantined(LookupError):
+class NotQuarantined(PermFail):
     """The entry does not exist or is not in quarantine (any more)."""
 
 

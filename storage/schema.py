@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, MetaData, inspect
 from sqlmodel import SQLModel
 
 import storage
+from policy.errors import PermFail
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
@@ -35,7 +36,7 @@ VERSION_TABLE = "alembic_version"
 _LOCK_KEY = int.from_bytes(b"frstline", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-class SchemaMismatch(Exception):
+class SchemaMismatch(PermFail):
     """The database's schema is not the one this code was written for."""
 
 

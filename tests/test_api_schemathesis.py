@@ -25,7 +25,7 @@ import yaml
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from policy.config.model import parse_config
+from policy.config.loading import parse_config
 from tests.support.mailflow import deliver
 from tests.support.server import running
 from tests.support.stores import BASE_CONFIG, merge

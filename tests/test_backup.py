@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from policy.config.model import parse_config
+from policy.config.loading import parse_config
 from tests.support.cli import run, write_config
 from tests.support.server import ServerThread, running
 from tests.support.signing import message

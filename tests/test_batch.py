@@ -11,10 +11,11 @@ import sqlalchemy
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest.work.batch import Batch, is_temporary
+from ingest.work.batch import Batch
 from ingest.work.tickets import file_message
 from policy.config.model import Config
-from storage.engine import make_engine
+from policy.errors import StorageRefused, TempFail
+from storage.engine import classify, make_engine
 from storage.models import QueueEntry, QueueState
 from storage.schema import prepare
 from tests.support.mailflow import enqueue
@@ -73,10 +74,12 @@ def test_database_trouble_is_ours_not_the_messages(db_url: str) -> None:
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT * FROM no_such_table")
     except sqlalchemy.exc.DBAPIError as exc:
-        temporary, operational = is_temporary(exc), isinstance(exc, sqlalchemy.exc.OperationalError)
+        found, operational = classify(exc), isinstance(exc, sqlalchemy.exc.OperationalError)
     engine.dispose()
-    assert temporary == operational
-    assert not is_temporary(ValueError("a message we cannot parse"))
+    # SQLite says "no such table" as an OperationalError, PostgreSQL as a ProgrammingError.
+    assert isinstance(found, TempFail if operational else StorageRefused)
+    unparseable = ValueError("a message we cannot parse")
+    assert classify(unparseable) is unparseable
 
 
 def test_a_temporary_failure_spends_no_attempt_a_message_failure_does(config: Config) -> None:

@@ -9,8 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ingest.cli import main
-from policy.config.model import load_config, parse_config
-from policy.errors import ConfigError
+from policy.config.loading import ConfigError, load_config, parse_config
 from policy.message.headerblock import MAX_HEADER_BYTES
 
 VALID = textwrap.dedent(

@@ -24,8 +24,7 @@ from sqlalchemy.orm import Session
 
 from ingest.cli import main
 from ingest.console.auth import password_matches
-from policy.config.model import parse_config
-from policy.errors import ConfigError
+from policy.config.loading import ConfigError, parse_config
 from storage import events as event_store
 from storage.events import EventState, WebhookEvent
 from storage.models import QueueEntry, Rejection, Ticket

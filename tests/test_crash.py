@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from ingest.outbound.replies import queue_reply
-from policy.config.model import load_config
+from policy.config.loading import load_config
 from storage.engine import make_engine
 from storage.lease import table_of
 from storage.models import QueueEntry, QueueState, StoredMessage, Ticket, TicketMessage

@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from policy.config.model import parse_config
+from policy.config.loading import parse_config
 from storage.engine import make_engine
 from storage.models import StoredMessage, TicketMessage
 from tests.support.fleet import mail

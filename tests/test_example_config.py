@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from policy.config.model import ChannelConfig, Config, parse_config
+from policy.config.loading import parse_config
+from policy.config.model import ChannelConfig, Config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 # A commented-out setting: "# key: value", "#   key: value" or "# - key: value".

@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 
 from ingest.cli import main
 from ingest.ops.app import App
-from policy.config.model import parse_config
+from policy.config.loading import parse_config
 from storage import schema
 from storage.engine import make_engine
 from tests.support.stores import BASE_CONFIG, merge

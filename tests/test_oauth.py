@@ -29,8 +29,9 @@ from ingest.outbound.oauth import Tokens
 from ingest.outbound.relay import Relay, StepDone
 from ingest.outbound.replies import queue_reply, send_due_replies
 from ingest.outbound.smtpfail import Kind, SmtpFailure, Step, token_diagnosis
-from policy.config.model import Config, SmtpConfig, parse_config
-from policy.errors import ConfigError
+from policy.config.loading import ConfigError, parse_config
+from policy.config.model import Config
+from policy.config.sending import SmtpConfig
 from storage import oauth_tokens as stored
 from storage import schema
 from storage.engine import make_engine

@@ -8,7 +8,7 @@ import aiosmtplib
 import pytest
 
 from ingest.outbound.smtpfail import Kind, Step, diagnose, swap_hint
-from policy.config.model import SmtpConfig
+from policy.config.sending import SmtpConfig
 
 SMTP = SmtpConfig(host="smtp.example.com", port=587, encryption="starttls")
 

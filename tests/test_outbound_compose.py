@@ -24,7 +24,7 @@ from ingest.outbound.compose import (
     to_bytes,
 )
 from ingest.outbound.dkimsign import SigningFailed, dkim_sign
-from policy.config.model import DkimConfig
+from policy.config.sending import DkimConfig
 from policy.message.autoreply import is_own_mail
 from tests.support.signing import rsa_key
 

@@ -26,7 +26,8 @@ from sqlmodel import col
 
 from ingest.ops.metrics import REGISTRY
 from ingest.outbound.replies import OutboxResult, _send, send_due_replies
-from policy.config.model import Config, load_config
+from policy.config.loading import load_config
+from policy.config.model import Config
 from storage import lease, outbox
 from storage.models import KnownMessageId, utcnow
 from tests.support.cli import run, write_config

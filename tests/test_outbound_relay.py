@@ -13,7 +13,7 @@ import trustme
 
 from ingest.outbound.relay import Relay, StepDone, tls_context
 from ingest.outbound.smtpfail import Kind, SmtpFailure, SmtpPermFail, SmtpTempFail, Step
-from policy.config.model import SmtpConfig
+from policy.config.sending import SmtpConfig
 from policy.errors import PermFail, TempFail
 from tests.support.relay import PASSWORD, RecordingHandler, Relays, free_port
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from ingest.smtp.verification import configured_verifier
-from policy.config.model import parse_config
+from policy.config.loading import parse_config
 from tests.support.cli import run
 from tests.support.dnsserver import DnsServer
 from tests.support.server import running

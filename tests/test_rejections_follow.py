@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from ingest.channels.api.routes import create_app
-from policy.config.model import parse_config
+from policy.config.loading import parse_config
 from storage.rejections import REASON_CODES
 from tests.support.cli import run, write_config
 from tests.support.server import ServerThread

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from ingest.ops.reload import ReloadResult
-from policy.config.model import load_config
+from policy.config.loading import load_config
 from tests.support.cli import run, write_config
 from tests.support.server import ServerThread, running
 from tests.support.stores import BASE_CONFIG

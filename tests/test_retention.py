@@ -14,7 +14,8 @@ import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from policy.config.model import Config, parse_config
+from policy.config.loading import parse_config
+from policy.config.model import Config
 from storage.engine import make_engine
 from storage.intake import new_row
 from storage.models import (

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from ingest.cli import main
 from ingest.outbound.smtpfail import smtp_warnings
-from policy.config.model import parse_config
+from policy.config.loading import parse_config
 from tests.support.relay import PASSWORD, USER, RecordingHandler, Relays, free_port
 from tests.support.signing import rsa_key
 

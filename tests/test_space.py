@@ -22,7 +22,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from ingest.ops.metrics import scrape_registry
-from policy.config.model import Config, parse_config
+from policy.config.loading import parse_config
+from policy.config.model import Config
 from policy.errors import InsufficientStorage, StorageUnavailable
 from storage.engine import storage_error
 from storage.models import Rejection, StoredMessage

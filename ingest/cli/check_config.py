@@ -8,7 +8,7 @@ import click
 
 from ingest.cli.common import config_option, load
 from ingest.outbound.smtpfail import smtp_warnings
-from policy.config.model import inline_secrets
+from policy.config.loading import inline_secrets
 
 
 @click.command("check-config")

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
-from policy.config.model import Config, load_config
-from policy.errors import ConfigError
+from policy.config.loading import ConfigError, load_config
+from policy.config.model import Config
 from policy.verify.verdict import explain, summary
 from storage.engine import make_engine
 from storage.schema import SchemaMismatch, prepare

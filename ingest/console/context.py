@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ingest.console import auth
 from ingest.console.render import environment
 from policy.config.model import Config, ConsoleConfig, ConsoleUser
+from policy.errors import PermFail
 
 ROOT = "/console"
 MAX_FORM = 256 * 1024  # a pasted header block fits; nothing else comes close
@@ -82,14 +83,15 @@ class Who:
         return self.user.role != "read-only"
 
 
-class SignIn(Exception):
-    """No valid session: answered with a redirect to the login page."""
+class SignIn(PermFail):
+    """No valid session: answered with a redirect to the login page, then back."""
 
     def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
         self.next_path = next_path
 
 
-class Refused(Exception):
+class Refused(PermFail):
     """An answer page with a status: forbidden actions, bad forms, unknown items."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -39,8 +39,8 @@ from ingest.smtp.resolver import CachingResolver
 from ingest.work.batch import Batch, BatchResult
 from ingest.work.housekeeping import Housekeeping
 from ingest.work.tickets import file_message
+from policy.config.loading import ConfigProblem
 from policy.config.model import Config, Listen
-from policy.errors import ConfigProblem
 from policy.verify.verdict import Verifier
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter

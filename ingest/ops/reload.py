@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.ops.metrics import RELOADS
-from policy.config.model import Config, load_config
-from policy.errors import ConfigError, ConfigProblem
+from policy.config.loading import ConfigError, ConfigProblem, load_config
+from policy.config.model import Config
 from storage.models import utcnow
 
 log = logging.getLogger("mail.config")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dkim
 
-from policy.config.model import DkimConfig
+from policy.config.sending import DkimConfig
 from policy.errors import PermFail
 
 # The headers a customer sees and threads by; signing them stops a relay

@@ -43,7 +43,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ingest.outbound.smtpfail import SmtpFailure, failure, token_diagnosis
-from policy.config.model import SmtpAuthConfig, SmtpConfig
+from policy.config.sending import SmtpAuthConfig, SmtpConfig
 from storage import oauth_tokens as stored
 from storage.lease import LeaseLost
 from storage.models import utcnow

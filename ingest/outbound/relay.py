@@ -41,7 +41,8 @@ from ingest.outbound.smtpfail import (
     failure,
     swap_hint,
 )
-from policy.config.model import MailboxConfig, SmtpConfig
+from policy.config.model import MailboxConfig
+from policy.config.sending import SmtpConfig
 
 _CLOSE_POLLS = 100
 # The probe only runs after a failure; a short configured timeout must not cut it off.

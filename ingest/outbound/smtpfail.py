@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 
-from policy.config.model import Config, SmtpConfig
+from policy.config.model import Config
+from policy.config.sending import SmtpConfig
 from policy.errors import FirstlineError, PermFail, TempFail
 
 

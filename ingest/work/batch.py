@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ingest.channels import emit as events
@@ -38,6 +37,7 @@ from policy.message.mime import parse_message
 from policy.message.parsed import ParsedMessage
 from storage import mailqueue as queue
 from storage import quarantine
+from storage.engine import classify
 from storage.models import QueueState, StoredMessage
 
 log = logging.getLogger("mail.batch")
@@ -76,13 +76,6 @@ def _finding(scan: ScanResult) -> str:
     """The scanner's finding as the queue, quarantine and rejection log show it."""
     where = f" in {scan.filename}" if scan.filename else ""
     return f"{scan.reason}: {scan.signature or scan.detail}{where} ({scan.scanner})"
-
-
-def is_temporary(error: BaseException) -> bool:
-    """Our trouble, not the message's: it must not spend the message's attempts."""
-    if isinstance(error, TempFail | OperationalError | InterfaceError):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def worker_id() -> str:
@@ -146,7 +139,7 @@ class Batch:
             log.exception("entry %d failed", claim.entry_id)
             error = f"{exc.__class__.__name__}: {exc}"[:2000]
             return await asyncio.to_thread(
-                self._fail, claim, config, error, temporary=is_temporary(exc)
+                self._fail, claim, config, error, temporary=isinstance(classify(exc), TempFail)
             )
 
     def _start(self, claim: queue.Claim, config: Config) -> queue.Claim:
@@ -275,7 +268,7 @@ class Batch:
             log.warning("entry %d: lease lost; another worker owns it now", claim.entry_id)
             return None
         except Exception as exc:
-            temporary = is_temporary(exc)
+            temporary = isinstance(classify(exc), TempFail)  # ours: spends no attempt
             if not temporary:
                 log.exception("entry %d failed", claim.entry_id)
             prefix = "temporary: " if temporary else f"{exc.__class__.__name__}: "

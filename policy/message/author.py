@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from email import _header_value_parser as rfc5322
 from email.errors import HeaderParseError, InvalidHeaderDefect
 
+from policy.errors import PermFail
+
 #: A From field longer than this names no trustworthy author (real ones are
 #: well under a kilobyte); it also bounds the strict parser's work.
 MAX_FROM_CHARS = 4096
@@ -51,7 +53,7 @@ _LABEL = re.compile(
 )
 
 
-class NoAuthor(ValueError):
+class NoAuthor(PermFail):
     """The message names no single trustworthy author; ``reason`` is the code."""
 
     def __init__(self, reason: str, detail: str) -> None:

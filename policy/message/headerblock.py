@@ -37,6 +37,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from policy.errors import PermFail
+
 BOM = b"\xef\xbb\xbf"
 #: The largest header block accepted: far above any real mail (a long
 #: forwarding path with ARC sets and signatures is a few tens of kilobytes),
@@ -53,7 +55,7 @@ _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _EMPTY_LINE = re.compile(rb"\n\r?\n")
 
 
-class HeaderTooLarge(ValueError):
+class HeaderTooLarge(PermFail):
     """The header block is larger than the limit."""
 
     def __init__(self, limit: int) -> None:

@@ -20,7 +20,8 @@ import httpx
 import yaml
 
 from ingest.smtp.verification import configured_verifier
-from policy.config.model import Config, parse_config
+from policy.config.loading import parse_config
+from policy.config.model import Config
 from tests.support.dnsserver import DnsServer
 from tests.support.server import ServerThread, running
 from tests.support.stores import BASE_CONFIG, merge

@@ -26,7 +26,7 @@ import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from policy.config.model import SmtpConfig
+from policy.config.sending import SmtpConfig
 from tests.support.oauth_server import TokenEndpoint, new_ca
 
 USER = "support@example.com"

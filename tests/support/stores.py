@@ -21,7 +21,8 @@ import sqlalchemy
 import yaml
 from hypothesis import settings
 
-from policy.config.model import Config, parse_config
+from policy.config.loading import parse_config
+from policy.config.model import Config
 from tests.support.server import ServerThread, running
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -781,7 +781,7 @@ def _scoped_trace(
 
 
 if __name__ == "__main__":  # pragma: no cover - regenerates the checked-in document
-    from policy.config.model import parse_config
+    from policy.config.loading import parse_config
     from storage.engine import make_engine
 
     document = create_app(lambda: parse_config(""), make_engine("sqlite://")).openapi()
