@@ -25,6 +25,7 @@ here; ``tests/test_error_tree.py`` holds this drawing to the code::
     │   ├── SmtpPermFail            a relay's 5xx, login, TLS (ingest/outbound/smtpfail.py)
     │   ├── NotQuarantined          no such entry in quarantine (storage/quarantine.py)
     │   ├── BackupError             no backup was made (storage/backup.py)
+    │   ├── Problem                 an API client's error (ingest/channels/api/problems.py)
     │   ├── Refused                 a console page's 4xx (ingest/console/context.py)
     │   └── SignIn                  a console page without a session (ingest/console/context.py)
     └── SmtpFailure                 raised only as its two kinds (ingest/outbound/smtpfail.py)

@@ -18,6 +18,7 @@ from sqlmodel import col
 
 from policy.message.ids import shown_message_id
 from policy.verify.verdict import original_sender
+from storage.documents import TraceOut
 from storage.models import (
     QuarantineAction,
     QueueEntry,
@@ -206,14 +207,14 @@ def trace(session: Session, message_id_or_queue_id: str) -> dict[str, Any]:
         message_id = shown_message_id(next((m for m in found_ids if m), None))
     else:
         message_id = shown_message_id(bare)
-    return {
-        "query": message_id_or_queue_id.strip(),
-        "message_id": message_id,
-        "trace_ids": trace_ids,
-        "found": bool(events),
-        "status": status,
-        "events": events,
-    }
+    return TraceOut(
+        query=message_id_or_queue_id.strip(),
+        message_id=message_id,
+        trace_ids=trace_ids,
+        found=bool(events),
+        status=status,
+        events=events,
+    ).dump()
 
 
 def _tickets_of(session: Session, ticket_message_ids: list[int | None]) -> dict[int, int]:

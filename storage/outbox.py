@@ -51,6 +51,7 @@ from sqlmodel import Field, SQLModel, col
 
 from policy.message.ids import shown_message_id
 from storage import lease
+from storage.documents import ReplyOut
 from storage.lease import LeaseLost
 from storage.models import _when, iso, utcnow
 
@@ -313,30 +314,30 @@ def mark_reply_bounced(session: Session, reply_message_id: str, reason: str) -> 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def reply_view(reply: Reply) -> dict[str, Any]:
-    """A reply's delivery state as JSON-ready data (``tickets show --json``)."""
-    view: dict[str, Any] = {
-        "id": reply.id,
-        "message_id": shown_message_id(reply.message_id),
-        "recipients": list(reply.recipients),
-        "state": reply.state.value,
-        "attempts": reply.attempts,
-        "created_at": iso(reply.created_at),
-        "state_changed_at": iso(reply.state_changed_at),
-    }
+def reply_view(reply: Reply) -> ReplyOut:
+    """A reply's delivery state: the keys of its state only (docs/json.md)."""
+    view = ReplyOut(
+        id=reply.id,
+        ticket_id=reply.ticket_id,
+        message_id=shown_message_id(reply.message_id),
+        recipients=list(reply.recipients),
+        state=reply.state.value,
+        attempts=reply.attempts,
+        created_at=iso(reply.created_at),
+        state_changed_at=iso(reply.state_changed_at),
+    )
     if reply.state == ReplyState.SENT:
-        view.update(
-            server_reply=reply.server_reply,
-            # The relay's own queue id from its 250 (ours is a message's trace_id).
-            relay_queue_id=reply.queue_id,
-            sent_at=iso(reply.sent_at),
-        )
+        view.server_reply = reply.server_reply
+        # The relay's own queue id from its 250 (ours is a message's trace_id).
+        view.relay_queue_id = reply.queue_id
+        view.sent_at = iso(reply.sent_at)
     if reply.state in (ReplyState.RETRYING, ReplyState.FAILED, ReplyState.HELD):
-        view.update(last_error=reply.last_error, error_class=reply.error_class)
+        view.last_error = reply.last_error
+        view.error_class = reply.error_class
         if reply.diagnosis is not None:
-            view["diagnosis"] = reply.diagnosis
+            view.diagnosis = reply.diagnosis
     if reply.state == ReplyState.RETRYING:
-        view["next_attempt_at"] = iso(reply.available_at)
+        view.next_attempt_at = iso(reply.available_at)
     return view
 
 
@@ -353,7 +354,7 @@ def failed_replies(session: Session, *, limit: int = 500) -> list[dict[str, Any]
         .order_by(col(Reply.state_changed_at).desc(), col(Reply.id).desc())
         .limit(limit)
     ).all()
-    return [{**reply_view(r), "ticket_id": r.ticket_id, "mailbox": r.mailbox} for r in rows]
+    return [{**reply_view(r).dump(), "mailbox": r.mailbox} for r in rows]
 
 
 def retry_failed(
@@ -370,7 +371,7 @@ def retry_failed(
     )
 
 
-def replies_of(session: Session, ticket_id: int) -> list[dict[str, Any]]:
+def replies_of(session: Session, ticket_id: int) -> list[ReplyOut]:
     rows = session.scalars(
         select(Reply).where(col(Reply.ticket_id) == ticket_id).order_by(col(Reply.id))
     ).all()

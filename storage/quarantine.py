@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from policy.errors import PermFail
 from policy.message.ids import shown_message_id
+from storage.documents import QuarantineActionOut, QuarantineDetailOut, QuarantineItemOut
 from storage.models import (
     QuarantineAction,
     QueueEntry,
@@ -46,22 +47,22 @@ def reason_of(entry: QueueEntry, message: StoredMessage) -> str | None:
     return entry.last_error or message.verdict.get("reason")
 
 
-def _view(entry: QueueEntry, message: StoredMessage) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "trace_id": message.trace_id,
-        "mailbox": entry.mailbox,
-        "reason": reason_of(entry, message),
-        "quarantined_at": iso(entry.state_changed_at),
-        "received_at": iso(message.received_at),
-        "mail_from": message.mail_from,
-        "header_from": message.header_from,
-        "subject": message.subject,
-        "message_id": shown_message_id(message.header_message_id),
-        "size": message.size,
-        "client_ip": message.client_ip,
-        "client_name": message.client_name,
-    }
+def _view(entry: QueueEntry, message: StoredMessage) -> QuarantineItemOut:
+    return QuarantineItemOut(
+        id=entry.id,
+        trace_id=message.trace_id,
+        mailbox=entry.mailbox,
+        reason=reason_of(entry, message),
+        quarantined_at=iso(entry.state_changed_at),
+        received_at=iso(message.received_at),
+        mail_from=message.mail_from,
+        header_from=message.header_from,
+        subject=message.subject,
+        message_id=shown_message_id(message.header_message_id),
+        size=message.size,
+        client_ip=message.client_ip,
+        client_name=message.client_name,
+    )
 
 
 def _get(session: Session, entry_id: int) -> Quarantined:
@@ -84,20 +85,21 @@ def list_quarantined(session: Session, *, limit: int = 1000) -> list[dict[str, A
         .order_by(col(QueueEntry.state_changed_at).desc(), col(QueueEntry.id).desc())
         .limit(limit)
     ).all()
-    return [_view(entry, message) for entry, message in rows]
+    return [_view(entry, message).dump() for entry, message in rows]
 
 
 def show(session: Session, entry_id: int) -> dict[str, Any]:
     """One entry with its header block and its audit trail."""
     found = _get(session, entry_id)
-    view = _view(found.entry, found.message)
     raw = found.message.raw or b""
     end = raw.find(b"\r\n\r\n")
-    view["headers"] = raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace")
-    view["authentication_results"] = found.message.authentication_results
-    view["verdict"] = found.message.verdict
-    view["history"] = history(session, entry_id)
-    return view
+    return QuarantineDetailOut(
+        **dict(_view(found.entry, found.message)),
+        headers=raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace"),
+        authentication_results=found.message.authentication_results,
+        verdict=found.message.verdict,
+        history=history(session, entry_id),
+    ).dump()
 
 
 def raw_of(session: Session, entry_id: int) -> bytes | None:
@@ -112,7 +114,9 @@ def history(session: Session, entry_id: int) -> list[dict[str, Any]]:
         .order_by(col(QuarantineAction.id))
     ).all()
     return [
-        {"at": iso(a.at), "action": a.action, "by": a.by, "reason": a.reason, "note": a.note}
+        QuarantineActionOut(
+            at=iso(a.at), action=a.action, by=a.by, reason=a.reason, note=a.note
+        ).dump()
         for a in actions
     ]
 
@@ -169,7 +173,7 @@ def release(session: Session, entry_id: int, *, by: str, note: str | None = None
             last_error=None,
         )
     )
-    return _view(found.entry, found.message)
+    return _view(found.entry, found.message).dump()
 
 
 def released_reason(session: Session, entry_id: int) -> str | None:
@@ -193,7 +197,7 @@ def remove(
 ) -> dict[str, Any]:
     """Delete the entry, and its stored message once no other entry needs it."""
     found = _get(session, entry_id)
-    view = _view(found.entry, found.message)
+    view = _view(found.entry, found.message).dump()
     _audit(session, action, by, found.entry, found.message, note)
     session.execute(delete(QueueEntry).where(col(QueueEntry.id) == entry_id))
     others = session.scalar(

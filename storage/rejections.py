@@ -22,6 +22,7 @@ from sqlmodel import col
 
 from policy.message.ids import shown_message_id
 from policy.verify.verdict import original_sender
+from storage.documents import RejectionOut
 from storage.models import Rejection, aware
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -156,32 +157,30 @@ def _conditions(query: RejectionFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def rejection_view(rejection: Rejection, *, headers: bool = False) -> dict[str, Any]:
+def rejection_view(rejection: Rejection, *, headers: bool = False) -> RejectionOut:
     """The public shape of one record (add keys, never rename)."""
-    view: dict[str, Any] = {
-        "id": rejection.id,
-        "created_at": aware(rejection.created_at).isoformat(),
-        "stage": rejection.stage,
-        "reason": rejection.reason,
-        "reply": rejection.reply,
-        "client_ip": rejection.client_ip,
-        "client_name": rejection.client_name,
-        "helo": rejection.helo,
-        "proto": rejection.proto,
-        "mail_from": rejection.mail_from,
-        "rcpt_to": rejection.rcpt_to,
-        "mailbox": rejection.mailbox,
-        "header_from": rejection.header_from,
-        "subject": rejection.subject,
-        "message_id": shown_message_id(rejection.message_id),
-        "trace_id": rejection.trace_id,
+    return RejectionOut(
+        id=rejection.id,
+        created_at=aware(rejection.created_at).isoformat(),
+        stage=rejection.stage,
+        reason=rejection.reason,
+        reply=rejection.reply,
+        client_ip=rejection.client_ip,
+        client_name=rejection.client_name,
+        helo=rejection.helo,
+        proto=rejection.proto,
+        mail_from=rejection.mail_from,
+        rcpt_to=rejection.rcpt_to,
+        mailbox=rejection.mailbox,
+        header_from=rejection.header_from,
+        subject=rejection.subject,
+        message_id=shown_message_id(rejection.message_id),
+        trace_id=rejection.trace_id,
         # What verification recorded: the same object as a message's verdict.
-        "verdict": rejection.authentication,
-        "forwarded_from": original_sender(rejection.authentication),
-    }
-    if headers:
-        view["headers"] = rejection.headers
-    return view
+        verdict=rejection.authentication,
+        forwarded_from=original_sender(rejection.authentication),
+        **({"headers": rejection.headers} if headers else {}),
+    )
 
 
 def search(session: Session, query: RejectionFilter, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -192,7 +191,7 @@ def search(session: Session, query: RejectionFilter, *, limit: int = 100) -> lis
         .order_by(col(Rejection.created_at).desc(), col(Rejection.id).desc())
         .limit(limit)
     ).all()
-    return [rejection_view(r) for r in rows]
+    return [rejection_view(r).dump() for r in rows]
 
 
 def newer_than(
@@ -205,7 +204,7 @@ def newer_than(
         .order_by(col(Rejection.id))
         .limit(limit)
     ).all()
-    return [rejection_view(r) for r in rows]
+    return [rejection_view(r).dump() for r in rows]
 
 
 def last_id(session: Session) -> int:
@@ -216,7 +215,7 @@ def last_id(session: Session) -> int:
 def detail(session: Session, rejection_id: int) -> dict[str, Any] | None:
     """One record with its full header block."""
     rejection = session.get(Rejection, rejection_id)
-    return rejection_view(rejection, headers=True) if rejection is not None else None
+    return rejection_view(rejection, headers=True).dump() if rejection is not None else None
 
 
 def ids_named(session: Session, ref: int | str) -> list[int]:

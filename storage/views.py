@@ -1,9 +1,8 @@
-"""Tickets and queue entries as plain JSON-ready dicts.
+"""Tickets and queue entries as the documents of :mod:`storage.documents`.
 
 The CLI's ``--json`` output, the HTTP API and webhook events show the same
-shapes, so the shapes are made once, here; their keys are listed in
-docs/json.md (one key per concept across every object) and are a public
-contract: add, never rename.
+shapes, so the shapes are built once, here, as the API's own schemas; the
+CLI and webhooks print their :meth:`~storage.documents.Document.dump`.
 """
 
 from __future__ import annotations
@@ -15,23 +14,31 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from policy.message.ids import shown_message_id
+from storage.documents import (
+    AttachmentOut,
+    MessageOut,
+    QueueEntryOut,
+    TicketOut,
+    TicketSummaryOut,
+)
 from storage.models import Attachment, QueueEntry, StoredMessage, Ticket, TicketMessage, iso
+from storage.outbox import replies_of
 
 
-def ticket_summary(ticket: Ticket, message_count: int) -> dict[str, Any]:
-    return {
-        "id": ticket.id,
-        "mailbox": ticket.mailbox,
-        "subject": ticket.subject,
-        "requester": ticket.requester,
-        "status": ticket.status,
-        "created_at": iso(ticket.created_at),
-        "updated_at": iso(ticket.updated_at),
-        "message_count": message_count,
-    }
+def ticket_summary(ticket: Ticket, message_count: int) -> TicketSummaryOut:
+    return TicketSummaryOut(
+        id=ticket.id,
+        mailbox=ticket.mailbox,
+        subject=ticket.subject,
+        requester=ticket.requester,
+        status=ticket.status,
+        created_at=iso(ticket.created_at),
+        updated_at=iso(ticket.updated_at),
+        message_count=message_count,
+    )
 
 
-def list_tickets(session: Session, *, limit: int = 100) -> list[dict[str, Any]]:
+def list_tickets(session: Session, *, limit: int = 100) -> list[TicketSummaryOut]:
     counts = (
         select(col(TicketMessage.ticket_id), func.count().label("n"))
         .group_by(col(TicketMessage.ticket_id))
@@ -46,53 +53,48 @@ def list_tickets(session: Session, *, limit: int = 100) -> list[dict[str, Any]]:
     return [ticket_summary(ticket, count) for ticket, count in rows]
 
 
+def attachment_detail(attachment: Attachment, *, attachment_base: str) -> AttachmentOut:
+    """``attachment_base`` is the API's public address ("" for a path on this server)."""
+    return AttachmentOut(
+        id=attachment.id,
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+        size=attachment.size,
+        sha256=attachment.sha256,
+        inline=attachment.inline,
+        content_id=attachment.content_id,
+        download_url=f"{attachment_base}/api/v1/attachments/{attachment.id}",
+    )
+
+
 def message_detail(
-    message: TicketMessage, attachments: list[Attachment], *, attachment_base: str | None = None
-) -> dict[str, Any]:
-    """One message; with ``attachment_base``, each attachment gets its API download URL."""
-    return {
-        "id": message.id,
-        "message_id": shown_message_id(message.message_id),
-        "from": message.from_addr,
-        "from_name": message.from_name,
-        "to": message.to,
-        "cc": message.cc,
-        "date": iso(message.date),
-        "subject": message.subject,
-        "text": message.text,
-        "html": message.html,
-        "attachments": [
-            {
-                "id": a.id,
-                "filename": a.filename,
-                "content_type": a.content_type,
-                "size": a.size,
-                "sha256": a.sha256,
-                "inline": a.inline,
-                # What ``cid:`` image sources in the message's html name.
-                "content_id": a.content_id,
-                **(
-                    {"download_url": f"{attachment_base}/api/v1/attachments/{a.id}"}
-                    if attachment_base is not None
-                    else {}
-                ),
-            }
-            for a in attachments
-        ],
-        "auto_reply": message.auto_reply,
-        "charset_repaired": message.charset_repaired,
+    message: TicketMessage, attachments: list[Attachment], *, attachment_base: str
+) -> MessageOut:
+    return MessageOut(
+        id=message.id,
+        message_id=shown_message_id(message.message_id),
+        from_=message.from_addr,
+        from_name=message.from_name,
+        to=message.to,
+        cc=message.cc,
+        date=iso(message.date),
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+        attachments=[attachment_detail(a, attachment_base=attachment_base) for a in attachments],
+        auto_reply=message.auto_reply,
+        charset_repaired=message.charset_repaired,
         # Evidence behind the flags: thread rule, charset repairs, bounce status …
-        "details": message.details,
-        "forwarding": message.forwarding,
-        "authentication_results": message.authentication_results,
-        "stored_message_id": message.stored_message_id,
-        "created_at": iso(message.created_at),
-    }
+        details=message.details,
+        forwarding=message.forwarding,
+        authentication_results=message.authentication_results,
+        stored_message_id=message.stored_message_id,
+        created_at=iso(message.created_at),
+    )
 
 
-def ticket_detail(
-    session: Session, ticket_id: int, *, attachment_base: str | None = None
-) -> dict[str, Any] | None:
+def ticket_detail(session: Session, ticket_id: int, *, attachment_base: str) -> TicketOut | None:
+    """A ticket as helpdesks see it: messages with download links, and replies."""
     ticket = session.get(Ticket, ticket_id)
     if ticket is None:
         return None
@@ -107,40 +109,43 @@ def ticket_detail(
         .where(col(Attachment.ticket_message_id).in_(ids))
         .order_by(col(Attachment.id))
     ).all()
-    detail = ticket_summary(ticket, len(messages))
-    detail["messages"] = [
-        message_detail(
-            m,
-            [a for a in attachments if a.ticket_message_id == m.id],
-            attachment_base=attachment_base,
-        )
-        for m in messages
-    ]
-    return detail
+    return TicketOut(
+        **dict(ticket_summary(ticket, len(messages))),
+        messages=[
+            message_detail(
+                m,
+                [a for a in attachments if a.ticket_message_id == m.id],
+                attachment_base=attachment_base,
+            )
+            for m in messages
+        ],
+        replies=replies_of(session, ticket_id),
+    )
 
 
-def queue_entry(entry: QueueEntry, message: StoredMessage) -> dict[str, Any]:
+def queue_entry(entry: QueueEntry, message: StoredMessage) -> QueueEntryOut:
     """One queue entry, with the keys a quarantine item and a trace use (docs/json.md)."""
-    return {
-        "id": entry.id,
-        "trace_id": message.trace_id,
-        "state": entry.state.value if hasattr(entry.state, "value") else entry.state,
-        "mailbox": entry.mailbox,
-        "received_at": iso(message.received_at),
-        "size": message.size,
-        "mail_from": message.mail_from,
-        "message_id": shown_message_id(message.header_message_id),
-        "subject": message.subject,
-        "attempts": entry.attempts,
-        "lease_owner": entry.lease_owner,
-        "lease_expires_at": iso(entry.lease_expires_at),
-        "last_error": entry.last_error,
-        "state_changed_at": iso(entry.state_changed_at),
-        "ticket_message_id": entry.ticket_message_id,
-    }
+    return QueueEntryOut(
+        id=entry.id,
+        trace_id=message.trace_id,
+        state=entry.state.value if hasattr(entry.state, "value") else entry.state,
+        mailbox=entry.mailbox,
+        received_at=iso(message.received_at),
+        size=message.size,
+        mail_from=message.mail_from,
+        message_id=shown_message_id(message.header_message_id),
+        subject=message.subject,
+        attempts=entry.attempts,
+        lease_owner=entry.lease_owner,
+        lease_expires_at=iso(entry.lease_expires_at),
+        last_error=entry.last_error,
+        state_changed_at=iso(entry.state_changed_at),
+        ticket_message_id=entry.ticket_message_id,
+    )
 
 
 def list_queue(session: Session, states: list[str], *, limit: int = 1000) -> list[dict[str, Any]]:
+    """The entries in ``states``, oldest first, as ``queue list --json`` prints them."""
     rows = session.execute(
         select(QueueEntry, StoredMessage)
         .join(StoredMessage, col(StoredMessage.id) == col(QueueEntry.message_id))
@@ -148,4 +153,4 @@ def list_queue(session: Session, states: list[str], *, limit: int = 1000) -> lis
         .order_by(col(QueueEntry.id))
         .limit(limit)
     ).all()
-    return [queue_entry(entry, message) for entry, message in rows]
+    return [queue_entry(entry, message).dump() for entry, message in rows]

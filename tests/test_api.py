@@ -285,7 +285,7 @@ def test_operators_endpoints_and_the_openapi_document(api: Api) -> None:
                 "body_too_large")  # fmt: skip
         served = client.get("/openapi.json").json()
     assert served == json.loads(OPENAPI.read_text(encoding="utf-8")), (
-        "the API changed: regenerate with `python -m ingest.channels.api.routes > openapi.json`"
+        "the API changed: regenerate with `python -m ingest.channels.api > openapi.json`"
     )
     undocumented = [
         f"{method.upper()} {path}"

@@ -50,8 +50,6 @@ LIBRARY: dict[str, str] = {
     "spf.TempError": "pyspf's own: our DNS hook tells pyspf its lookup failed (temperror)",
     "policy.config.section.LocatedError": "a ValueError, as pydantic needs; it never leaves "
     "parse_config, which turns it into a ConfigProblem",
-    # i15api's split joins the API's problems to the tree: delete this entry then.
-    "ingest.channels.api.routes.Problem": "the HTTP API's RFC 9457 answer (joins the tree)",
 }
 
 

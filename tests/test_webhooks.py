@@ -488,7 +488,7 @@ def shown_reply(server: ServerThread, reply_id: int) -> dict[str, Any]:
     with Session(server.engine) as session:
         row = session.get(Reply, reply_id)
         assert row is not None
-        return reply_view(row)
+        return reply_view(row).dump()
 
 
 def bounce_of(message_id: str, report_id: str = "dsn-1") -> bytes:

@@ -23,10 +23,11 @@ from sqlmodel import col
 
 from policy.config.model import ChannelConfig, Config, EventType
 from storage import events, views
+from storage.documents import TicketOut
 from storage.intake import Incoming, Item, WriteHook
 from storage.mailqueue import Claim
 from storage.models import QueueState, Rejection, StoredMessage, Ticket, TicketMessage
-from storage.outbox import Reply, ReplyState, replies_of, reply_view
+from storage.outbox import Reply, ReplyState, reply_view
 from storage.quarantine import show as quarantine_view
 from storage.rejections import rejection_view
 
@@ -57,12 +58,9 @@ def attachment_base(config: Config) -> str:
     return (config.api.base_url or "").rstrip("/")
 
 
-def ticket_document(session: Session, config: Config, ticket_id: int) -> dict[str, Any] | None:
-    """A ticket as helpdesks see it, through the API and in events."""
-    detail = views.ticket_detail(session, ticket_id, attachment_base=attachment_base(config))
-    if detail is not None:
-        detail["replies"] = [{**r, "ticket_id": ticket_id} for r in replies_of(session, ticket_id)]
-    return detail
+def ticket_document(session: Session, config: Config, ticket_id: int) -> TicketOut | None:
+    """A ticket as helpdesks see it, through the API, in events and on the CLI."""
+    return views.ticket_detail(session, ticket_id, attachment_base=attachment_base(config))
 
 
 def emit(
@@ -98,13 +96,14 @@ def _ticket_event(
     if ticket is None or not channels_for(config, ticket.mailbox, type):
         return
     document = ticket_document(session, config, ticket_id)
+    assert document is not None
     emit(
         session,
         config,
         type,
         mailbox=ticket.mailbox,
         ticket_id=ticket_id,
-        data={"ticket": document, **extra},
+        data={"ticket": document.dump(), **extra},
     )
 
 
@@ -162,7 +161,7 @@ def reply_settled(session: Session, config: Config, reply_id: int) -> None:
     if reply is None or reply.state not in (ReplyState.SENT, ReplyState.FAILED):
         return
     type: EventType = "reply.sent" if reply.state == ReplyState.SENT else "reply.failed"
-    _ticket_event(session, config, type, reply.ticket_id, reply=reply_view(reply))
+    _ticket_event(session, config, type, reply.ticket_id, reply=reply_view(reply).dump())
 
 
 def quarantined(session: Session, config: Config, entry_id: int) -> None:
@@ -189,7 +188,7 @@ def rejected(session: Session, config: Config, rejection: Rejection) -> None:
         "message.rejected",
         mailbox=rejection.mailbox,
         ticket_id=None,
-        data={"rejection": rejection_view(rejection)},
+        data={"rejection": rejection_view(rejection).dump()},
     )
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from ingest.channels.emit import ticket_document
 from ingest.console import auth
 from ingest.console.context import ROOT, Form, Refused, Signed, Ui, checked, safe_next, secure
 from ingest.console.render import chart, show
@@ -27,7 +28,6 @@ from storage import quarantine as held
 from storage import rejections as rejection_log
 from storage.events import EventState
 from storage.models import utcnow
-from storage.views import ticket_detail
 
 router = APIRouter(include_in_schema=False)
 Id = Annotated[int, Path(ge=1, le=2**62)]
@@ -240,10 +240,10 @@ def trace_page(ui: Ui, who: Signed, q: Annotated[str, Query(max_length=65536)] =
 @router.get("/tickets/{ticket_id}")
 def ticket(ui: Ui, who: Signed, ticket_id: Id) -> Response:
     with _db(ui) as session:
-        detail = ticket_detail(session, ticket_id)
+        detail = ticket_document(session, ui.current(), ticket_id)
     if detail is None:
         raise Refused(404, f"No ticket {ticket_id}.")
-    return ui.page("ticket.html", who, t=detail, nav="trace")
+    return ui.page("ticket.html", who, t=detail.dump(), nav="trace")
 
 
 # --- quarantine ---------------------------------------------------------------------

@@ -66,8 +66,10 @@ def tickets(server: ServerThread) -> list[dict[str, Any]]:
     """Every ticket with its messages, oldest first, as ``tickets show --json`` has them."""
     with Session(server.engine) as session:
         rows = views.list_tickets(session, limit=10_000)
-        details = [views.ticket_detail(session, row["id"]) for row in reversed(rows)]
-    return [d for d in details if d is not None]
+        details = [
+            views.ticket_detail(session, row.id, attachment_base="") for row in reversed(rows)
+        ]
+    return [d.dump() for d in details if d is not None]
 
 
 def queue_outcomes(server: ServerThread) -> list[tuple[QueueEntry, StoredMessage]]:
