@@ -52,6 +52,7 @@ from ingest.outbound.compose import InvalidReply, parse_address
 from ingest.outbound.replies import queue_reply
 from policy.config.model import ChannelConfig, Config
 from policy.message.attachments import clean_filename
+from storage import models
 from storage import rejections as rejection_log
 from storage.models import Attachment, Ticket, TicketMessage, aware, utcnow
 from storage.outbox import Reply, reply_view
@@ -225,7 +226,10 @@ class ReplyOut(BaseModel):
     next_attempt_at: str | None = None
 
 
-TicketStatus = Literal["open", "pending", "closed"]
+# storage's enum as a Literal: the schema lists the values in place, as it always did.
+TicketStatus = Literal[
+    models.TicketStatus.OPEN, models.TicketStatus.PENDING, models.TicketStatus.CLOSED
+]
 
 
 class TicketSummaryOut(BaseModel):
