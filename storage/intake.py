@@ -99,8 +99,6 @@ class GroupCommitWriter:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self.batches = 0
-        self.items = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
@@ -175,8 +173,6 @@ class GroupCommitWriter:
             for single in batch:
                 await self._commit_batch([single])
             return
-        self.batches += 1
-        self.items += len(items)
         for item, future in batch:
             _resolve(future, result=item)
 
