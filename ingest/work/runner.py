@@ -4,8 +4,9 @@ Each is a :class:`Runner`, as in Mailman 3's ``core/runner.py``: do one pass
 (:meth:`Runner.handle_once`), go straight on while it says more is waiting,
 else sleep :meth:`Runner.interval` seconds — less when poked, since a poke
 means new work. A pass that raises is logged and tried again after an
-exponential backoff from the interval, so a database that is away is not
-hammered, and a good pass resets it.
+exponential backoff from the interval (capped at a minute, or the interval
+if that is longer), so a database that is away is not hammered yet is found
+again soon after it is back; a good pass resets it.
 
 Stopping must be bounded (``firstline serve`` has to exit within systemd's
 stop timeout): a stop cancels the loop wherever it is, so it never waits out
@@ -24,9 +25,9 @@ from storage.lease import retry_delay
 
 log = logging.getLogger("mail.runner")
 
-# After repeated failures a pass is retried at least this often (or every
+# After repeated failures a pass is still retried this often (or every
 # interval, when the interval is longer).
-MAX_ERROR_BACKOFF = 300.0
+MAX_ERROR_BACKOFF = 60.0
 
 
 class Runner:
