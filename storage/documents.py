@@ -21,7 +21,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TicketStatus = Literal["open", "pending", "closed"]
+from storage import models
+
+# storage's enum as a Literal: the schema lists the values in place, as it always did.
+TicketStatus = Literal[
+    models.TicketStatus.OPEN, models.TicketStatus.PENDING, models.TicketStatus.CLOSED
+]
 ReplyState = Literal["queued", "sending", "sent", "retrying", "failed", "held"]
 
 

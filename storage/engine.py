@@ -81,10 +81,6 @@ def storage_error(exc: BaseException) -> StorageUnavailable:
     return StorageUnavailable(exc.__class__.__name__)
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine for ``url``; creates the SQLite file's directory if needed."""
     parsed = make_url(url)

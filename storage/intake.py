@@ -15,6 +15,7 @@ cannot make its neighbours answer ``451``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
 from policy.errors import StorageUnavailable
+from policy.message.headers import HeaderSummary, one_line
+from policy.verify.verdict import Action, Envelope, Verdict
 from storage.engine import storage_error
 from storage.models import QueueEntry, QueueState, Rejection, StoredMessage
 
@@ -35,9 +38,10 @@ log = logging.getLogger("mail.storage")
 class Incoming:
     """One accepted message and the mailboxes it is queued for.
 
-    ``message`` holds the ``stored_messages`` column values (see
-    :func:`new_row`), not an ORM object: building a SQLModel instance for
-    every message cost more CPU than the rest of DATA handling.
+    ``message`` holds the ``stored_messages`` column values (built by
+    :meth:`accepted` with :func:`new_row`), not an ORM object: building a
+    SQLModel instance for every message cost more CPU than the rest of DATA
+    handling.
     """
 
     message: dict[str, Any]
@@ -45,6 +49,46 @@ class Incoming:
     state: QueueState = QueueState.QUEUED
     message_id: int | None = None
     queue_ids: list[int] = field(default_factory=list)
+
+    @classmethod
+    def accepted(
+        cls,
+        raw: bytes,
+        *,
+        as_sent: bytes,
+        trace_id: str,
+        envelope: Envelope,
+        headers: HeaderSummary,
+        verdict: Verdict,
+        mailboxes: list[str],
+    ) -> Incoming:
+        """What the listener accepted: ``raw`` (``as_sent`` plus our trace headers),
+        queued for ``mailboxes`` — quarantined if the verdict says so.
+
+        The digest is of the bytes as the client sent them: the same mail
+        retried after a lost ``250`` has the same one.
+        """
+        message = new_row(
+            StoredMessage,
+            trace_id=trace_id,
+            digest=hashlib.sha256(as_sent).hexdigest(),
+            size=len(raw),
+            raw=raw,
+            proto=envelope.proto,
+            client_ip=envelope.client_ip,
+            client_name=envelope.client_name,
+            helo=one_line(envelope.helo, 255),
+            mail_from=one_line(envelope.mail_from, 512),
+            rcpt_tos=list(envelope.rcpt_tos),
+            header_message_id=headers.message_id,
+            header_from=headers.header_from,
+            subject=headers.subject,
+            forwarding=verdict.forwarding.value,
+            authentication_results=verdict.authentication_results,
+            verdict={"action": verdict.action.value, "reason": verdict.reason, **verdict.details},
+        )
+        quarantined = verdict.action == Action.QUARANTINE
+        return cls(message, mailboxes, QueueState.QUARANTINED if quarantined else QueueState.QUEUED)
 
 
 def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
@@ -99,8 +143,6 @@ class GroupCommitWriter:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self.batches = 0
-        self.items = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
@@ -175,8 +217,6 @@ class GroupCommitWriter:
             for single in batch:
                 await self._commit_batch([single])
             return
-        self.batches += 1
-        self.items += len(items)
         for item, future in batch:
             _resolve(future, result=item)
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
 
 
 def utcnow() -> datetime:
@@ -42,6 +42,14 @@ class QueueState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     QUARANTINED = "quarantined"
+
+
+class TicketStatus(StrEnum):
+    """Where a ticket stands; agents set it, a customer writing again reopens it."""
+
+    OPEN = "open"
+    PENDING = "pending"
+    CLOSED = "closed"
 
 
 class StoredMessage(SQLModel, table=True):
@@ -109,7 +117,10 @@ class Ticket(SQLModel, table=True):
     mailbox: str = Field(max_length=320, index=True)
     subject: str = Field(default="", sa_column=Column(Text, nullable=False))
     requester: str = Field(max_length=512)
-    status: str = Field(default="open", max_length=16, index=True)
+    # Stored as its value in a plain string column, as it always was.
+    status: TicketStatus = Field(
+        default=TicketStatus.OPEN, sa_type=AutoString(length=16), index=True
+    )
     created_at: datetime = _when(default_factory=utcnow)
     updated_at: datetime = _when(default_factory=utcnow, index=True)
 

@@ -16,7 +16,7 @@ from ingest.work.tickets import file_message
 from policy.config.model import Config
 from policy.errors import StorageRefused, TempFail
 from storage.engine import classify, make_engine
-from storage.models import QueueEntry, QueueState
+from storage.models import QueueEntry, QueueState, Ticket, TicketStatus
 from storage.schema import prepare
 from tests.support.mailflow import enqueue
 
@@ -102,3 +102,39 @@ def test_a_temporary_failure_spends_no_attempt_a_message_failure_does(config: Co
     assert ours.last_error is not None and ours.last_error.startswith("temporary: ")
     assert (theirs.state, theirs.attempts) == (QueueState.QUEUED, 1)
     assert theirs.last_error == "ValueError: cannot make sense of this message"
+
+
+def test_a_plain_batch_reopens_a_ticket_when_the_customer_writes_again(config: Config) -> None:
+    """The rule lives in filing: a Batch built with nothing around ``file_message``
+    (tests, ``bench/``, ``firstline process``) reopens like ``serve`` does."""
+    engine = make_engine(config.storage.url)
+    prepare(engine)
+    batch = Batch(engine, file_message)
+
+    def arrives(raw: bytes) -> None:
+        with Session(engine) as session, session.begin():
+            enqueue(session, raw)
+        assert asyncio.run(batch.run(config)).tickets == 1
+
+    def status(value: TicketStatus | None = None) -> str:
+        with Session(engine) as session, session.begin():
+            ticket = session.scalars(select(Ticket)).one()
+            if value is not None:
+                ticket.status = value
+            return ticket.status
+
+    answer = (
+        "From: customer1@customer.example\r\nSubject: Re: case 1\r\n"
+        "Message-ID: <again-{n}@customer.example>\r\nIn-Reply-To: <case-1@customer.example>\r\n"
+        "{extra}\r\nstill broken\r\n"
+    )
+    arrives(message(1))
+    for was in (TicketStatus.CLOSED, TicketStatus.PENDING):
+        status(was)
+        arrives(answer.format(n=was.value, extra="").encode())
+        assert status() == TicketStatus.OPEN
+    # An out-of-office notice is not the customer writing again.
+    status(TicketStatus.PENDING)
+    arrives(answer.format(n="away", extra="Auto-Submitted: auto-replied\r\n").encode())
+    assert status() == TicketStatus.PENDING
+    engine.dispose()

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -25,20 +25,12 @@ from policy.config.model import ChannelConfig, Config, EventType
 from storage import events, views
 from storage.documents import TicketOut
 from storage.intake import Incoming, Item, WriteHook
-from storage.mailqueue import Claim
-from storage.models import QueueState, Rejection, StoredMessage, Ticket, TicketMessage
+from storage.models import QueueState, Rejection, Ticket
 from storage.outbox import Reply, ReplyState, reply_view
 from storage.quarantine import show as quarantine_view
 from storage.rejections import rejection_view
 
-if TYPE_CHECKING:
-    from ingest.work.batch import FileMessage
-    from policy.message.parsed import ParsedMessage
-
 log = logging.getLogger("mail.events")
-
-# A customer writing again means the ticket needs an agent again.
-_REOPENED_BY_CUSTOMER = ("closed", "pending")
 
 
 def channels_for(config: Config, mailbox: str | None, type: EventType) -> list[ChannelConfig]:
@@ -107,25 +99,12 @@ def _ticket_event(
     )
 
 
-def message_filed(session: Session, config: Config, claim: Claim, ticket_message_id: int) -> None:
-    """A queue entry became a ticket message: reopen if need be, then tell the helpdesk.
-
-    A duplicate delivery resolves to a ticket message another entry made;
-    that is nothing new, so it makes no event.
-    """
-    message = session.get(TicketMessage, ticket_message_id)
-    if message is None or message.queue_entry_id != claim.entry_id:
-        return
-    ticket = session.get(Ticket, message.ticket_id)
-    assert ticket is not None and ticket.id is not None
-    if ticket.status in _REOPENED_BY_CUSTOMER and not message.auto_reply:
-        log.info("ticket %d: %s → open (the customer wrote again)", ticket.id, ticket.status)
-        ticket.status = "open"
-        session.add(ticket)
-        session.flush()
-    count = session.scalar(select(func.count()).where(col(TicketMessage.ticket_id) == ticket.id))
-    type: EventType = "ticket.created" if count == 1 else "ticket.message_added"
-    _ticket_event(session, config, type, ticket.id, ticket_message_id=message.id)
+def message_filed(
+    session: Session, config: Config, ticket_id: int, ticket_message_id: int, *, created: bool
+) -> None:
+    """A queue entry has just become a new ticket message (and ``created`` its ticket)."""
+    type: EventType = "ticket.created" if created else "ticket.message_added"
+    _ticket_event(session, config, type, ticket_id, ticket_message_id=ticket_message_id)
 
 
 def reply_bounced(session: Session, config: Config, reply_message_id: str) -> None:
@@ -135,24 +114,6 @@ def reply_bounced(session: Session, config: Config, reply_message_id: str) -> No
     )
     if reply_id is not None:
         reply_settled(session, config, reply_id)
-
-
-def filing_with_events(file_message: FileMessage) -> FileMessage:
-    """``file_message`` followed by :func:`message_filed`, in the same transaction."""
-
-    def file_and_tell(
-        session: Session,
-        claim: Claim,
-        stored: StoredMessage,
-        parsed: ParsedMessage,
-        config: Config,
-    ) -> int | None:
-        ticket_message_id = file_message(session, claim, stored, parsed, config)
-        if ticket_message_id is not None:
-            message_filed(session, config, claim, ticket_message_id)
-        return ticket_message_id
-
-    return file_and_tell
 
 
 def reply_settled(session: Session, config: Config, reply_id: int) -> None:

@@ -17,8 +17,9 @@ same request again will not change it. Dead events wait for
 ``firstline events retry``.
 
 Nothing here blocks ingestion: events are rows (:mod:`storage.events`),
-the loop runs beside the listeners and the batch, database work happens in
-threads and HTTP on the event loop, a few requests at a time.
+the loop (a :class:`~ingest.work.runner.Runner`) runs beside the listeners
+and the batch, database work happens in threads and HTTP on the event loop,
+a few requests at a time.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ingest.ops.metrics import WEBHOOK_DELIVERIES
+from ingest.work.runner import Runner
 from policy.config.model import ChannelConfig, Config
 from storage import events
 from storage.lease import retry_delay
@@ -122,12 +124,16 @@ async def post(
         return Attempt("retry", None, f"{exc.__class__.__name__}: {exc}"[:500])
 
 
-class Deliverer:
-    """Claims due events and posts them, a few at a time, until cancelled.
+class Deliverer(Runner):
+    """Claims due events and posts them, a few at a time, until stopped.
 
     Each event is its own task: a helpdesk that hangs on one request holds
     up that ticket's later events (they must stay in order) and nothing else.
+    A pass only starts deliveries; a finished one pokes the loop, since a slot
+    is free and the ticket's next event may be due.
     """
+
+    name = "webhooks"
 
     def __init__(
         self,
@@ -138,36 +144,36 @@ class Deliverer:
         poll: float = 1.0,
         concurrency: int = 8,
     ) -> None:
+        super().__init__()
         self.current = current
         self.engine = engine
         self.owner = owner
         self.poll = poll
         self.concurrency = concurrency
-        self._poke = asyncio.Event()
+        self._client: httpx.AsyncClient | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._next_retry: datetime | None = None
 
-    def poke(self) -> None:
-        """Look for due events now."""
-        self._poke.set()
+    async def handle_once(self) -> bool:
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False)
+        await self._start_due(self._client)
+        return False
 
-    async def run(self) -> None:
-        async with httpx.AsyncClient(follow_redirects=False) as client:
-            try:
-                while True:
-                    try:
-                        await self._start_due(client)
-                    except Exception:
-                        log.exception("claiming webhook events failed; trying again shortly")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._poke.wait(), timeout=self._wait())
-                    self._poke.clear()
-            finally:
-                for task in self._in_flight:
-                    task.cancel()
-                await asyncio.gather(*self._in_flight, return_exceptions=True)
+    def handle_error(self, error: Exception) -> None:
+        log.error("claiming webhook events failed; trying again shortly", exc_info=error)
 
-    def _wait(self) -> float:
+    async def handle_stop(self) -> None:
+        """Posts in flight are cancelled: their events' leases expire and they go again."""
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def interval(self) -> float:
+        """The poll interval, or less when a retry falls due sooner."""
         if self._next_retry is None:
             return self.poll
         until = (self._next_retry - utcnow()).total_seconds()
@@ -193,7 +199,7 @@ class Deliverer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._poke.set()  # a slot is free, and the ticket's next event may be due
+        self.poke()
 
     def _claim(self, limit: int, lease_seconds: float) -> list[events.EventClaim]:
         with Session(self.engine) as session, session.begin():

@@ -6,7 +6,6 @@ import asyncio
 
 import click
 
-from ingest.channels.emit import filing_with_events
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store
 from ingest.ops.logs import setup_logging
 from ingest.work.batch import Batch
@@ -22,7 +21,7 @@ def process(config_path: str, as_json: bool) -> None:
     setup_logging(config.logging.format, "WARNING")
     engine = open_store(config)
     try:
-        result = asyncio.run(Batch(engine, filing_with_events(file_message)).drain(config))
+        result = asyncio.run(Batch(engine, file_message).drain(config))
     finally:
         engine.dispose()
     if as_json:

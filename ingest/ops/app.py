@@ -17,10 +17,10 @@ import ssl
 from collections.abc import Callable
 
 from aiosmtpd.smtp import SMTP
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from ingest.channels.api.routes import create_app
-from ingest.channels.emit import filing_with_events, on_intake
+from ingest.channels.emit import on_intake
 from ingest.channels.webhooks import Deliverer
 from ingest.ops import sdnotify
 from ingest.ops.metrics import (
@@ -31,14 +31,13 @@ from ingest.ops.metrics import (
     scrape_registry,
 )
 from ingest.ops.reload import ControlFiles, Reloader
-from ingest.outbound.replies import run_outbox
+from ingest.outbound.replies import Outbox
 from ingest.smtp.listener import ConfigHolder, IngestHandler
 from ingest.smtp.protocol import Gate, protocol_factory, start_listener
 from ingest.smtp.refusals import RejectionLog
 from ingest.smtp.resolver import CachingResolver
-from ingest.work.batch import Batch, BatchResult
-from ingest.work.housekeeping import Housekeeping
-from ingest.work.tickets import file_message
+from ingest.work.runner import Runner
+from ingest.work.worker import Worker
 from policy.config.loading import ConfigProblem
 from policy.config.model import Config, Listen
 from policy.verify.verdict import Verifier
@@ -54,40 +53,6 @@ PROTOCOLS = ("SMTP", "LMTP")
 
 # Builds the verifier from the configuration and the store's DMARC sampling key.
 VerifierFactory = Callable[[Config, bytes], Verifier | None]
-
-
-class Worker:
-    """Runs a batch every ``batch.interval`` seconds, or at once when poked; purges hourly."""
-
-    def __init__(self, holder: ConfigHolder, engine: Engine) -> None:
-        self.holder = holder
-        self.batch = Batch(engine, filing_with_events(file_message))
-        self.housekeeping = Housekeeping(engine, self.batch.owner)
-        self._poke = asyncio.Event()
-        self.last: BatchResult | None = None
-
-    def poke(self) -> None:
-        self._poke.set()
-
-    async def run(self) -> None:
-        while True:
-            config = self.holder.current
-            await self.housekeeping.purge_when_due(config)
-            try:
-                self.last = await self.housekeeping.run_batch(self.batch, config)
-                if self.last.taken:
-                    log.info(
-                        "batch: taken=%d tickets=%d failed=%d deferred=%d quarantined=%d",
-                        self.last.taken, self.last.tickets, self.last.failed,
-                        self.last.deferred, self.last.quarantined,
-                    )  # fmt: skip
-                if self.last.taken >= config.batch.size:
-                    continue  # more is waiting
-            except Exception:
-                log.exception("batch failed; retrying after the interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), timeout=config.batch.interval)
-            self._poke.clear()
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:
@@ -136,10 +101,11 @@ class App:
         )
         self.space = SpaceGuard(lambda: self.holder.current)
         self.servers: dict[str, asyncio.Server] = {}
-        self.worker = Worker(self.holder, self.engine)
-        self.deliverer = Deliverer(
-            lambda: self.holder.current, self.engine, self.worker.batch.owner
-        )
+        self.worker = Worker(lambda: self.holder.current, self.engine)
+        owner = self.worker.batch.owner
+        self.outbox = Outbox(lambda: self.holder.current, self.engine, owner)
+        self.deliverer = Deliverer(lambda: self.holder.current, self.engine, owner)
+        self._runners: list[Runner] = []
         self.api: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()  # verifiers being closed
@@ -157,11 +123,10 @@ class App:
         if self.run_listeners:
             await self._start_listeners()
         if self.run_worker:
-            self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
-            replies = run_outbox(lambda: self.holder.current, self.engine, self.worker.batch.owner)
-            self._tasks.append(asyncio.create_task(replies, name="outbox"))
+            self._runners += [self.worker, self.outbox]
         # Webhook delivery runs wherever firstline runs: it only touches event rows.
-        self._tasks.append(asyncio.create_task(self.deliverer.run(), name="webhooks"))
+        self._runners.append(self.deliverer)
+        self._tasks += [runner.start() for runner in self._runners]
         listen = self.holder.current.metrics.listen
         if listen:
             self.metrics = await self._start_metrics(listen)
@@ -385,11 +350,7 @@ class App:
         if self.api is not None:
             await self.api.stop()
         await self.gate.drain(grace)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*(runner.stop() for runner in self._runners))
         await self.writer.close()
         if self.verifier is not None:
             self._retiring.add(asyncio.create_task(asyncio.to_thread(self.verifier.close)))

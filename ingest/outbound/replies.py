@@ -3,7 +3,7 @@
 ``queue_reply`` composes the reply in the same transaction that stores it and
 records its Message-ID for threading, so the customer's answer finds the
 ticket even before the reply has left. The worker (``send_due_replies``,
-looped by ``run_outbox`` inside ``firstline serve``) claims due replies like
+looped by :class:`Outbox` inside ``firstline serve``) claims due replies like
 the batch claims mail, sends each through its mailbox's relay, and records
 the outcome with the claim's token: ``sent`` with the server's answer;
 ``retrying`` with exponential backoff for temporary failures (4xx, timeouts,
@@ -41,6 +41,7 @@ from ingest.outbound.compose import (
 from ingest.outbound.oauth import Tokens
 from ingest.outbound.relay import Delivered, deliver
 from ingest.outbound.smtpfail import Kind, SmtpFailure, Step
+from ingest.work.runner import Runner
 from policy.config.model import Config
 from policy.errors import PermFail
 from storage import lease, outbox
@@ -327,14 +328,24 @@ async def send_due_replies(
     )
 
 
-async def run_outbox(current: Callable[[], Config], engine: Engine, owner: str) -> None:
-    """Send due replies every ``outbox.interval`` seconds, for ``firstline serve``."""
-    while True:
-        config = current()
-        try:
-            result = await send_due_replies(engine, config, owner=owner)
-            if result.taken >= config.batch.size:
-                continue  # more is waiting
-        except Exception:
-            log.exception("outbox run failed; retrying after the interval")
-        await asyncio.sleep(config.outbox.interval)
+class Outbox(Runner):
+    """Sends due replies every ``outbox.interval`` seconds, for ``firstline serve``."""
+
+    name = "outbox"
+
+    def __init__(self, current: Callable[[], Config], engine: Engine, owner: str) -> None:
+        super().__init__()
+        self.current = current
+        self.engine = engine
+        self.owner = owner
+
+    def interval(self) -> float:
+        return self.current().outbox.interval
+
+    async def handle_once(self) -> bool:
+        config = self.current()
+        result = await send_due_replies(self.engine, config, owner=self.owner)
+        return result.taken >= config.batch.size  # more is waiting
+
+    def handle_error(self, error: Exception) -> None:
+        log.error("outbox run failed; retrying in %gs", self.delay(), exc_info=error)

@@ -11,7 +11,6 @@ is not an exact match is refused, and the raw argument is checked for routes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import re
@@ -31,8 +30,7 @@ from policy.message.limits import Breach, check_header, check_structure
 from policy.verify.authresults import strip_ours
 from policy.verify.dns import Resolver
 from policy.verify.verdict import ACCEPT, Action, Envelope, Verdict, Verifier
-from storage.intake import GroupCommitWriter, Incoming, new_row
-from storage.models import QueueState, StoredMessage
+from storage.intake import GroupCommitWriter, Incoming
 from storage.space import INSUFFICIENT, SpaceGuard
 
 if TYPE_CHECKING:
@@ -212,30 +210,20 @@ class IngestHandler:
         # RFC 8601 5: results claiming our authserv-id from outside are forged.
         hostname = self.config.current.server.hostname
         raw = self._trace_headers(smtp_envelope, trace_id, verdict) + strip_ours(data, hostname)
-        stored = new_row(
-            StoredMessage,
+        incoming = Incoming.accepted(
+            raw,
+            as_sent=data,
             trace_id=trace_id,
-            digest=hashlib.sha256(data).hexdigest(),
-            size=len(raw),
-            raw=raw,
-            proto=peer.proto,
-            client_ip=peer.ip,
-            client_name=peer.name,
-            helo=one_line(peer.helo, 255),
-            mail_from=one_line(smtp_envelope.mail_from, 512),
-            rcpt_tos=list(smtp_envelope.rcpt_tos),
-            header_message_id=summary.message_id,
-            header_from=summary.header_from,
-            subject=summary.subject,
-            forwarding=verdict.forwarding.value,
-            authentication_results=verdict.authentication_results,
-            verdict={"action": verdict.action.value, "reason": verdict.reason, **verdict.details},
+            envelope=smtp_envelope,
+            headers=summary,
+            verdict=verdict,
+            mailboxes=[m.key for m in mailboxes],
         )
-        state = QueueState.QUARANTINED if verdict.action == Action.QUARANTINE else QueueState.QUEUED
+        state, stored = incoming.state, incoming.message
         try:
             if self._storage_low():  # the volume filled while this message came in
                 raise InsufficientStorage("under storage.min_free")
-            await self.writer.submit(Incoming(stored, [m.key for m in mailboxes], state))
+            await self.writer.submit(incoming)
         except InsufficientStorage:
             log.error("not accepted, the storage volume is full: trace=%s", trace_id)
             self._reject(

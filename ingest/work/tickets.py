@@ -37,6 +37,12 @@ the original is filed, rather than opening a ticket of its own.
 
 Auto-replies are filed like any message, flagged ``auto_reply`` so that
 nothing ever answers them automatically.
+
+A new ticket message is also where the helpdesk hears of it: a customer
+writing again (not an auto-reply, not a bounce) reopens a pending or closed
+ticket, and the ``ticket.created`` / ``ticket.message_added`` event
+(:mod:`ingest.channels.emit`) is queued in the same transaction. So every
+batch, whoever builds it, files the same way.
 """
 
 from __future__ import annotations
@@ -63,11 +69,15 @@ from storage.models import (
     StoredMessage,
     Ticket,
     TicketMessage,
+    TicketStatus,
     utcnow,
 )
 from storage.outbox import mark_reply_bounced
 
 log = logging.getLogger("mail.tickets")
+
+# A customer writing again means the ticket needs an agent again.
+_REOPENED_BY_CUSTOMER = (TicketStatus.CLOSED, TicketStatus.PENDING)
 
 
 def file_message(
@@ -111,8 +121,11 @@ def file_message(
         if waiting_for is not None:
             raise TempFail(f"answers queue entry {waiting_for}, which is not filed yet")
         match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
-    ticket = _ticket(session, mailbox, match, parsed, sender or "")
-    return _store(session, claim, stored, ticket, parsed, match)
+    ticket, created = _ticket(session, mailbox, match, parsed, sender or "")
+    assert ticket.id is not None
+    ticket_message_id = _store(session, claim, stored, ticket, parsed, match)
+    events.message_filed(session, config, ticket.id, ticket_message_id, created=created)
+    return ticket_message_id
 
 
 def _no_new_message(
@@ -183,17 +196,27 @@ def _ticket(
     match: ThreadMatch | None,
     parsed: ParsedMessage,
     requester: str,
-) -> Ticket:
+) -> tuple[Ticket, bool]:
+    """The ticket the message joins, reopened if need be, or a new one (then True)."""
     now = utcnow()
     ticket = session.get(Ticket, match.ticket_id) if match is not None else None
+    created = ticket is None
     if ticket is None:
         ticket = Ticket(
             mailbox=mailbox, subject=parsed.subject, requester=requester[:512], created_at=now
         )
+    elif ticket.status in _REOPENED_BY_CUSTOMER and not _automatic(parsed):
+        log.info("ticket %d: %s → open (the customer wrote again)", ticket.id, ticket.status)
+        ticket.status = TicketStatus.OPEN
     ticket.updated_at = now
     session.add(ticket)
     session.flush()
-    return ticket
+    return ticket, created
+
+
+def _automatic(parsed: ParsedMessage) -> bool:
+    """An auto-reply or a bounce: filed, flagged, and never taken as the customer writing."""
+    return parsed.is_auto_reply or parsed.bounce.is_bounce
 
 
 def _details(parsed: ParsedMessage, match: ThreadMatch | None) -> dict[str, Any]:
@@ -248,7 +271,7 @@ def _store(
         subject=parsed.subject,
         text=parsed.text,
         html=parsed.html,
-        auto_reply=parsed.is_auto_reply or parsed.bounce.is_bounce,
+        auto_reply=_automatic(parsed),
         charset_repaired=parsed.charset_repaired,
         forwarding=stored.forwarding,
         authentication_results=stored.authentication_results,
