@@ -21,27 +21,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    ColumnElement,
-    Index,
-    Text,
-    and_,
-    exists,
-    or_,
-    select,
-)
+from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session, aliased
-from sqlmodel import Field, SQLModel, col
+from sqlmodel import col
 
 from storage import lease
 from storage.lease import LeaseLost
-from storage.models import _when, aware, iso, utcnow
+from storage.models import EventState, WebhookEvent, aware, iso, utcnow
 
+# The table and its states are defined with every other one in storage.models.
 __all__ = [
     "EventClaim",
     "EventState",
@@ -60,48 +50,7 @@ __all__ = [
 ]
 
 
-class EventState(StrEnum):
-    QUEUED = "queued"
-    LEASED = "leased"
-    DELIVERED = "delivered"
-    RETRYING = "retrying"
-    DEAD = "dead"
-
-
 _ON_THE_WAY = (EventState.QUEUED, EventState.LEASED, EventState.RETRYING)
-
-
-class WebhookEvent(SQLModel, table=True):
-    __tablename__ = "webhook_events"
-    __table_args__ = (
-        Index("ix_webhook_events_due", "state", "next_attempt_at"),
-        Index("ix_webhook_events_order", "channel", "ordering_key", "id"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    # The idempotency key receivers dedupe on: the same in every attempt and replay.
-    event_id: str = Field(max_length=64, unique=True)
-    type: str = Field(max_length=32, index=True)
-    channel: str = Field(max_length=255, index=True)
-    mailbox: str | None = Field(default=None, max_length=320)
-    ticket_id: int | None = Field(default=None, index=True)
-    # Events with the same key are delivered in id order ("ticket:12"); an
-    # event about no ticket is its own key.
-    ordering_key: str = Field(max_length=80)
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    state: EventState = Field(default=EventState.QUEUED, max_length=16)
-    attempts: int = 0
-    lease_owner: str | None = Field(default=None, max_length=128)
-    lease_token: str | None = Field(default=None, max_length=64)
-    lease_expires_at: datetime | None = _when(default=None, nullable=True)
-    next_attempt_at: datetime = _when(default_factory=utcnow)
-    # Retries stop ``retry_window`` seconds after this: the first attempt's time.
-    window_start: datetime = _when(default_factory=utcnow)
-    last_status: int | None = None
-    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    created_at: datetime = _when(default_factory=utcnow)
-    state_changed_at: datetime = _when(default_factory=utcnow)
-    delivered_at: datetime | None = _when(default=None, nullable=True)
 
 
 @dataclass(frozen=True)
