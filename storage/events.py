@@ -116,24 +116,17 @@ def claim(
     """Lease due events whose earlier events (same channel and ticket) are all settled."""
     now = now or utcnow()
     earlier = aliased(WebhookEvent)
-    due = and_(
-        or_(
-            and_(col(WebhookEvent.state).in_([EventState.QUEUED, EventState.RETRYING]),
-                 col(WebhookEvent.next_attempt_at) <= now),
-            and_(col(WebhookEvent.state) == EventState.LEASED,
-                 col(WebhookEvent.lease_expires_at) < now),
-        ),
-        ~exists().where(
+    token, rows = lease.claim(
+        session,
+        WebhookEvent,
+        waiting=[EventState.QUEUED, EventState.RETRYING],
+        due_at=col(WebhookEvent.next_attempt_at),
+        only=~exists().where(
             col(earlier.channel) == col(WebhookEvent.channel),
             col(earlier.ordering_key) == col(WebhookEvent.ordering_key),
             col(earlier.id) < col(WebhookEvent.id),
             col(earlier.state).in_(_ON_THE_WAY),
         ),
-    )  # fmt: skip
-    token, rows = lease.take(
-        session,
-        WebhookEvent,
-        due,
         leased=EventState.LEASED,
         owner=owner,
         limit=limit,
@@ -149,8 +142,7 @@ def claim(
             col(WebhookEvent.window_start),
         ],
     )
-    claims = [EventClaim(r[0], r[1], r[2], r[3], r[4], r[5], aware(r[6]), now, token) for r in rows]
-    return sorted(claims, key=lambda c: c.id)
+    return [EventClaim(r[0], r[1], r[2], r[3], r[4], r[5], aware(r[6]), now, token) for r in rows]
 
 
 def _transition(session: Session, claim: EventClaim, **values: object) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, func, select, true, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -89,17 +89,11 @@ def claim(
     same transaction, so its ``reply.failed`` event is not lost.
     """
     now = now or utcnow()
-    due = or_(
-        and_(
-            col(Reply.state).in_([ReplyState.QUEUED, ReplyState.RETRYING]),
-            col(Reply.available_at) <= now,
-        ),
-        and_(col(Reply.state) == ReplyState.SENDING, col(Reply.lease_expires_at) < now),
-    )
-    token, rows = lease.take(
+    token, rows = lease.claim(
         session,
         Reply,
-        due,
+        waiting=[ReplyState.QUEUED, ReplyState.RETRYING],
+        due_at=col(Reply.available_at),
         leased=ReplyState.SENDING,
         owner=owner,
         limit=limit,
@@ -116,7 +110,7 @@ def claim(
         ],
     )
     claims = []
-    for r in sorted(rows, key=lambda r: r[0]):
+    for r in rows:
         taken = ReplyClaim(r[0], r[1], r[2], r[3], tuple(r[4]), bytes(r[5]), r[6], token)
         # Every failed attempt is recorded and stops at max_attempts, so a reply
         # taken once more than that was abandoned by workers that died sending it.
