@@ -21,27 +21,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    ColumnElement,
-    Index,
-    Text,
-    and_,
-    exists,
-    or_,
-    select,
-)
+from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session, aliased
-from sqlmodel import Field, SQLModel, col
+from sqlmodel import col
 
 from storage import lease
 from storage.lease import LeaseLost
-from storage.models import _when, aware, iso, utcnow
+from storage.models import EventState, WebhookEvent, aware, iso, utcnow
 
+# The table and its states are defined with every other one in storage.models.
 __all__ = [
     "EventClaim",
     "EventState",
@@ -60,48 +50,7 @@ __all__ = [
 ]
 
 
-class EventState(StrEnum):
-    QUEUED = "queued"
-    LEASED = "leased"
-    DELIVERED = "delivered"
-    RETRYING = "retrying"
-    DEAD = "dead"
-
-
 _ON_THE_WAY = (EventState.QUEUED, EventState.LEASED, EventState.RETRYING)
-
-
-class WebhookEvent(SQLModel, table=True):
-    __tablename__ = "webhook_events"
-    __table_args__ = (
-        Index("ix_webhook_events_due", "state", "next_attempt_at"),
-        Index("ix_webhook_events_order", "channel", "ordering_key", "id"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    # The idempotency key receivers dedupe on: the same in every attempt and replay.
-    event_id: str = Field(max_length=64, unique=True)
-    type: str = Field(max_length=32, index=True)
-    channel: str = Field(max_length=255, index=True)
-    mailbox: str | None = Field(default=None, max_length=320)
-    ticket_id: int | None = Field(default=None, index=True)
-    # Events with the same key are delivered in id order ("ticket:12"); an
-    # event about no ticket is its own key.
-    ordering_key: str = Field(max_length=80)
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    state: EventState = Field(default=EventState.QUEUED, max_length=16)
-    attempts: int = 0
-    lease_owner: str | None = Field(default=None, max_length=128)
-    lease_token: str | None = Field(default=None, max_length=64)
-    lease_expires_at: datetime | None = _when(default=None, nullable=True)
-    next_attempt_at: datetime = _when(default_factory=utcnow)
-    # Retries stop ``retry_window`` seconds after this: the first attempt's time.
-    window_start: datetime = _when(default_factory=utcnow)
-    last_status: int | None = None
-    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    created_at: datetime = _when(default_factory=utcnow)
-    state_changed_at: datetime = _when(default_factory=utcnow)
-    delivered_at: datetime | None = _when(default=None, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -167,24 +116,17 @@ def claim(
     """Lease due events whose earlier events (same channel and ticket) are all settled."""
     now = now or utcnow()
     earlier = aliased(WebhookEvent)
-    due = and_(
-        or_(
-            and_(col(WebhookEvent.state).in_([EventState.QUEUED, EventState.RETRYING]),
-                 col(WebhookEvent.next_attempt_at) <= now),
-            and_(col(WebhookEvent.state) == EventState.LEASED,
-                 col(WebhookEvent.lease_expires_at) < now),
-        ),
-        ~exists().where(
+    token, rows = lease.claim(
+        session,
+        WebhookEvent,
+        waiting=[EventState.QUEUED, EventState.RETRYING],
+        due_at=col(WebhookEvent.next_attempt_at),
+        only=~exists().where(
             col(earlier.channel) == col(WebhookEvent.channel),
             col(earlier.ordering_key) == col(WebhookEvent.ordering_key),
             col(earlier.id) < col(WebhookEvent.id),
             col(earlier.state).in_(_ON_THE_WAY),
         ),
-    )  # fmt: skip
-    token, rows = lease.take(
-        session,
-        WebhookEvent,
-        due,
         leased=EventState.LEASED,
         owner=owner,
         limit=limit,
@@ -200,8 +142,7 @@ def claim(
             col(WebhookEvent.window_start),
         ],
     )
-    claims = [EventClaim(r[0], r[1], r[2], r[3], r[4], r[5], aware(r[6]), now, token) for r in rows]
-    return sorted(claims, key=lambda c: c.id)
+    return [EventClaim(r[0], r[1], r[2], r[3], r[4], r[5], aware(r[6]), now, token) for r in rows]
 
 
 def _transition(session: Session, claim: EventClaim, **values: object) -> None:

@@ -10,24 +10,14 @@ several hosts share one PostgreSQL and must agree.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel
 
-from storage.models import _when, utcnow
+from storage.models import InstanceKey
 
 DMARC_SAMPLING = "dmarc_sampling"
-
-
-class InstanceKey(SQLModel, table=True):
-    __tablename__ = "instance_keys"
-
-    name: str = Field(primary_key=True, max_length=64)
-    value: str = Field(max_length=128)  # hex
-    created_at: datetime = _when(default_factory=utcnow)
 
 
 def instance_key(engine: Engine, name: str) -> bytes:

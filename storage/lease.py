@@ -1,13 +1,13 @@
 """Leases with fencing tokens: the claim shape every work table shares.
 
-The inbound queue and the webhook events are claimed the same way: one
-``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`` hands a
-batch of rows to one owner with one token and an expiry, and every later
-transition names that token, so a worker presumed dead that comes back
-cannot overwrite a newer claim. On SQLite, which has no SKIP LOCKED, the
-same statement runs under ``BEGIN IMMEDIATE`` (see ``storage/engine.py``).
-A table using this needs the columns ``id``, ``state``, ``attempts``,
-``lease_owner``, ``lease_token``, ``lease_expires_at`` and ``state_changed_at``.
+The inbound queue, the outbox and the webhook events are claimed the same
+way (:func:`claim`): one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
+LOCKED) RETURNING`` hands a batch of due rows to one owner with one token
+and an expiry, and every later transition names that token, so a worker
+presumed dead that comes back cannot overwrite a newer claim. On SQLite,
+which has no SKIP LOCKED, the same statement runs under ``BEGIN IMMEDIATE``
+(see ``storage/engine.py``). A table using this has an ``id``, a ``state``
+and the columns of :class:`storage.models.LeaseColumns`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, inspect, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Table, and_, func, inspect, or_, select, update
+from sqlalchemy.orm import Mapped, Session
 from sqlmodel import SQLModel
 
 from policy.errors import TempFail
-from storage.models import utcnow
+from storage.models import LeaseColumns, utcnow
 
 
 class LeaseLost(TempFail):
@@ -36,29 +36,39 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-def take(
+def claim(
     session: Session,
-    model: type[SQLModel],
-    due: ColumnElement[bool],
+    model: type[LeaseColumns],
     *,
+    waiting: Sequence[str],
+    due_at: Mapped[datetime],
     leased: str,
     owner: str,
     limit: int,
     lease_seconds: float,
     now: datetime,
     returning: Sequence[Any],
+    only: ColumnElement[bool] | None = None,
     count_attempt: bool = True,
-) -> tuple[str, Sequence[Any]]:
-    """Lease up to ``limit`` rows matching ``due``, oldest first; the token and the rows.
+) -> tuple[str, list[Any]]:
+    """Lease up to ``limit`` due rows, oldest first: the token, and the rows in id order.
 
-    ``count_attempt=False`` leaves the attempt to be counted by :func:`renew`
-    when work on a row starts, for a table whose rows are worked on one by one.
+    Due is a row in a ``waiting`` state whose ``due_at`` has come, or a
+    ``leased`` row whose lease expired: its worker is presumed dead, and the
+    row is taken again. ``only`` narrows that further; ``returning`` names
+    the columns to hand back, ``id`` among them. ``count_attempt=False``
+    leaves the attempt to be counted by :func:`renew` when work on a row
+    starts, for a table whose rows are worked on one by one.
     """
     table = table_of(model)
+    due = or_(
+        and_(table.c.state.in_(waiting), due_at <= now),
+        and_(table.c.state == leased, table.c.lease_expires_at < now),
+    )
     token = secrets.token_hex(16)
     candidates = (
         select(table.c.id)
-        .where(due)
+        .where(due if only is None else and_(due, only))
         .order_by(table.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -76,12 +86,12 @@ def take(
         )
         .returning(*returning)
     ).all()
-    return token, rows
+    return token, sorted(rows, key=lambda row: row.id)
 
 
 def release(
     session: Session,
-    model: type[SQLModel],
+    model: type[LeaseColumns],
     row_id: int,
     token: str,
     *,
@@ -107,7 +117,7 @@ def release(
 
 def requeue(
     session: Session,
-    model: type[SQLModel],
+    model: type[LeaseColumns],
     condition: ColumnElement[bool],
     *,
     queued: str,
@@ -135,7 +145,7 @@ def requeue(
 
 def renew(
     session: Session,
-    model: type[SQLModel],
+    model: type[LeaseColumns],
     row_id: int,
     token: str,
     *,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -63,14 +63,11 @@ def claim(
     """Lease up to ``limit`` entries that are due, in arrival order."""
     now = now or utcnow()
     _fail_exhausted_leases(session, now, max_attempts)
-    due = or_(
-        and_(col(QueueEntry.state) == QueueState.QUEUED, col(QueueEntry.available_at) <= now),
-        and_(col(QueueEntry.state) == QueueState.LEASED, col(QueueEntry.lease_expires_at) < now),
-    )
-    token, rows = lease.take(
+    token, rows = lease.claim(
         session,
         QueueEntry,
-        due,
+        waiting=[QueueState.QUEUED],
+        due_at=col(QueueEntry.available_at),
         leased=QueueState.LEASED,
         owner=owner,
         limit=limit,
@@ -85,8 +82,7 @@ def claim(
             col(QueueEntry.attempts),
         ],
     )
-    claims = [Claim(r[0], r[1], r[2], r[3], r[4], token) for r in rows if r[0] is not None]
-    return sorted(claims, key=lambda c: c.entry_id)
+    return [Claim(r[0], r[1], r[2], r[3], r[4], token) for r in rows]
 
 
 def _fail_exhausted_leases(session: Session, now: datetime, max_attempts: int) -> None:

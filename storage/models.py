@@ -3,8 +3,13 @@
 Raw bytes live in ``stored_messages`` and are never rewritten: everything
 else (queue state, tickets, parsed text) can be rebuilt from them after a
 parser fix. The queue is a state column with explicit transitions (see
-``storage/mailqueue.py``); tickets and their messages are the product's output.
-All times are UTC.
+``storage/mailqueue.py``); tickets and their messages are the product's output;
+replies and webhook events are the work going back out (``storage/outbox.py``,
+``storage/events.py``). All times are UTC.
+
+Every table is here, in one module, so the migrations and the test comparing
+them with the models (``tests/test_migrations.py``) see all of them by
+importing this one; the modules named for a table keep its transitions.
 """
 
 from __future__ import annotations
@@ -52,6 +57,35 @@ class TicketStatus(StrEnum):
     CLOSED = "closed"
 
 
+class ReplyState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    HELD = "held"
+
+
+class EventState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    DEAD = "dead"
+
+
+class LeaseColumns(SQLModel):
+    """What a row needs to be claimed through :mod:`storage.lease`, beside its ``id``
+    and its own ``state``: written once here, so the queue, the outbox and the
+    webhook events cannot drift apart in how a lease is kept."""
+
+    attempts: int = 0
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _when(default=None, nullable=True)
+    state_changed_at: datetime = _when(default_factory=utcnow)
+
+
 class StoredMessage(SQLModel, table=True):
     """Exactly what was received (plus our trace headers), and the envelope."""
 
@@ -81,7 +115,7 @@ class StoredMessage(SQLModel, table=True):
     verdict: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-class QueueEntry(SQLModel, table=True):
+class QueueEntry(LeaseColumns, table=True):
     """One unit of batch work: one message for one mailbox."""
 
     __tablename__ = "queue"
@@ -92,14 +126,9 @@ class QueueEntry(SQLModel, table=True):
     mailbox: str = Field(max_length=320, index=True)
     digest: str = Field(max_length=64)
     state: QueueState = Field(default=QueueState.QUEUED, max_length=16)
-    attempts: int = 0
-    lease_owner: str | None = Field(default=None, max_length=128)
-    lease_token: str | None = Field(default=None, max_length=64)
-    lease_expires_at: datetime | None = _when(default=None, nullable=True)
     available_at: datetime = _when(default_factory=utcnow)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = _when(default_factory=utcnow)
-    state_changed_at: datetime = _when(default_factory=utcnow)
     ticket_message_id: int | None = Field(default=None)
     # Why a processed entry made no new ticket message (a duplicate, a bounce of
     # mail we never sent, our own mail come back): what trace says about it.
@@ -245,3 +274,92 @@ class BatchRun(SQLModel, table=True):
     deferred: int = 0
     quarantined: int = 0
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class Reply(LeaseColumns, table=True):
+    """One answer to a ticket, composed once; the bytes are what every attempt sends."""
+
+    __tablename__ = "replies"
+    __table_args__ = (Index("ix_replies_state_available", "state", "available_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    mailbox: str = Field(max_length=320)
+    message_id: str = Field(max_length=998, index=True)
+    recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: ReplyState = Field(default=ReplyState.QUEUED, max_length=16)
+    available_at: datetime = _when(default_factory=utcnow)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The classified failure (step, class, server text, hint) the send test shows too.
+    error_class: str | None = Field(default=None, max_length=32)
+    diagnosis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    server_reply: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    queue_id: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _when(default_factory=utcnow)
+    sent_at: datetime | None = _when(default=None, nullable=True)
+    # Digest of the mailbox's credentials a held reply failed with (SmtpConfig.credentials).
+    held_credentials: str | None = Field(default=None, max_length=64)
+
+
+class WebhookEvent(LeaseColumns, table=True):
+    """One thing a helpdesk must hear about, kept until it has (``storage/events.py``)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index("ix_webhook_events_due", "state", "next_attempt_at"),
+        Index("ix_webhook_events_order", "channel", "ordering_key", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The idempotency key receivers dedupe on: the same in every attempt and replay.
+    event_id: str = Field(max_length=64, unique=True)
+    type: str = Field(max_length=32, index=True)
+    channel: str = Field(max_length=255, index=True)
+    mailbox: str | None = Field(default=None, max_length=320)
+    ticket_id: int | None = Field(default=None, index=True)
+    # Events with the same key are delivered in id order ("ticket:12"); an
+    # event about no ticket is its own key.
+    ordering_key: str = Field(max_length=80)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: EventState = Field(default=EventState.QUEUED, max_length=16)
+    next_attempt_at: datetime = _when(default_factory=utcnow)
+    # Retries stop ``retry_window`` seconds after this: the first attempt's time.
+    window_start: datetime = _when(default_factory=utcnow)
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _when(default_factory=utcnow)
+    delivered_at: datetime | None = _when(default=None, nullable=True)
+
+
+class OAuthToken(SQLModel, table=True):
+    """A relay's OAuth 2.0 tokens (``storage/oauth_tokens.py``).
+
+    Its refresh is fenced by a lease token too, but no state, owner or
+    attempts: one process asks the provider while the others wait.
+    """
+
+    __tablename__ = "oauth_tokens"
+
+    mailbox: str = Field(primary_key=True, max_length=320)
+    credentials: str = Field(default="", max_length=64)
+    access_token: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    expires_at: datetime | None = _when(default=None, nullable=True)
+    refresh_token: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _when(default=None, nullable=True)
+    updated_at: datetime = _when(default_factory=utcnow)
+
+
+class InstanceKey(SQLModel, table=True):
+    """A secret of this installation (``storage/keys.py``)."""
+
+    __tablename__ = "instance_keys"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=128)  # hex
+    created_at: datetime = _when(default_factory=utcnow)
+
+
+# SQLModel's one registry, holding every table above once this module is imported.
+metadata = SQLModel.metadata

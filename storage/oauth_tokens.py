@@ -20,27 +20,14 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, Text, and_, or_, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel, col
+from sqlmodel import col
 
 from storage.lease import LeaseLost, table_of
-from storage.models import _when, aware, utcnow
-
-
-class OAuthToken(SQLModel, table=True):
-    __tablename__ = "oauth_tokens"
-
-    mailbox: str = Field(primary_key=True, max_length=320)
-    credentials: str = Field(default="", max_length=64)
-    access_token: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    expires_at: datetime | None = _when(default=None, nullable=True)
-    refresh_token: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    lease_token: str | None = Field(default=None, max_length=64)
-    lease_expires_at: datetime | None = _when(default=None, nullable=True)
-    updated_at: datetime = _when(default_factory=utcnow)
+from storage.models import OAuthToken, aware, utcnow
 
 
 @dataclass(frozen=True)

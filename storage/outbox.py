@@ -29,32 +29,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    ColumnElement,
-    Index,
-    LargeBinary,
-    Text,
-    and_,
-    func,
-    or_,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import ColumnElement, and_, func, select, true, update
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel, col
+from sqlmodel import col
 
 from policy.message.ids import shown_message_id
 from storage import lease
 from storage.documents import ReplyOut
 from storage.lease import LeaseLost
-from storage.models import _when, iso, utcnow
+from storage.models import Reply, ReplyState, iso, utcnow
 
+# The table and its states are defined with every other one in storage.models.
 __all__ = [
     "LeaseLost",
     "Reply",
@@ -71,46 +58,6 @@ __all__ = [
     "retry_failed",
     "retry_held",
 ]
-
-
-class ReplyState(StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    RETRYING = "retrying"
-    FAILED = "failed"
-    HELD = "held"
-
-
-class Reply(SQLModel, table=True):
-    """One answer to a ticket, composed once; the bytes are what every attempt sends."""
-
-    __tablename__ = "replies"
-    __table_args__ = (Index("ix_replies_state_available", "state", "available_at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    ticket_id: int = Field(foreign_key="tickets.id", index=True)
-    mailbox: str = Field(max_length=320)
-    message_id: str = Field(max_length=998, index=True)
-    recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    state: ReplyState = Field(default=ReplyState.QUEUED, max_length=16)
-    attempts: int = 0
-    lease_owner: str | None = Field(default=None, max_length=128)
-    lease_token: str | None = Field(default=None, max_length=64)
-    lease_expires_at: datetime | None = _when(default=None, nullable=True)
-    available_at: datetime = _when(default_factory=utcnow)
-    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    # The classified failure (step, class, server text, hint) the send test shows too.
-    error_class: str | None = Field(default=None, max_length=32)
-    diagnosis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
-    server_reply: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    queue_id: str | None = Field(default=None, max_length=255)
-    created_at: datetime = _when(default_factory=utcnow)
-    state_changed_at: datetime = _when(default_factory=utcnow)
-    sent_at: datetime | None = _when(default=None, nullable=True)
-    # Digest of the mailbox's credentials a held reply failed with (SmtpConfig.credentials).
-    held_credentials: str | None = Field(default=None, max_length=64)
 
 
 @dataclass(frozen=True)
@@ -143,17 +90,11 @@ def claim(
     same transaction, so its ``reply.failed`` event is not lost.
     """
     now = now or utcnow()
-    due = or_(
-        and_(
-            col(Reply.state).in_([ReplyState.QUEUED, ReplyState.RETRYING]),
-            col(Reply.available_at) <= now,
-        ),
-        and_(col(Reply.state) == ReplyState.SENDING, col(Reply.lease_expires_at) < now),
-    )
-    token, rows = lease.take(
+    token, rows = lease.claim(
         session,
         Reply,
-        due,
+        waiting=[ReplyState.QUEUED, ReplyState.RETRYING],
+        due_at=col(Reply.available_at),
         leased=ReplyState.SENDING,
         owner=owner,
         limit=limit,
@@ -170,7 +111,7 @@ def claim(
         ],
     )
     claims = []
-    for r in sorted(rows, key=lambda r: r[0]):
+    for r in rows:
         taken = ReplyClaim(r[0], r[1], r[2], r[3], tuple(r[4]), bytes(r[5]), r[6], token)
         # Every failed attempt is recorded and stops at max_attempts, so a reply
         # taken once more than that was abandoned by workers that died sending it.

@@ -26,8 +26,16 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from storage import quarantine
-from storage.events import EventState, WebhookEvent
-from storage.models import QueueEntry, QueueState, Rejection, StoredMessage, aware, utcnow
+from storage.models import (
+    EventState,
+    QueueEntry,
+    QueueState,
+    Rejection,
+    StoredMessage,
+    WebhookEvent,
+    aware,
+    utcnow,
+)
 
 RETENTION_ACTOR = "retention"
 # Rows per purge transaction: small enough that a commit waiting behind one

@@ -15,8 +15,6 @@ once on an empty database create the tables exactly once.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +23,9 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, inspect
-from sqlmodel import SQLModel
 
-import storage
 from policy.errors import PermFail
+from storage.models import metadata
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
@@ -59,15 +56,12 @@ class SchemaStatus:
 
 
 def load_models() -> MetaData:
-    """Every table defined anywhere in ``storage``, registered on SQLModel's metadata.
+    """Every table, for the migrations and the test comparing them with the models.
 
-    Importing the whole package (not a hand-kept list) means a table added in a
-    new module cannot be missed by the migrations or by the test comparing them.
+    All are defined in ``storage/models.py``, so importing it registers them
+    all; ``tests/test_migrations.py`` checks that no module defines one elsewhere.
     """
-    for module in pkgutil.walk_packages(storage.__path__, "storage."):
-        if not module.name.startswith("storage.migrations"):
-            importlib.import_module(module.name)
-    return SQLModel.metadata
+    return metadata
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:

@@ -7,6 +7,8 @@ with ``firstline db revision -m "…"``).
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import shutil
 import threading
 from collections.abc import Iterator
@@ -18,13 +20,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, Table, inspect, text
 from sqlmodel import SQLModel
 
+import storage
 from ingest.cli import main
 from ingest.ops.app import App
 from policy.config.loading import parse_config
-from storage import schema
+from storage import models, schema
 from storage.engine import make_engine
 from tests.support.stores import BASE_CONFIG, merge
 
@@ -58,6 +61,19 @@ def test_migrations_match_the_models(engine: Engine) -> None:
         differences = compare_metadata(context, metadata)
     assert differences == [], "models changed without a migration: firstline db revision -m …"
     assert set(inspect(engine).get_table_names()) == set(metadata.tables) | {schema.VERSION_TABLE}
+
+
+def test_every_table_is_defined_in_models() -> None:
+    """``schema.load_models`` imports only ``storage/models.py``: a table defined in
+    another module would escape the migrations and the comparison above."""
+    defined_in = {}
+    for module in pkgutil.walk_packages(storage.__path__, "storage."):
+        if not module.name.startswith("storage.migrations"):
+            for value in vars(importlib.import_module(module.name)).values():
+                if isinstance(table := getattr(value, "__table__", None), Table):
+                    defined_in[table.name] = value.__module__
+    assert set(defined_in.values()) == {models.__name__}
+    assert set(defined_in) == set(schema.load_models().tables)
 
 
 def test_migrations_form_one_line() -> None:

@@ -36,8 +36,7 @@ from storage import oauth_tokens as stored
 from storage import schema
 from storage.engine import make_engine
 from storage.events import WebhookEvent
-from storage.models import Ticket
-from storage.oauth_tokens import OAuthToken
+from storage.models import OAuthToken, Ticket
 from tests.support.oauth_server import ACCOUNT, CLIENT_ID, CLIENT_SECRET, OAuthProvider
 from tests.support.relay import OAuthRelayHandler, Relays
 
