@@ -85,8 +85,11 @@ class Worker:
                     continue  # more is waiting
             except Exception:
                 log.exception("batch failed; retrying after the interval")
+            # Not wait_for: on Python 3.11 it loses a cancellation that arrives as the
+            # event is set (cpython gh-86296), and a stopping worker would run on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), timeout=config.batch.interval)
+                async with asyncio.timeout(config.batch.interval):
+                    await self._poke.wait()
             self._poke.clear()
 
 

@@ -159,8 +159,10 @@ class Deliverer:
                         await self._start_due(client)
                     except Exception:
                         log.exception("claiming webhook events failed; trying again shortly")
+                    # Not wait_for, which can lose the stop (see Worker.run).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._poke.wait(), timeout=self._wait())
+                        async with asyncio.timeout(self._wait()):
+                            await self._poke.wait()
                     self._poke.clear()
             finally:
                 for task in self._in_flight:

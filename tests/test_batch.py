@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy
+import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.app import Worker
 from ingest.batch import Batch, is_temporary
+from ingest.listener import ConfigHolder
 from ingest.tickets import file_message
-from policy.config import Config
+from ingest.webhooks import Deliverer
+from policy.config import Config, parse_config
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState
 from storage.schema import prepare
+from tests.conftest import BASE_CONFIG, merge
 from tests.mailflow import enqueue
 
 
@@ -99,3 +106,40 @@ def test_a_temporary_failure_spends_no_attempt_a_message_failure_does(config: Co
     assert ours.last_error is not None and ours.last_error.startswith("temporary: ")
     assert (theirs.state, theirs.attempts) == (QueueState.QUEUED, 1)
     assert theirs.last_error == "ValueError: cannot make sense of this message"
+
+
+@pytest.mark.parametrize("loop", ["worker", "webhooks"])
+def test_a_stop_that_comes_with_a_poke_still_stops(tmp_path: Path, loop: str) -> None:
+    """A loop cancelled just as it is poked (a batch or a delivery ends as the
+    server stops) must end: on Python 3.11 ``wait_for`` let the poke win and the
+    loop ran on, so ``App.stop`` never returned."""
+    config = parse_config(
+        yaml.safe_dump(merge(BASE_CONFIG, {"storage": {"url": f"sqlite:///{tmp_path}/f.db"}})),
+        "test.yaml",
+    )
+    engine = make_engine(config.storage.url)
+    prepare(engine)
+    worker = Worker(ConfigHolder(config), engine)
+    deliverer = Deliverer(lambda: config, engine, worker.batch.owner, poll=3600)
+
+    async def stop_as_poked() -> None:
+        if loop == "worker":
+            task = asyncio.create_task(worker.run())
+            for _ in range(6000):  # until its first batch is done: then it waits for a poke
+                if worker.last is not None:
+                    break
+                await asyncio.sleep(0.01)
+            poke = worker.poke
+        else:
+            task = asyncio.create_task(deliverer.run())
+            for _ in range(20):  # no webhook channel, no I/O: it soon waits for a poke
+                await asyncio.sleep(0)
+            poke = deliverer.poke
+        poke()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=30)
+        assert done, f"the {loop} loop did not stop"
+        assert task.cancelled()
+
+    asyncio.run(stop_as_poked())
+    engine.dispose()
