@@ -19,7 +19,11 @@ from sqlalchemy.orm import Session
 
 from policy.config import Config
 from storage.models import Rejection
+from tests.conftest import SQLITE_ONLY
 from tests.server import RawClient, ServerThread, running
+
+# The gate and the command parser decide before anything is stored.
+pytestmark = SQLITE_ONLY
 
 MESSAGE = (
     b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"

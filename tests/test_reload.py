@@ -22,8 +22,11 @@ import pytest
 from ingest.reload import ReloadResult
 from policy.config import load_config
 from tests.cli import run, write_config
-from tests.conftest import BASE_CONFIG
+from tests.conftest import BASE_CONFIG, SQLITE_ONLY
 from tests.server import ServerThread, running
+
+# A reload swaps configuration, listeners and verifiers; the store is untouched.
+pytestmark = SQLITE_ONLY
 
 NEW_MAILBOX = {"channel": "helpdesk", "name": "Returns", "address": "returns@example.com"}
 
