@@ -25,6 +25,7 @@ from storage.models import QueueEntry, QueueState
 from storage.schema import prepare
 from tests.conftest import BASE_CONFIG, merge
 from tests.mailflow import enqueue
+from tests.server import ServerThread
 
 
 def message(n: int) -> bytes:
@@ -143,3 +144,32 @@ def test_a_stop_that_comes_with_a_poke_still_stops(tmp_path: Path, loop: str) ->
 
     asyncio.run(stop_as_poked())
     engine.dispose()
+
+
+def test_stop_ends_even_a_task_that_swallowed_its_cancellation(tmp_path: Path) -> None:
+    """A stop always ends: a task that lost its first cancellation (as the loops
+    above once did) is cancelled again, and App.stop returns."""
+    config = parse_config(
+        yaml.safe_dump(merge(BASE_CONFIG, {"storage": {"url": f"sqlite:///{tmp_path}/f.db"}})),
+        "test.yaml",
+    )
+    server = ServerThread(config).start()
+    ended = threading.Event()
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # lost
+            await asyncio.sleep(3600)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.set()
+
+    async def add() -> None:
+        server.app._tasks.append(asyncio.create_task(stubborn(), name="stubborn"))
+
+    server.call(add())
+    server.call(server.app.stop(grace=0.5), timeout=60)
+    assert ended.is_set()
+    server.loop.call_soon_threadsafe(server.loop.stop)
+    server.thread.join(10)
+    server.loop.close()
