@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +175,34 @@ def test_stop_ends_even_a_task_that_swallowed_its_cancellation(tmp_path: Path) -
     server.loop.call_soon_threadsafe(server.loop.stop)
     server.thread.join(10)
     server.loop.close()
+
+
+@pytest.mark.postgres
+def test_stop_lets_a_thread_in_a_transaction_finish_before_closing_the_store(
+    postgres_schema_url: str,
+) -> None:
+    """A cancelled to_thread leaves its thread running: the store is closed after
+    it, or its connection goes back to a disposed pool and is never closed
+    (psycopg's "deleted while still open" ResourceWarning, an error here)."""
+    config = parse_config(
+        yaml.safe_dump(merge(BASE_CONFIG, {"storage": {"url": postgres_schema_url}})), "t.yaml"
+    )
+    server = ServerThread(config).start()
+    inside, finished = threading.Event(), threading.Event()
+
+    def transaction() -> None:
+        with server.engine.begin() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+            inside.set()
+            time.sleep(0.3)  # still at work when the stop comes
+        finished.set()
+
+    async def add() -> None:
+        task = asyncio.create_task(asyncio.to_thread(transaction), name="in a transaction")
+        server.app._tasks.append(task)
+
+    server.call(add())
+    assert inside.wait(30)
+    server.stop()
+    assert finished.is_set()
+    gc.collect()
