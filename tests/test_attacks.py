@@ -26,6 +26,7 @@ from storage.models import QueueEntry, QueueState, Rejection, TicketMessage
 from storage.schema import prepare
 from tests.support.mailflow import enqueue
 from tests.support.server import ServerThread, running
+from tests.support.stores import SQLITE_ONLY
 
 HEAD = b"From: Mallory <mallory@attacker.example>\r\nTo: support@example.com\r\nSubject: hi\r\n"
 NORMAL = (
@@ -131,6 +132,7 @@ def rejection_reasons(server: ServerThread) -> list[str]:
         return [r.reason for r in session.scalars(select(Rejection))]
 
 
+@SQLITE_ONLY  # refused at DATA from the header block: nothing stored but the refusal
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -154,6 +156,7 @@ def test_costly_mail_is_refused_at_data_with_a_reason_while_others_are_served(
     assert send(attacked, NORMAL % 0)[0] == 250  # alive afterwards
 
 
+@SQLITE_ONLY  # the parser's bound; the slow-parse test below covers both stores' locks
 def test_deep_html_becomes_a_ticket_with_its_text_and_a_defect(attacked: ServerThread) -> None:
     code, _ = while_attacked(attacked, lambda: send(attacked, nested_divs()), lambda: True)
     assert code == 250

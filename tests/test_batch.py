@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy
+import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.channels.webhooks import Deliverer
 from ingest.work.batch import Batch
 from ingest.work.tickets import file_message
+from ingest.work.worker import Worker
+from policy.config.loading import parse_config
 from policy.config.model import Config
 from policy.errors import StorageRefused, TempFail
 from storage.engine import classify, make_engine
 from storage.models import QueueEntry, QueueState, Ticket, TicketStatus
 from storage.schema import prepare
 from tests.support.mailflow import enqueue
+from tests.support.server import ServerThread
+from tests.support.stores import BASE_CONFIG, merge
 
 
 def message(n: int) -> bytes:
@@ -138,3 +148,100 @@ def test_a_plain_batch_reopens_a_ticket_when_the_customer_writes_again(config: C
     arrives(answer.format(n="away", extra="Auto-Submitted: auto-replied\r\n").encode())
     assert status() == TicketStatus.PENDING
     engine.dispose()
+
+
+@pytest.mark.parametrize("loop", ["worker", "webhooks"])
+def test_a_stop_that_comes_with_a_poke_still_stops(tmp_path: Path, loop: str) -> None:
+    """A loop cancelled just as it is poked (a batch or a delivery ends as the
+    server stops) must end: on Python 3.11 ``wait_for`` let the poke win and the
+    loop ran on, so ``App.stop`` never returned."""
+    config = parse_config(
+        yaml.safe_dump(merge(BASE_CONFIG, {"storage": {"url": f"sqlite:///{tmp_path}/f.db"}})),
+        "test.yaml",
+    )
+    engine = make_engine(config.storage.url)
+    prepare(engine)
+    worker = Worker(lambda: config, engine)
+    deliverer = Deliverer(lambda: config, engine, worker.batch.owner, poll=3600)
+
+    async def stop_as_poked() -> None:
+        if loop == "worker":
+            task = asyncio.create_task(worker.run())
+            for _ in range(6000):  # until its first batch is done: then it waits for a poke
+                if worker.last is not None:
+                    break
+                await asyncio.sleep(0.01)
+            poke = worker.poke
+        else:
+            task = asyncio.create_task(deliverer.run())
+            for _ in range(20):  # no webhook channel, no I/O: it soon waits for a poke
+                await asyncio.sleep(0)
+            poke = deliverer.poke
+        poke()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=30)
+        assert done, f"the {loop} loop did not stop"
+        assert task.cancelled()
+
+    asyncio.run(stop_as_poked())
+    engine.dispose()
+
+
+def test_stop_ends_even_a_task_that_swallowed_its_cancellation(tmp_path: Path) -> None:
+    """A stop always ends: a task that lost its first cancellation (as the loops
+    above once did) is cancelled again, and App.stop returns."""
+    config = parse_config(
+        yaml.safe_dump(merge(BASE_CONFIG, {"storage": {"url": f"sqlite:///{tmp_path}/f.db"}})),
+        "test.yaml",
+    )
+    server = ServerThread(config).start()
+    ended = threading.Event()
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # lost
+            await asyncio.sleep(3600)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.set()
+
+    async def add() -> None:
+        server.app._tasks.append(asyncio.create_task(stubborn(), name="stubborn"))
+
+    server.call(add())
+    server.call(server.app.stop(grace=0.5), timeout=60)
+    assert ended.is_set()
+    server.loop.call_soon_threadsafe(server.loop.stop)
+    server.thread.join(10)
+    server.loop.close()
+
+
+@pytest.mark.postgres
+def test_stop_lets_a_thread_in_a_transaction_finish_before_closing_the_store(
+    postgres_schema_url: str,
+) -> None:
+    """A cancelled to_thread leaves its thread running: the store is closed after
+    it, or its connection goes back to a disposed pool and is never closed
+    (psycopg's "deleted while still open" ResourceWarning, an error here)."""
+    config = parse_config(
+        yaml.safe_dump(merge(BASE_CONFIG, {"storage": {"url": postgres_schema_url}})), "t.yaml"
+    )
+    server = ServerThread(config).start()
+    inside, finished = threading.Event(), threading.Event()
+
+    def transaction() -> None:
+        with server.engine.begin() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+            inside.set()
+            time.sleep(0.3)  # still at work when the stop comes
+        finished.set()
+
+    async def add() -> None:
+        task = asyncio.create_task(asyncio.to_thread(transaction), name="in a transaction")
+        server.app._tasks.append(task)
+
+    server.call(add())
+    assert inside.wait(30)
+    server.stop()
+    assert finished.is_set()
+    gc.collect()

@@ -139,9 +139,9 @@ def test_follow_live_refusals_then_find_one_by_message_id(
 ) -> None:
     sign_in(page)
     page.goto("/console/rejections?live=true")
-    page.wait_for_function(
-        "document.getElementById('live-status').textContent.includes('following')"
-    )
+    # A selector, not wait_for_function: a string predicate that is false at first
+    # is polled through eval, which the console's CSP (script-src 'self') forbids.
+    page.wait_for_selector("#live-status:has-text('following')")
     raw, message_id = mail("Mallory <ceo@refused.example>", HOSTILE_SUBJECT)
     assert send(server, raw, "ceo@refused.example") == 550  # spoofed: DMARC p=reject
     row = page.wait_for_selector("#rejections tbody tr.new")

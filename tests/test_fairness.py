@@ -20,6 +20,10 @@ from sqlalchemy.orm import Session
 from policy.config.model import Config
 from storage.models import Rejection
 from tests.support.server import RawClient, ServerThread, running
+from tests.support.stores import SQLITE_ONLY
+
+# The gate and the command parser decide before anything is stored.
+pytestmark = SQLITE_ONLY
 
 MESSAGE = (
     b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"

@@ -15,6 +15,7 @@ from policy.config.model import Config
 from storage.engine import BENCH_COMMIT_DELAY_ENV
 from storage.models import QueueEntry, Rejection, StoredMessage, TicketMessage
 from tests.support.server import ServerThread, running
+from tests.support.stores import SQLITE_ONLY
 
 MESSAGE = (
     b"From: Alice <alice@customer.example>\r\n"
@@ -67,6 +68,7 @@ def test_accepts_known_mailbox_and_stores_exact_bytes(server: ServerThread) -> N
     assert len(entry.digest) == 64
 
 
+@SQLITE_ONLY
 def test_ehlo_advertises_size_pipelining_and_enhanced_codes(server: ServerThread) -> None:
     with server.smtp() as client:
         client.ehlo("x")
@@ -75,6 +77,7 @@ def test_ehlo_advertises_size_pipelining_and_enhanced_codes(server: ServerThread
         assert client.esmtp_features["size"] == str(1024 * 1024)
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("recipient", "reason", "text"),
     [
@@ -106,6 +109,7 @@ def test_refuses_recipients_that_are_not_exactly_a_service_address(
     assert record.mail_from == "x@y.example"
 
 
+@SQLITE_ONLY
 def test_thousands_of_pipelined_recipients(server: ServerThread) -> None:
     client = server.raw()
     client.cmd(b"EHLO relay.test")
@@ -126,6 +130,7 @@ def test_thousands_of_pipelined_recipients(server: ServerThread) -> None:
         assert fresh.sendmail("a@customer.example", ["support@example.com"], MESSAGE) == {}
 
 
+@SQLITE_ONLY
 def test_too_many_recipients_gets_452_4_5_3(make_config: Callable[..., Config]) -> None:
     config = make_config(server={"max_recipients": 1})
     with running(config) as server:
@@ -140,6 +145,7 @@ def test_too_many_recipients_gets_452_4_5_3(make_config: Callable[..., Config]) 
         assert record.reason == "too_many_recipients"
 
 
+@SQLITE_ONLY
 def test_oversized_message_gets_552_5_3_4(server: ServerThread) -> None:
     big = MESSAGE + (b"x" * 998 + b"\r\n") * 1100
     client = server.raw()
@@ -183,6 +189,7 @@ def test_lmtp_answers_once_per_recipient(server: ServerThread) -> None:
     assert count(server, QueueEntry) == 2
 
 
+@SQLITE_ONLY
 def test_lmtp_refuses_helo_and_ehlo(server: ServerThread) -> None:
     client = server.raw("LMTP")
     assert client.cmd(b"EHLO x").startswith(b"500")
@@ -190,6 +197,7 @@ def test_lmtp_refuses_helo_and_ehlo(server: ServerThread) -> None:
     client.close()
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     "smuggled_end",
     [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r"],
@@ -260,6 +268,7 @@ def test_null_sender_is_accepted_for_bounces(server: ServerThread) -> None:
     assert message.mail_from == ""
 
 
+@SQLITE_ONLY
 def test_crlf_cannot_reach_the_received_header(server: ServerThread) -> None:
     client = server.raw()
     client.cmd(b"EHLO evil\rInjected: yes")
@@ -275,6 +284,7 @@ def test_crlf_cannot_reach_the_received_header(server: ServerThread) -> None:
     assert b"\rInjected" not in header and b"\nInjected" not in header
 
 
+@SQLITE_ONLY
 def test_connection_limit_per_ip_answers_421(make_config: Callable[..., Config]) -> None:
     config = make_config(server={"max_connections_per_ip": 2})
     with running(config) as server:
@@ -318,6 +328,7 @@ def test_storage_failure_answers_451_without_detail(server: ServerThread) -> Non
     assert count(server, QueueEntry) == 0
 
 
+@SQLITE_ONLY
 def test_starttls_discards_pipelined_plaintext_commands(
     make_config: Callable[..., Config], tmp_path: Path
 ) -> None:

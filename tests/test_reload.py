@@ -23,7 +23,10 @@ from ingest.ops.reload import ReloadResult
 from policy.config.loading import load_config
 from tests.support.cli import run, write_config
 from tests.support.server import ServerThread, running
-from tests.support.stores import BASE_CONFIG
+from tests.support.stores import BASE_CONFIG, SQLITE_ONLY
+
+# A reload swaps configuration, listeners and verifiers; the store is untouched.
+pytestmark = SQLITE_ONLY
 
 NEW_MAILBOX = {"channel": "helpdesk", "name": "Returns", "address": "returns@example.com"}
 

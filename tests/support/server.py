@@ -36,7 +36,9 @@ class ServerThread:
         return future.result(timeout)
 
     def stop(self) -> None:
-        self.call(self.app.stop())
+        # App.stop bounds each of its steps itself (and says in the log what it
+        # left); this only catches a stop that ignores its own bounds.
+        self.call(self.app.stop(), timeout=120)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
