@@ -10,6 +10,7 @@ from ingest.channels.emit import filing_with_events
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store
 from ingest.ops.logs import setup_logging
 from ingest.work.batch import Batch
+from ingest.work.reading import reading_pool
 from ingest.work.tickets import file_message
 
 
@@ -22,7 +23,14 @@ def process(config_path: str, as_json: bool) -> None:
     setup_logging(config.logging.format, "WARNING")
     engine = open_store(config)
     try:
-        result = asyncio.run(Batch(engine, filing_with_events(file_message)).drain(config))
+        batch = Batch(
+            engine, filing_with_events(file_message), executor=reading_pool(),
+            new_executor=reading_pool,
+        )  # fmt: skip
+        try:
+            result = asyncio.run(batch.drain(config))
+        finally:
+            batch.close()
     finally:
         engine.dispose()
     if as_json:

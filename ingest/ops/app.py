@@ -15,6 +15,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import Engine, text
@@ -59,9 +60,16 @@ VerifierFactory = Callable[[Config, bytes], Verifier | None]
 class Worker:
     """Runs a batch every ``batch.interval`` seconds, or at once when poked; purges hourly."""
 
-    def __init__(self, holder: ConfigHolder, engine: Engine) -> None:
+    def __init__(
+        self, holder: ConfigHolder, engine: Engine, pool: Callable[[], Executor] | None = None
+    ) -> None:
         self.holder = holder
-        self.batch = Batch(engine, filing_with_events(file_message))
+        self.batch = Batch(
+            engine,
+            filing_with_events(file_message),
+            executor=pool() if pool is not None else None,
+            new_executor=pool,
+        )
         self.housekeeping = Housekeeping(engine, self.batch.owner)
         self._poke = asyncio.Event()
         self.last: BatchResult | None = None
@@ -117,7 +125,10 @@ class App:
         listeners: bool = True,
         worker: bool = True,
         verifier_factory: VerifierFactory | None = None,
+        batch_pool: Callable[[], Executor] | None = None,
     ) -> None:
+        """``batch_pool`` makes the executor the batch parses in (a process pool in
+        production, :func:`ingest.work.reading.reading_pool`; threads without)."""
         self.holder = ConfigHolder(config)
         self.run_listeners = listeners
         self.run_worker = worker
@@ -136,7 +147,7 @@ class App:
         )
         self.space = SpaceGuard(lambda: self.holder.current)
         self.servers: dict[str, asyncio.Server] = {}
-        self.worker = Worker(self.holder, self.engine)
+        self.worker = Worker(self.holder, self.engine, batch_pool)
         self.deliverer = Deliverer(
             lambda: self.holder.current, self.engine, self.worker.batch.owner
         )
@@ -391,6 +402,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.writer.close()
+        self.worker.batch.close()
         if self.verifier is not None:
             self._retiring.add(asyncio.create_task(asyncio.to_thread(self.verifier.close)))
         await asyncio.gather(*self._retiring)

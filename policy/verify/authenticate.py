@@ -163,17 +163,18 @@ def _signature_domains(block: headerblock.HeaderBlock) -> list[str]:
     ]
 
 
-def process_pool() -> ProcessPoolExecutor:
-    """Workers for signature checks.
+def process_pool(preload: str = __name__) -> ProcessPoolExecutor:
+    """Workers for signature checks (and, with ``preload`` naming its module, the
+    batch's parsing: :mod:`ingest.work.reading`).
 
     forkserver, because forking the server itself would copy locks held by
     its threads; the workers are forked from a server process that has
-    already imported this module. Each worker watches the server and exits
+    already imported ``preload``. Each worker watches the server and exits
     with it: a server killed with SIGKILL would otherwise leave the workers
     (and through them the fork server) blocked on their queue for ever.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload([preload])
     return ProcessPoolExecutor(mp_context=context, initializer=_exit_with, initargs=(os.getpid(),))
 
 
