@@ -119,8 +119,8 @@ def file_message(
         if waiting_for is not None:
             raise TempFail(f"answers queue entry {waiting_for}, which is not filed yet")
         match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
-    ticket_id = _ticket(session, mailbox, match, parsed, sender or "")
-    return _store(session, claim, stored, ticket_id, parsed, match)
+    ticket_id, new = _ticket(session, mailbox, match, parsed, sender or "")
+    return _store(session, claim, stored, ticket_id, parsed, match, new_ticket=new)
 
 
 def _no_new_message(
@@ -191,15 +191,15 @@ def _ticket(
     match: ThreadMatch | None,
     parsed: ParsedMessage,
     requester: str,
-) -> int:
-    """The id of the ticket the message goes to, touched or made now."""
+) -> tuple[int, bool]:
+    """The id of the ticket the message goes to, touched or made now, and whether made."""
     now = utcnow()
     if match is not None:
         touched = session.execute(
             update(_TICKETS).where(_TICKETS.c.id == match.ticket_id).values(updated_at=now)
         )
         if touched.rowcount == 1:  # type: ignore[attr-defined]
-            return match.ticket_id
+            return match.ticket_id, False
     ticket_id: int = session.execute(
         insert(_TICKETS)
         .values(
@@ -212,7 +212,7 @@ def _ticket(
         )
         .returning(_TICKETS.c.id)
     ).scalar_one()
-    return ticket_id
+    return ticket_id, True
 
 
 def _details(parsed: ParsedMessage, match: ThreadMatch | None) -> dict[str, Any]:
@@ -250,6 +250,8 @@ def _store(
     ticket_id: int,
     parsed: ParsedMessage,
     match: ThreadMatch | None,
+    *,
+    new_ticket: bool,
 ) -> int:
     assert stored.id is not None
     now = utcnow()
@@ -297,9 +299,10 @@ def _store(
             ],
         )
     known = {"mailbox": claim.mailbox, "message_id": parsed.message_id, "ticket_id": ticket_id}
-    recorded = session.scalar(
+    # A ticket made just now has no Message-ID on record yet.
+    recorded = not new_ticket and session.scalar(
         select(_KNOWN.c.id).where(*(_KNOWN.c[name] == value for name, value in known.items()))
     )
-    if recorded is None:
+    if not recorded:
         session.execute(insert(_KNOWN).values(**known, direction="in", created_at=now))
     return message_id
