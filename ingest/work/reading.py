@@ -9,6 +9,7 @@ parse (a few KiB): the message is read once, in the worker.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 from policy.antivirus import ScanResult, scan_message_bytes
@@ -26,5 +27,10 @@ def examine(
 
 
 def reading_pool() -> ProcessPoolExecutor:
-    """Processes for :func:`examine`, one per core (see :func:`process_pool`)."""
-    return process_pool(__name__)
+    """Processes for :func:`examine`, one per core (see :func:`process_pool`), started
+    now in the background so that a backlog does not wait for the fork server
+    and its imports."""
+    pool = process_pool(__name__)
+    for _ in range(os.cpu_count() or 1):
+        pool.submit(os.getpid)
+    return pool
