@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import threading
 from typing import Any
 
@@ -12,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ingest.work.batch import Batch, is_temporary
+from ingest.work.reading import reading_pool
 from ingest.work.tickets import file_message
 from policy.config.model import Config
 from storage.engine import make_engine
@@ -99,3 +102,30 @@ def test_a_temporary_failure_spends_no_attempt_a_message_failure_does(config: Co
     assert ours.last_error is not None and ours.last_error.startswith("temporary: ")
     assert (theirs.state, theirs.attempts) == (QueueState.QUEUED, 1)
     assert theirs.last_error == "ValueError: cannot make sense of this message"
+
+
+def test_a_parsing_process_that_dies_fails_its_group_not_the_worker(config: Config) -> None:
+    """A reading process killed (the OOM killer, a crash in a C extension) breaks the
+    pool: the group's entries spend their attempt and go back, the next batch
+    parses them in a fresh pool and files them."""
+    engine = make_engine(config.storage.url)
+    prepare(engine)
+    with Session(engine) as session, session.begin():
+        for n in range(3):
+            enqueue(session, message(n))
+    pool = reading_pool()
+    pids = [pool.submit(os.getpid).result() for _ in range(4)]
+    os.kill(pids[0], signal.SIGKILL)
+    batch = Batch(engine, file_message, executor=pool, new_executor=reading_pool)
+    try:
+        first = asyncio.run(batch.run(config))
+        rows = entries(engine)
+        assert (first.taken, first.deferred) == (3, 3)
+        assert {(r.state, r.attempts) for r in rows} == {(QueueState.QUEUED, 1)}
+        assert all(r.last_error and r.last_error.startswith("BrokenProcessPool") for r in rows)
+        assert batch.executor is not pool
+        again = asyncio.run(batch.drain(config))
+    finally:
+        batch.close()
+        engine.dispose()
+    assert again.tickets == 3

@@ -203,18 +203,15 @@ class Batch:
         """
         raws = await asyncio.to_thread(self._raws, group)
         loop = asyncio.get_running_loop()
+        executor = self.executor
+
+        async def reading_of(raw: bytes, sender: str | None) -> tuple[ScanResult, ParsedMessage]:
+            # In a coroutine, so that a broken pool refusing the submission is
+            # that entry's exception, like a process dying under it.
+            return await loop.run_in_executor(executor, examine, raw, sender, config.limits)
+
         readings = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self.executor,
-                    examine,
-                    raws[c.message_id][0],
-                    raws[c.message_id][1],
-                    config.limits,
-                )
-                for c in group
-                if c.message_id in raws
-            ),
+            *(reading_of(*raws[c.message_id]) for c in group if c.message_id in raws),
             return_exceptions=True,
         )
         read = iter(readings)
@@ -240,7 +237,7 @@ class Batch:
                 )
                 return scanner_away, to_file
             except Exception as exc:  # outside filing: a scanner bug, a dead pool …
-                settled[claim.entry_id] = await self._failed(claim, config, exc)
+                settled[claim.entry_id] = await self._failed(claim, config, exc, executor)
                 continue
             if refused:
                 settled[claim.entry_id] = outcome
@@ -249,15 +246,19 @@ class Batch:
         return None, to_file
 
     async def _failed(
-        self, claim: queue.Claim, config: Config, exc: Exception
+        self, claim: queue.Claim, config: Config, exc: Exception, executor: Executor | None
     ) -> QueueState | None:
         log.error("entry %d failed", claim.entry_id, exc_info=exc)
-        if isinstance(exc, BrokenExecutor) and self._new_executor is not None:
+        if (
+            isinstance(exc, BrokenExecutor)
+            and self._new_executor is not None
+            and self.executor is executor
+            and executor is not None
+        ):
             # One worker process died (OOM, a crash in a C extension): every
             # reading in flight failed with it; the next group gets a fresh pool.
-            broken, self.executor = self.executor, self._new_executor()
-            if broken is not None:
-                broken.shutdown(wait=False, cancel_futures=True)
+            self.executor = self._new_executor()
+            executor.shutdown(wait=False, cancel_futures=True)
         error = f"{exc.__class__.__name__}: {exc}"[:2000]
         return await asyncio.to_thread(
             self._fail, claim, config, error, temporary=is_temporary(exc)
