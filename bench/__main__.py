@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 
-from bench import ingest, postgres, processing, scaling, verification
+from bench import ingest, memory, postgres, processing, scaling, verification
 
 SECTIONS = {
     "ingest": ingest,
@@ -14,6 +14,7 @@ SECTIONS = {
     "scaling": scaling,
     "verification": verification,
     "postgres": postgres,
+    "memory": memory,
 }
 
 

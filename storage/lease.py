@@ -161,17 +161,36 @@ def renew(
     ``count_attempt`` spends the row's attempt now (see :func:`take`).
     Raises :class:`LeaseLost` if the row is no longer ours: skip it.
     """
+    held = renew_many(
+        session, model, [row_id], token, leased=leased, lease_seconds=lease_seconds,
+        count_attempt=count_attempt,
+    )  # fmt: skip
+    if not held:
+        raise LeaseLost(f"{table_of(model).name} row {row_id} is no longer leased to this worker")
+
+
+def renew_many(
+    session: Session,
+    model: type[SQLModel],
+    row_ids: Sequence[int],
+    token: str,
+    *,
+    leased: str,
+    lease_seconds: float,
+    count_attempt: bool = False,
+) -> set[int]:
+    """:func:`renew` for rows worked on together, in one statement; the ids still ours."""
     table = table_of(model)
     values: dict[str, Any] = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
     if count_attempt:
         values["attempts"] = table.c.attempts + 1
-    result = session.execute(
+    rows = session.execute(
         update(table)
-        .where(table.c.id == row_id, table.c.lease_token == token, table.c.state == leased)
+        .where(table.c.id.in_(list(row_ids)), table.c.lease_token == token, table.c.state == leased)
         .values(**values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise LeaseLost(f"{table.name} row {row_id} is no longer leased to this worker")
+        .returning(table.c.id)
+    ).all()
+    return {r[0] for r in rows}
 
 
 def depth(session: Session, model: type[SQLModel], states: type[StrEnum]) -> dict[str, int]:

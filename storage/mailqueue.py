@@ -32,7 +32,10 @@ from storage import lease
 from storage.lease import LeaseLost
 from storage.models import QueueEntry, QueueState, StoredMessage, utcnow
 
-__all__ = ["Claim", "LeaseLost", "claim", "fail", "finish", "quarantine", "requeue", "start"]
+__all__ = [
+    "Claim", "LeaseLost", "claim", "fail", "finish", "quarantine", "requeue", "start",
+    "start_group",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -163,16 +166,22 @@ def fail(
 
 def start(session: Session, claim: Claim, *, lease_seconds: float) -> Claim:
     """Turn to ``claim``: renew its lease, spend its attempt (:func:`storage.lease.renew`)."""
-    lease.renew(
-        session,
-        QueueEntry,
-        claim.entry_id,
-        claim.token,
-        leased=QueueState.LEASED,
-        lease_seconds=lease_seconds,
-        count_attempt=True,
-    )
-    return replace(claim, attempts=claim.attempts + 1, started=True)
+    started = start_group(session, [claim], lease_seconds=lease_seconds)
+    if not started:
+        raise LeaseLost(f"queue row {claim.entry_id} is no longer leased to this worker")
+    return started[0]
+
+
+def start_group(session: Session, claims: Sequence[Claim], *, lease_seconds: float) -> list[Claim]:
+    """Turn to several claims of one lease at once (one statement): those still ours,
+    each with its attempt spent."""
+    held: set[int] = set()
+    for token in {c.token for c in claims}:
+        held |= lease.renew_many(
+            session, QueueEntry, [c.entry_id for c in claims if c.token == token], token,
+            leased=QueueState.LEASED, lease_seconds=lease_seconds, count_attempt=True,
+        )  # fmt: skip
+    return [replace(c, attempts=c.attempts + 1, started=True) for c in claims if c.entry_id in held]
 
 
 def requeue(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from ingest.channels.webhooks import Deliverer
 from ingest.work.batch import Batch
+from ingest.work.reading import reading_pool
 from ingest.work.tickets import file_message
 from ingest.work.worker import Worker
 from policy.config.loading import parse_config
@@ -245,3 +248,30 @@ def test_stop_lets_a_thread_in_a_transaction_finish_before_closing_the_store(
     server.stop()
     assert finished.is_set()
     gc.collect()
+
+
+def test_a_parsing_process_that_dies_fails_its_group_not_the_worker(config: Config) -> None:
+    """A reading process killed (the OOM killer, a crash in a C extension) breaks the
+    pool: the group's entries spend their attempt and go back, the next batch
+    parses them in a fresh pool and files them."""
+    engine = make_engine(config.storage.url)
+    prepare(engine)
+    with Session(engine) as session, session.begin():
+        for n in range(3):
+            enqueue(session, message(n))
+    pool = reading_pool()
+    pids = [pool.submit(os.getpid).result() for _ in range(4)]
+    os.kill(pids[0], signal.SIGKILL)
+    batch = Batch(engine, file_message, executor=pool, new_executor=reading_pool)
+    try:
+        first = asyncio.run(batch.run(config))
+        rows = entries(engine)
+        assert (first.taken, first.deferred) == (3, 3)
+        assert {(r.state, r.attempts) for r in rows} == {(QueueState.QUEUED, 1)}
+        assert all(r.last_error and r.last_error.startswith("BrokenProcessPool") for r in rows)
+        assert batch.executor is not pool
+        again = asyncio.run(batch.drain(config))
+    finally:
+        batch.close()
+        engine.dispose()
+    assert again.tickets == 3

@@ -279,7 +279,7 @@ def test_a_worker_that_lost_its_lease_leaves_no_trace(engine: Engine, batch_conf
     rescuer = Batch(engine, file_message, owner="rescuer")
     [stale] = take(engine, "slow", 1, lease_seconds=30)
     [fresh] = take(engine, "rescuer", 1, now=utcnow() + timedelta(seconds=31))
-    raw = slow._raw(stale)
+    raw = slow._raws([stale]).get(stale.message_id)
     assert raw is not None
     parsed = parse_message(raw[0], mail_from=raw[1])
 

@@ -9,6 +9,7 @@ import click
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store
 from ingest.ops.logs import setup_logging
 from ingest.work.batch import Batch
+from ingest.work.reading import reading_pool
 from ingest.work.tickets import file_message
 
 
@@ -21,7 +22,13 @@ def process(config_path: str, as_json: bool) -> None:
     setup_logging(config.logging.format, "WARNING")
     engine = open_store(config)
     try:
-        result = asyncio.run(Batch(engine, file_message).drain(config))
+        batch = Batch(
+            engine, file_message, executor=reading_pool(), new_executor=reading_pool
+        )  # fmt: skip
+        try:
+            result = asyncio.run(batch.drain(config))
+        finally:
+            batch.close()
     finally:
         engine.dispose()
     if as_json:

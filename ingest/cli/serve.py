@@ -12,6 +12,7 @@ from ingest.ops.app import App
 from ingest.ops.logs import setup_logging
 from ingest.ops.metrics import DNS_CACHE_HITS, DNS_LOOKUPS
 from ingest.smtp.verification import production_verifier
+from ingest.work.reading import reading_pool
 from policy.config.model import Config
 from policy.verify.authenticate import Authenticator
 from storage.schema import SchemaMismatch
@@ -28,7 +29,12 @@ def serve(config_path: str, no_worker: bool) -> None:
     """Run the SMTP and LMTP listeners and the batch worker."""
     config = load(config_path)
     setup_logging(config.logging.format, config.logging.level)
-    _run(App(config, worker=not no_worker, verifier_factory=serve_verifier))
+    _run(
+        App(
+            config, worker=not no_worker, verifier_factory=serve_verifier,
+            batch_pool=reading_pool,
+        )
+    )  # fmt: skip
 
 
 def serve_verifier(config: Config, sampling_key: bytes) -> Authenticator | None:
@@ -49,7 +55,7 @@ def worker(config_path: str) -> None:
     """Run only the batch worker (for separate processes or hosts)."""
     config = load(config_path)
     setup_logging(config.logging.format, config.logging.level)
-    _run(App(config, listeners=False))
+    _run(App(config, listeners=False, batch_pool=reading_pool))
 
 
 def _run(app: App) -> None:

@@ -15,6 +15,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import text
@@ -82,7 +83,10 @@ class App:
         listeners: bool = True,
         worker: bool = True,
         verifier_factory: VerifierFactory | None = None,
+        batch_pool: Callable[[], Executor] | None = None,
     ) -> None:
+        """``batch_pool`` makes the executor the batch parses in (a process pool in
+        production, :func:`ingest.work.reading.reading_pool`; threads without)."""
         self.holder = ConfigHolder(config)
         self.run_listeners = listeners
         self.run_worker = worker
@@ -101,7 +105,7 @@ class App:
         )
         self.space = SpaceGuard(lambda: self.holder.current)
         self.servers: dict[str, asyncio.Server] = {}
-        self.worker = Worker(lambda: self.holder.current, self.engine)
+        self.worker = Worker(lambda: self.holder.current, self.engine, batch_pool)
         owner = self.worker.batch.owner
         self.outbox = Outbox(lambda: self.holder.current, self.engine, owner)
         self.deliverer = Deliverer(lambda: self.holder.current, self.engine, owner)
@@ -361,6 +365,7 @@ class App:
         await _cancel(self._tasks, grace)
         if not await _within(self.writer.close(), self.holder.current.storage.commit_timeout):
             log.error("intake writer: pending commits did not finish; stopping without them")
+        self.worker.batch.close()
         if self.verifier is not None:
             self._retiring.add(asyncio.create_task(asyncio.to_thread(self.verifier.close)))
         if self._retiring and not await _within(asyncio.gather(*self._retiring), grace):

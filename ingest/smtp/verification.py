@@ -9,54 +9,20 @@ worker is replaced rather than answering 451 for ever.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import select
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 
+from ingest.ops.pools import forkserver_pool
 from ingest.smtp.resolver import CachingResolver
 from policy.config.model import Config
 from policy.verify.authenticate import Authenticator
 
 
 def process_pool() -> ProcessPoolExecutor:
-    """Workers for signature checks.
-
-    forkserver, because forking the server itself would copy locks held by
-    its threads; the workers are forked from a server process that has
-    already imported this module. Each worker watches the server and exits
-    with it: a server killed with SIGKILL would otherwise leave the workers
-    (and through them the fork server) blocked on their queue for ever.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(mp_context=context, initializer=_exit_with, initargs=(os.getpid(),))
-
-
-def _exit_with(server_pid: int) -> None:
-    threading.Thread(target=_watch, args=(server_pid,), daemon=True).start()
-
-
-def _watch(server_pid: int) -> None:
-    try:
-        # A pidfd becomes readable when the process ends (Linux 5.3+).
-        descriptor = os.pidfd_open(server_pid)
-        select.select([descriptor], [], [])
-    except OSError:
-        while _alive(server_pid):
-            time.sleep(2)
-    os._exit(0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Workers for signature checks (:func:`ingest.ops.pools.forkserver_pool`),
+    their fork server having imported this module and so the checks."""
+    return forkserver_pool(__name__)
 
 
 def production_verifier(

@@ -1,17 +1,26 @@
 """The batch: turn queued mail into tickets, one message's failure at a time.
 
-Each claimed entry is read, scanned and parsed with no transaction open, then
-filed in one short transaction that also finishes the queue entry with its
-lease token, so a ticket message exists if and only if its queue entry is
-done — even when two workers race or one dies half-way — and a message that
-is slow to parse holds no lock that intake or the API needs (on SQLite every
-write transaction is ``BEGIN IMMEDIATE``). An exception in one message marks
-that entry and the batch goes on.
+Claimed entries are worked on in groups: a group is started (its attempts
+spent) in one statement, read in one query, scanned and parsed with no
+transaction open — in a process pool when the batch has one
+(:mod:`ingest.work.reading`), on every core — and then filed in one short
+transaction in which each ticket message is written together with its own
+queue entry's ``done``, checked against that entry's lease token. So a ticket
+message exists if and only if its queue entry is done — even when two
+workers race or one dies half-way — a message that is slow to parse holds no
+lock that intake or the API needs (on SQLite every write transaction is
+``BEGIN IMMEDIATE``), and a group pays one commit (one fsync) for all its
+messages. If anything goes wrong while filing a group, its transaction rolls
+back and its messages are filed again one transaction each, so an exception
+in one message marks that entry and the batch goes on.
 
-Only the entry being worked on spends an attempt (counted when its lease is
-renewed to start it): entries claimed with it but not started cost nothing
-when the worker dies, and a batch stopped on purpose gives them back due at
-once.
+Only the entries being worked on spend an attempt (counted when their leases
+are renewed to start them): entries claimed with them but not started cost
+nothing when the worker dies, and a batch stopped on purpose gives them back
+due at once. A group holds at most :data:`GROUP_BYTES` of mail (or one larger
+message), so a worker that dies charges an attempt to that much mail at most,
+and an entry that was started before goes alone: a message that kills its
+worker charges the others of its first group once, never again.
 """
 
 from __future__ import annotations
@@ -21,19 +30,22 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, defer
+from sqlmodel import col
 
 from ingest.channels import emit as events
 from ingest.smtp.refusals import record_batch_rejection
+from ingest.work.reading import examine
 from ingest.work.scanning import scan_message
 from policy.antivirus import ScanResult
 from policy.config.model import Config
 from policy.errors import ScannerUnavailable, TempFail
-from policy.message.mime import parse_message
 from policy.message.parsed import ParsedMessage
 from storage import mailqueue as queue
 from storage import quarantine
@@ -44,6 +56,10 @@ log = logging.getLogger("mail.batch")
 
 # (session, claim, stored message, its parse, config) -> id of the ticket message created
 FileMessage = Callable[[Session, queue.Claim, StoredMessage, ParsedMessage, Config], int | None]
+
+# One commit costs about as much as parsing this much mail; a group larger
+# than that saves little and charges more mail when its worker dies.
+GROUP_BYTES = 256 * 1024
 
 
 @dataclass
@@ -82,13 +98,43 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+def _group(pending: Sequence[queue.Claim], sizes: dict[int, int], max_attempts: int) -> int:
+    """How many of ``pending``, from the front, to start together."""
+    if max_attempts < 2 or pending[0].attempts > 0:
+        return 1  # a retry, or no second chance to spare: alone
+    total = 0
+    for n, claim in enumerate(pending):
+        total += sizes.get(claim.message_id, 0)
+        if claim.attempts > 0 or (n and total > GROUP_BYTES):
+            return n
+    return len(pending)
+
+
 class Batch:
+    """``executor`` runs :func:`~ingest.work.reading.examine`; None means the
+    loop's default thread pool (enough for tests; a process pool from
+    :func:`~ingest.work.reading.reading_pool` uses every core). ``new_executor``
+    replaces a process pool broken by a dying worker process."""
+
     def __init__(
-        self, engine: Engine, file_message: FileMessage, *, owner: str | None = None
+        self,
+        engine: Engine,
+        file_message: FileMessage,
+        *,
+        owner: str | None = None,
+        executor: Executor | None = None,
+        new_executor: Callable[[], Executor] | None = None,
     ) -> None:
         self.engine = engine
         self.file_message = file_message
         self.owner = owner or worker_id()
+        self.executor = executor
+        self._new_executor = new_executor
+
+    def close(self) -> None:
+        """Stop the executor's processes (the batch is not used again)."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, config: Config) -> BatchResult:
         """Take what is due, up to ``batch.size``, and process it.
@@ -97,54 +143,138 @@ class Batch:
         itself is interrupted (shutdown, the database gone), the entries not
         yet started go back to the queue due at once, without spending an
         attempt, so an interrupted batch can never be mistaken for a message
-        that kills its worker.
+        that kills its worker; a group being filed finishes the message in
+        hand, commits, and gives back the rest.
         """
         claims = await asyncio.to_thread(self._claim, config)
         result = BatchResult(taken=len(claims))
+        if not claims:
+            return result
+        sizes = await asyncio.to_thread(self._sizes, claims)
         pending = list(claims)
+        settled: dict[int, QueueState | None] = {}  # entry id → outcome, set by the filer too
+        stop = threading.Event()
+        filing: asyncio.Future[None] | None = None
         scanner_away: str | None = None
         try:
             while pending:
                 if scanner_away is None:
-                    try:
-                        pending[0] = await asyncio.to_thread(self._start, pending[0], config)
-                    except queue.LeaseLost:
-                        pending.pop(0)
-                        continue
-                    try:
-                        outcome = await self._handle(pending[0], config)
-                    except ScannerUnavailable as exc:  # the entry waits; so do the others
-                        scanner_away = f"temporary: {exc}"
-                        outcome = await asyncio.to_thread(
-                            self._fail, pending[0], config, scanner_away, temporary=True
+                    count = _group(pending, sizes, config.batch.max_attempts)
+                    group = await asyncio.to_thread(self._start, pending[:count], config)
+                    pending[:count] = group
+                    scanner_away, to_file = await self._examine(group, config, settled)
+                    if to_file:
+                        loop = asyncio.get_running_loop()
+                        filing = loop.run_in_executor(
+                            None, self._file_group, to_file, config, settled, stop
                         )
+                        await asyncio.shield(filing)
+                        filing = None
                 else:  # don't wait out the scanner's timeout once per message
-                    outcome = await asyncio.to_thread(
+                    settled[pending[0].entry_id] = await asyncio.to_thread(
                         self._fail, pending[0], config, scanner_away, temporary=True
                     )
-                pending.pop(0)
-                result.count(outcome)
+                for claim in [c for c in pending if c.entry_id in settled]:
+                    result.count(settled[claim.entry_id])
+                    pending.remove(claim)
         finally:
+            stop.set()
+            if filing is not None:
+                await asyncio.wait([filing])
+            pending = [c for c in pending if c.entry_id not in settled]
             if pending:
                 await asyncio.shield(asyncio.to_thread(self._give_back, pending, config))
         return result
 
-    async def _handle(self, claim: queue.Claim, config: Config) -> QueueState | None:
-        """One started entry, to its end; raises only :class:`ScannerUnavailable`."""
-        try:
-            return await self._scan_then_process(claim, config)
-        except ScannerUnavailable:
-            raise
-        except Exception as exc:  # outside filing: a scanner bug, the database away …
-            log.exception("entry %d failed", claim.entry_id)
-            error = f"{exc.__class__.__name__}: {exc}"[:2000]
-            return await asyncio.to_thread(
-                self._fail, claim, config, error, temporary=isinstance(classify(exc), TempFail)
-            )
+    async def _examine(
+        self, group: list[queue.Claim], config: Config, settled: dict[int, QueueState | None]
+    ) -> tuple[str | None, list[tuple[queue.Claim, ParsedMessage]]]:
+        """Scan and parse a started group; what is ready to file, in order.
 
-    def _start(self, claim: queue.Claim, config: Config) -> queue.Claim:
+        Entries that end here (a finding, the raw message gone, a parser that
+        failed) are settled; a scanner away stops at the entry that met it and
+        says why, for the rest to wait.
+        """
+        raws = await asyncio.to_thread(self._raws, group)
+        loop = asyncio.get_running_loop()
+        executor = self.executor
+
+        async def reading_of(raw: bytes, sender: str | None) -> tuple[ScanResult, ParsedMessage]:
+            # In a coroutine, so that a broken pool refusing the submission is
+            # that entry's exception, like a process dying under it.
+            return await loop.run_in_executor(executor, examine, raw, sender, config.limits)
+
+        readings = await asyncio.gather(
+            *(reading_of(*raws[c.message_id]) for c in group if c.message_id in raws),
+            return_exceptions=True,
+        )
+        read = iter(readings)
+        to_file: list[tuple[queue.Claim, ParsedMessage]] = []
+        for claim in group:
+            if claim.message_id not in raws:
+                settled[claim.entry_id] = await asyncio.to_thread(
+                    self._process, claim, config, None
+                )
+                continue
+            reading = next(read)
+            try:
+                if isinstance(reading, BaseException):
+                    raise reading
+                scan, parsed = reading
+                refused, outcome = await self._screen(
+                    claim, raws[claim.message_id][0], scan, config
+                )
+            except ScannerUnavailable as exc:  # the entry waits; so do the others
+                scanner_away = f"temporary: {exc}"
+                settled[claim.entry_id] = await asyncio.to_thread(
+                    self._fail, claim, config, scanner_away, temporary=True
+                )
+                return scanner_away, to_file
+            except Exception as exc:  # outside filing: a scanner bug, a dead pool …
+                settled[claim.entry_id] = await self._failed(claim, config, exc, executor)
+                continue
+            if refused:
+                settled[claim.entry_id] = outcome
+            else:
+                to_file.append((claim, parsed))
+        return None, to_file
+
+    async def _failed(
+        self, claim: queue.Claim, config: Config, exc: Exception, executor: Executor | None
+    ) -> QueueState | None:
+        log.error("entry %d failed", claim.entry_id, exc_info=exc)
+        if (
+            isinstance(exc, BrokenExecutor)
+            and self._new_executor is not None
+            and self.executor is executor
+            and executor is not None
+        ):
+            # One worker process died (OOM, a crash in a C extension): every
+            # reading in flight failed with it; the next group gets a fresh pool.
+            self.executor = self._new_executor()
+            executor.shutdown(wait=False, cancel_futures=True)
+        error = f"{exc.__class__.__name__}: {exc}"[:2000]
+        return await asyncio.to_thread(
+            self._fail, claim, config, error, temporary=isinstance(classify(exc), TempFail)
+        )
+
+    async def _screen(
+        self, claim: queue.Claim, raw: bytes, builtin: ScanResult, config: Config
+    ) -> tuple[bool, QueueState | None]:
+        """Antivirus first: a finding never becomes a ticket; a scanner away means wait.
+
+        Whether the message was refused, and the entry's outcome if so.
+        """
+        scan = await scan_message(raw, config.antivirus, builtin)
+        if not scan.passes:
+            finding = _finding(scan)
+            if not await asyncio.to_thread(self._overruled, claim, finding):
+                return True, await asyncio.to_thread(self._refuse, claim, config, scan, finding)
+        return False, None
+
+    def _start(self, claims: list[queue.Claim], config: Config) -> list[queue.Claim]:
         with Session(self.engine) as session, session.begin():
-            return queue.start(session, claim, lease_seconds=config.batch.lease_seconds)
+            return queue.start_group(session, claims, lease_seconds=config.batch.lease_seconds)
 
     def _give_back(self, claims: list[queue.Claim], config: Config) -> None:
         """Entries of an interrupted batch go back unspent and due at once (best
@@ -178,31 +308,30 @@ class Batch:
                 max_attempts=config.batch.max_attempts,
             )
 
-    async def _scan_then_process(self, claim: queue.Claim, config: Config) -> QueueState | None:
-        """Antivirus first: a finding never becomes a ticket; a scanner away means wait.
-
-        Scanning and parsing happen before the filing transaction opens.
-        """
-        raw = await asyncio.to_thread(self._raw, claim)
-        if raw is None:
-            return await asyncio.to_thread(self._process, claim, config, None)
-        scan = await scan_message(raw[0], config.antivirus)
-        if not scan.passes:
-            finding = _finding(scan)
-            if not await asyncio.to_thread(self._overruled, claim, finding):
-                return await asyncio.to_thread(self._refuse, claim, config, scan, finding)
-        parsed = await asyncio.to_thread(
-            parse_message, raw[0], mail_from=raw[1], limits=config.limits
-        )
-        return await asyncio.to_thread(self._process, claim, config, parsed)
-
-    def _raw(self, claim: queue.Claim) -> tuple[bytes, str | None] | None:
-        """The raw bytes and envelope sender, read outside any write transaction."""
+    def _sizes(self, claims: list[queue.Claim]) -> dict[int, int]:
+        """The stored size of each claimed message, to form groups by."""
         with Session(self.engine) as session:
-            stored = session.get(StoredMessage, claim.message_id)
-            if stored is None or stored.raw is None:
-                return None
-            return stored.raw, stored.mail_from
+            rows = session.execute(
+                select(col(StoredMessage.id), col(StoredMessage.size)).where(
+                    col(StoredMessage.id).in_([c.message_id for c in claims])
+                )
+            )
+            return {i: size for i, size in rows if i is not None}
+
+    def _raws(self, claims: list[queue.Claim]) -> dict[int, tuple[bytes, str | None]]:
+        """The raw bytes and envelope senders still stored, read outside any write transaction."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(
+                    col(StoredMessage.id), col(StoredMessage.raw), col(StoredMessage.mail_from)
+                ).where(
+                    col(StoredMessage.id).in_([c.message_id for c in claims]),
+                    col(StoredMessage.raw).is_not(None),
+                )
+            )
+            return {
+                i: (raw, sender) for i, raw, sender in rows if i is not None and raw is not None
+            }
 
     def _overruled(self, claim: queue.Claim, finding: str) -> bool:
         """Whether an operator already released this message despite this very finding."""
@@ -252,6 +381,55 @@ class Batch:
                 outcome=f"failed after {claim.attempts} attempt(s): {error}",
             )  # fmt: skip
             events.rejected(session, config, rejection)
+
+    def _file_group(
+        self,
+        items: list[tuple[queue.Claim, ParsedMessage]],
+        config: Config,
+        settled: dict[int, QueueState | None],
+        stop: threading.Event,
+    ) -> None:
+        """File a group in one transaction; after any trouble, one transaction each.
+
+        ``stop`` (the batch interrupted) ends the group after the message in
+        hand: what is filed commits, the rest is given back.
+        """
+        filed: list[queue.Claim] = []
+        if len(items) > 1:
+            try:
+                with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                    stored = self._stored(session, [c.message_id for c, _ in items])
+                    for claim, parsed in items:
+                        if stop.is_set():
+                            break
+                        message = stored.get(claim.message_id)
+                        if message is None:
+                            raise LookupError("the raw message is gone (purged?)")
+                        ticket_message_id = self.file_message(
+                            session, claim, message, parsed, config
+                        )
+                        queue.finish(session, claim, ticket_message_id=ticket_message_id)
+                        filed.append(claim)
+            except Exception as exc:
+                log.info("a group of %d: filing one by one (%r)", len(items), exc)
+            else:
+                settled.update((c.entry_id, QueueState.DONE) for c in filed)
+        for claim, parsed in items:
+            if stop.is_set():
+                return
+            if claim.entry_id not in settled:
+                settled[claim.entry_id] = self._process(claim, config, parsed)
+
+    @staticmethod
+    def _stored(session: Session, ids: list[int]) -> dict[int, StoredMessage]:
+        """The group's stored messages whose raw bytes are still there, in one query
+        that leaves those bytes behind (the batch has them already)."""
+        rows = session.execute(
+            select(StoredMessage)
+            .options(defer(StoredMessage.raw))  # type: ignore[arg-type]
+            .where(col(StoredMessage.id).in_(ids), col(StoredMessage.raw).is_not(None))
+        ).scalars()
+        return {m.id: m for m in rows if m.id is not None}
 
     def _process(
         self, claim: queue.Claim, config: Config, parsed: ParsedMessage | None

@@ -22,11 +22,17 @@ from policy.errors import ScannerUnavailable
 log = logging.getLogger("mail.antivirus")
 
 
-async def scan_message(raw: bytes, config: AntivirusConfig) -> ScanResult:
-    """Scan a message as received; raises ScannerUnavailable when it must wait."""
+async def scan_message(
+    raw: bytes, config: AntivirusConfig, builtin: ScanResult | None = None
+) -> ScanResult:
+    """Scan a message as received; raises ScannerUnavailable when it must wait.
+
+    ``builtin`` is the built-in scanner's result when it already ran (the
+    batch runs it in its process pool, :mod:`ingest.work.reading`).
+    """
     # CPU-bound and bounded by the scanner's limits: off the event loop so the
     # listeners keep answering while a big archive is looked into.
-    result = await asyncio.to_thread(scan_message_bytes, raw)
+    result = builtin if builtin is not None else await asyncio.to_thread(scan_message_bytes, raw)
     if not result.passes or config.backend == "builtin":
         return result
     assert config.clamd is not None  # the config validator requires it

@@ -91,17 +91,23 @@ def earlier_unfiled(
     bare = [i.strip("<>") for i in reply_ids]  # the form intake stores
     if not bare:
         return None
-    return session.scalar(
-        select(col(QueueEntry.id))
-        .join(StoredMessage, col(StoredMessage.id) == col(QueueEntry.message_id))
-        .where(
-            col(QueueEntry.mailbox) == mailbox,
-            col(QueueEntry.id) < entry_id,
-            col(QueueEntry.state).in_([QueueState.QUEUED, QueueState.LEASED]),
-            col(StoredMessage.header_message_id).in_(bare),
+    # Only the stored messages' Message-ID narrows it down: asked for the
+    # mailbox and the entry id too, SQLite walks every entry the mailbox ever
+    # had (its index on mailbox looks better to the planner), a cost that grows
+    # with the store. The rest is checked here, on the few entries found.
+    rows = session.execute(
+        select(col(QueueEntry.id), col(QueueEntry.mailbox), col(QueueEntry.state)).where(
+            col(QueueEntry.message_id).in_(
+                select(col(StoredMessage.id)).where(col(StoredMessage.header_message_id).in_(bare))
+            )
         )
-        .limit(1)
     )
+    unfiled = (QueueState.QUEUED, QueueState.LEASED)
+    return min(
+        (i for i, box, state in rows if i is not None and i < entry_id and box == mailbox
+         and state in unfiled),
+        default=None,
+    )  # fmt: skip
 
 
 def is_participant(session: Session, ticket: Ticket, address: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 from sqlalchemy import Engine
 
@@ -24,10 +25,21 @@ log = logging.getLogger("mail.batch")
 class Worker(Runner):
     name = "worker"
 
-    def __init__(self, current: Callable[[], Config], engine: Engine) -> None:
+    def __init__(
+        self,
+        current: Callable[[], Config],
+        engine: Engine,
+        pool: Callable[[], Executor] | None = None,
+    ) -> None:
+        """``pool`` makes the executor the batch parses in (threads without)."""
         super().__init__()
         self.current = current
-        self.batch = Batch(engine, file_message)
+        self.batch = Batch(
+            engine,
+            file_message,
+            executor=pool() if pool is not None else None,
+            new_executor=pool,
+        )
         self.housekeeping = Housekeeping(engine, self.batch.owner)
         self.last: BatchResult | None = None
 
