@@ -28,15 +28,11 @@ from sqlalchemy.orm import Session, aliased
 from sqlmodel import col
 
 from storage import lease
-from storage.lease import LeaseLost
 from storage.models import EventState, WebhookEvent, aware, iso, utcnow
 
 # The table and its states are defined with every other one in storage.models.
 __all__ = [
     "EventClaim",
-    "EventState",
-    "LeaseLost",
-    "WebhookEvent",
     "add",
     "claim",
     "deadline",

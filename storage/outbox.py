@@ -38,15 +38,11 @@ from sqlmodel import col
 from policy.message.ids import shown_message_id
 from storage import lease
 from storage.documents import ReplyOut
-from storage.lease import LeaseLost
 from storage.models import Reply, ReplyState, iso, utcnow
 
 # The table and its states are defined with every other one in storage.models.
 __all__ = [
-    "LeaseLost",
-    "Reply",
     "ReplyClaim",
-    "ReplyState",
     "claim",
     "depth",
     "failed_replies",

@@ -26,9 +26,15 @@ from ingest.cli import main
 from ingest.console.auth import password_matches
 from policy.config.loading import ConfigError, parse_config
 from storage import events as event_store
-from storage.events import EventState, WebhookEvent
-from storage.models import QueueEntry, Rejection, Ticket
-from storage.outbox import Reply, ReplyState
+from storage.models import (
+    EventState,
+    QueueEntry,
+    Rejection,
+    Reply,
+    ReplyState,
+    Ticket,
+    WebhookEvent,
+)
 from tests.support.cli import run, write_config
 from tests.support.console import (
     HOSTILE_SUBJECT,

@@ -31,8 +31,15 @@ from ingest.outbound.replies import queue_reply
 from policy.config.loading import load_config
 from storage.engine import make_engine
 from storage.lease import table_of
-from storage.models import QueueEntry, QueueState, StoredMessage, Ticket, TicketMessage
-from storage.outbox import Reply, ReplyState
+from storage.models import (
+    QueueEntry,
+    QueueState,
+    Reply,
+    ReplyState,
+    StoredMessage,
+    Ticket,
+    TicketMessage,
+)
 from storage.schema import prepare
 from tests.support.dnsserver import DnsServer
 from tests.support.fleet import FIRSTLINE, Fleet, Mail, Node, deliver, mail, running, write_config

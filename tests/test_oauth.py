@@ -35,8 +35,7 @@ from policy.config.sending import SmtpConfig
 from storage import oauth_tokens as stored
 from storage import schema
 from storage.engine import make_engine
-from storage.events import WebhookEvent
-from storage.models import OAuthToken, Ticket
+from storage.models import OAuthToken, Ticket, WebhookEvent
 from tests.support.oauth_server import ACCOUNT, CLIENT_ID, CLIENT_SECRET, OAuthProvider
 from tests.support.relay import OAuthRelayHandler, Relays
 

@@ -29,7 +29,8 @@ from ingest.outbound.replies import OutboxResult, _send, send_due_replies
 from policy.config.loading import load_config
 from policy.config.model import Config
 from storage import lease, outbox
-from storage.models import KnownMessageId, utcnow
+from storage.lease import LeaseLost
+from storage.models import KnownMessageId, ReplyState, utcnow
 from tests.support.cli import run, write_config
 from tests.support.mailflow import deliver, tickets
 from tests.support.relay import PASSWORD, USER, RecordingHandler, Relays, free_port
@@ -375,7 +376,7 @@ def test_a_reply_abandoned_mid_send_is_taken_again_then_given_up(replying: Any) 
     assert take("other", start + timedelta(seconds=10)) == []  # still leased
     [again] = take("other", start + timedelta(seconds=31))
     assert again.reply_id == first.reply_id and again.token != first.token
-    with pytest.raises(outbox.LeaseLost), Session(engine) as session, session.begin():
+    with pytest.raises(LeaseLost), Session(engine) as session, session.begin():
         outbox.mark_sent(session, first, server_reply="250 late", queue_id=None)
     assert abandoned == []
     assert take("third", start + timedelta(seconds=62)) == []
@@ -471,7 +472,7 @@ def test_a_reply_whose_lease_lapsed_before_its_turn_is_not_sent_by_the_first_wor
     assert fresh.reply_id == stale.reply_id
     assert asyncio.run(_send(engine, desk.config, stale, None)) is None
     assert handler.received == []
-    assert asyncio.run(_send(engine, desk.config, fresh, None)) == outbox.ReplyState.SENT
+    assert asyncio.run(_send(engine, desk.config, fresh, None)) == ReplyState.SENT
     assert len(handler.received) == 1
     [shown] = desk.shown(ticket_id)["replies"]
     assert shown["state"] == "sent"

@@ -24,6 +24,7 @@ from policy.config.model import Config
 from policy.message.mime import parse_message
 from storage import mailqueue as queue
 from storage.engine import make_engine
+from storage.lease import LeaseLost
 from storage.models import QueueEntry, QueueState, StoredMessage, Ticket, TicketMessage, utcnow
 from storage.schema import prepare
 
@@ -178,13 +179,13 @@ def test_an_expired_lease_is_taken_again_and_the_old_token_is_fenced_off(engine:
     assert rescue.attempts == 1  # the dead worker's
     assert start(engine, rescue).attempts == 2
     assert rescue.token != dead.token
-    with pytest.raises(queue.LeaseLost):
+    with pytest.raises(LeaseLost):
         finish(engine, dead)
-    with pytest.raises(queue.LeaseLost), Session(engine) as session, session.begin():
+    with pytest.raises(LeaseLost), Session(engine) as session, session.begin():
         queue.fail(session, dead, error="late", max_attempts=3)
     finish(engine, rescue)
     assert states(engine) == Counter({QueueState.DONE.value: 1})
-    with pytest.raises(queue.LeaseLost):  # done is final, even for the owner
+    with pytest.raises(LeaseLost):  # done is final, even for the owner
         finish(engine, rescue)
 
 

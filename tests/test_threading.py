@@ -13,8 +13,7 @@ from ingest.work.batch import Batch
 from ingest.work.tickets import file_message
 from policy.config.model import Config
 from storage.engine import make_engine
-from storage.models import KnownMessageId, QueueEntry, QueueState, TicketMessage
-from storage.outbox import Reply, ReplyState
+from storage.models import KnownMessageId, QueueEntry, QueueState, Reply, ReplyState, TicketMessage
 from storage.schema import prepare
 from tests.support.corpus.cases import ALICE, BILLING, BOB, mail, multipart, part
 from tests.support.mailflow import deliver, enqueue, queue_outcomes, ticket_of, tickets

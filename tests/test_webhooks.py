@@ -34,9 +34,8 @@ from ingest.outbound.replies import queue_reply, send_due_replies
 from ingest.smtp.verification import configured_verifier
 from policy.antivirus import EICAR
 from policy.config.model import Config
-from storage.events import EventState, WebhookEvent
-from storage.models import utcnow
-from storage.outbox import Reply, reply_view
+from storage.models import EventState, Reply, WebhookEvent, utcnow
+from storage.outbox import reply_view
 from storage.retention import purge
 from tests.support.cli import json_lines, run, write_config
 from tests.support.dnsserver import DnsServer

@@ -25,8 +25,8 @@ from policy.config.model import ChannelConfig, Config, EventType
 from storage import events, views
 from storage.documents import TicketOut
 from storage.intake import Incoming, Item, WriteHook
-from storage.models import QueueState, Rejection, Ticket
-from storage.outbox import Reply, ReplyState, reply_view
+from storage.models import QueueState, Rejection, Reply, ReplyState, Ticket, WebhookEvent
+from storage.outbox import reply_view
 from storage.quarantine import show as quarantine_view
 from storage.rejections import rejection_view
 
@@ -63,7 +63,7 @@ def emit(
     mailbox: str | None,
     ticket_id: int | None,
     data: dict[str, Any],
-) -> list[events.WebhookEvent]:
+) -> list[WebhookEvent]:
     """Queue ``type`` for every channel that wants it; the rows added."""
     added = [
         events.add(

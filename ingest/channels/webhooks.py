@@ -45,8 +45,8 @@ from ingest.ops.metrics import WEBHOOK_DELIVERIES
 from ingest.work.runner import Runner
 from policy.config.model import ChannelConfig, Config
 from storage import events
-from storage.lease import retry_delay
-from storage.models import utcnow
+from storage.lease import LeaseLost, retry_delay
+from storage.models import EventState, utcnow
 
 log = logging.getLogger("mail.webhooks")
 
@@ -226,7 +226,7 @@ class Deliverer(Runner):
         WEBHOOK_DELIVERIES.labels(state.value).inc()
         line = "event %s %s to channel %s (attempt %d): %s"
         args = (claim.event_id, claim.type, claim.channel, claim.attempts, state.value)
-        if state == events.EventState.DELIVERED:
+        if state == EventState.DELIVERED:
             log.info(line, *args)
         else:
             log.warning(line + " — %s", *args, attempt.error)
@@ -235,15 +235,15 @@ class Deliverer(Runner):
         self,
         claim: events.EventClaim,
         attempt: Attempt,
-        state: events.EventState,
+        state: EventState,
         retry_at: datetime | None,
     ) -> bool:
         try:
             with Session(self.engine) as session, session.begin():
-                if state == events.EventState.DELIVERED:
+                if state == EventState.DELIVERED:
                     assert attempt.status is not None
                     events.mark_delivered(session, claim, status=attempt.status)
-                elif state == events.EventState.RETRYING:
+                elif state == EventState.RETRYING:
                     assert retry_at is not None
                     events.mark_retrying(
                         session,
@@ -256,7 +256,7 @@ class Deliverer(Runner):
                     events.mark_dead(
                         session, claim, error=attempt.error or "", status=attempt.status
                     )
-        except events.LeaseLost:
+        except LeaseLost:
             return False
         return True
 
@@ -279,17 +279,17 @@ async def _finish_in_thread(function: Callable[..., T], *args: object) -> T:
 
 def _next_state(
     channel: ChannelConfig | None, claim: events.EventClaim, attempt: Attempt
-) -> tuple[events.EventState, datetime | None, Attempt]:
+) -> tuple[EventState, datetime | None, Attempt]:
     """Delivered, retrying (and when), or dead — with the error to record."""
     if attempt.verdict == "delivered":
-        return events.EventState.DELIVERED, None, attempt
+        return EventState.DELIVERED, None, attempt
     if attempt.verdict == "dead" or channel is None:
-        return events.EventState.DEAD, None, attempt
+        return EventState.DEAD, None, attempt
     retry_at = utcnow() + timedelta(seconds=backoff(claim.attempts, channel.backoff))
     if retry_at > events.deadline(claim.retries_since, channel.retry_window):
         error = (
             f"{attempt.error}; gave up after {claim.attempts} attempts "
             f"(retry window {channel.retry_window:g}s)"
         )
-        return events.EventState.DEAD, None, Attempt("dead", attempt.status, error)
-    return events.EventState.RETRYING, retry_at, attempt
+        return EventState.DEAD, None, Attempt("dead", attempt.status, error)
+    return EventState.RETRYING, retry_at, attempt

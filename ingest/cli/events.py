@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from ingest.cli.common import config_option, echo_json, json_option, load, open_store, table
 from storage import events as store_events
-from storage.events import EventState
+from storage.models import EventState
 
 _PENDING = [EventState.QUEUED, EventState.LEASED, EventState.RETRYING, EventState.DEAD]
 

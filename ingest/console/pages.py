@@ -26,8 +26,7 @@ from storage import events as event_store
 from storage import outbox, status
 from storage import quarantine as held
 from storage import rejections as rejection_log
-from storage.events import EventState
-from storage.models import utcnow
+from storage.models import EventState, utcnow
 
 router = APIRouter(include_in_schema=False)
 Id = Annotated[int, Path(ge=1, le=2**62)]

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from aiosmtpd.smtp import SMTP
@@ -32,6 +32,7 @@ from ingest.ops.metrics import (
     scrape_registry,
 )
 from ingest.ops.reload import ControlFiles, Reloader
+from ingest.ops.shutdown import cancel_all, finished_within
 from ingest.outbound.replies import Outbox
 from ingest.smtp.listener import ConfigHolder, IngestHandler
 from ingest.smtp.protocol import Gate, protocol_factory, start_listener
@@ -362,18 +363,20 @@ class App:
         # The runners first (each stops its loop and lets go of what it holds), then
         # whatever is left, cancelled once more and then left to its leases.
         await asyncio.gather(*(runner.stop(grace) for runner in self._runners))
-        await _cancel(self._tasks, grace)
-        if not await _within(self.writer.close(), self.holder.current.storage.commit_timeout):
+        await cancel_all(self._tasks, grace)
+        if not await finished_within(
+            self.writer.close(), self.holder.current.storage.commit_timeout
+        ):
             log.error("intake writer: pending commits did not finish; stopping without them")
         self.worker.batch.close()
         if self.verifier is not None:
             self._retiring.add(asyncio.create_task(asyncio.to_thread(self.verifier.close)))
-        if self._retiring and not await _within(asyncio.gather(*self._retiring), grace):
+        if self._retiring and not await finished_within(asyncio.gather(*self._retiring), grace):
             log.error("verifier workers did not stop within %gs; leaving them", grace)
         # A cancelled to_thread leaves its thread running; one still in a
         # transaction would return its connection to a disposed pool, which
         # never closes it. Wait for those threads first.
-        if not await _within(asyncio.get_running_loop().shutdown_default_executor(), grace):
+        if not await finished_within(asyncio.get_running_loop().shutdown_default_executor(), grace):
             log.error("threads still busy after %gs; closing the store under them", grace)
         self.engine.dispose()
 
@@ -430,33 +433,3 @@ class App:
             if proto in self.servers and (listen := _listen(config, proto)) is not None
         ]
         return ", ".join(listening) if listening else "batch worker"
-
-
-async def _within(work: Awaitable[object], seconds: float) -> bool:
-    """Await ``work`` for at most ``seconds``; whether it finished."""
-    try:
-        async with asyncio.timeout(seconds):
-            await work
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _cancel(tasks: list[asyncio.Task[None]], patience: float) -> None:
-    """Cancel ``tasks`` and wait ``patience`` seconds for their cleanup (a batch
-    giving back its entries); cancel the stragglers once more (code that swallowed
-    the first cancellation), then leave them, said in the log."""
-    pending = {task for task in tasks if not task.done()}
-    for task in pending:
-        task.cancel()
-    if pending:
-        _done, pending = await asyncio.wait(pending, timeout=patience)
-    for task in pending:
-        task.cancel()
-    if pending:
-        _done, pending = await asyncio.wait(pending, timeout=1)
-    for task in pending:
-        log.error("%s did not stop; leaving it (its leases expire)", task.get_name())
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.error("%s had failed", task.get_name(), exc_info=task.exception())

@@ -45,7 +45,8 @@ from ingest.work.runner import Runner
 from policy.config.model import Config
 from policy.errors import PermFail
 from storage import lease, outbox
-from storage.models import KnownMessageId, Ticket, TicketMessage, utcnow
+from storage.lease import LeaseLost
+from storage.models import KnownMessageId, Reply, ReplyState, Ticket, TicketMessage, utcnow
 
 log = logging.getLogger("mail.outbound")
 
@@ -115,7 +116,7 @@ def queue_reply(
     if mailbox.smtp is None:
         raise InvalidReply(f"mailbox {mailbox.address} has no smtp section to send replies through")
     references, answered = _thread(session, ticket_id)
-    reply = outbox.Reply(ticket_id=ticket_id, mailbox=ticket.mailbox, message_id="", raw=b"")
+    reply = Reply(ticket_id=ticket_id, mailbox=ticket.mailbox, message_id="", raw=b"")
     session.add(reply)
     session.flush()  # the reply's id goes into its Message-ID
     assert reply.id is not None
@@ -198,7 +199,7 @@ def _record(
     claim: outbox.ReplyClaim,
     result: Delivered | _Failed,
     now: datetime | None,
-) -> outbox.ReplyState | None:
+) -> ReplyState | None:
     try:
         with Session(engine) as session, session.begin():
             if isinstance(result, Delivered):
@@ -206,7 +207,7 @@ def _record(
                     session, claim, server_reply=result.reply, queue_id=result.queue_id
                 )
                 events.reply_settled(session, config, claim.reply_id)
-                return outbox.ReplyState.SENT
+                return ReplyState.SENT
             settings = config.outbox
             state = outbox.mark_attempt_failed(
                 session,
@@ -224,7 +225,7 @@ def _record(
             )
             events.reply_settled(session, config, claim.reply_id)  # if it failed for good
             return state
-    except outbox.LeaseLost:
+    except LeaseLost:
         log.warning("reply %d: lease lost while sending; another worker owns it", claim.reply_id)
         return None
 
@@ -255,10 +256,10 @@ async def _send(
     claim: outbox.ReplyClaim,
     now: datetime | None,
     tokens: Tokens | None = None,
-) -> outbox.ReplyState | None:
+) -> ReplyState | None:
     try:
         await asyncio.to_thread(_renew, engine, config, claim)
-    except outbox.LeaseLost:
+    except LeaseLost:
         log.warning("reply %d: lease lost before sending; another worker owns it", claim.reply_id)
         return None
     outcome = await _attempt(engine, config, claim, tokens, now)
@@ -311,7 +312,7 @@ async def send_due_replies(
     for claim in claims:
         by_mailbox.setdefault(claim.mailbox, []).append(claim)
 
-    async def in_order(group: list[outbox.ReplyClaim]) -> list[outbox.ReplyState | None]:
+    async def in_order(group: list[outbox.ReplyClaim]) -> list[ReplyState | None]:
         return [await _send(engine, config, claim, now, tokens) for claim in group]
 
     states = [
@@ -321,10 +322,10 @@ async def send_due_replies(
     ]
     return OutboxResult(
         taken=len(claims),
-        sent=states.count(outbox.ReplyState.SENT),
-        retrying=states.count(outbox.ReplyState.RETRYING),
-        failed=states.count(outbox.ReplyState.FAILED),
-        held=states.count(outbox.ReplyState.HELD),
+        sent=states.count(ReplyState.SENT),
+        retrying=states.count(ReplyState.RETRYING),
+        failed=states.count(ReplyState.FAILED),
+        held=states.count(ReplyState.HELD),
     )
 
 

@@ -17,23 +17,20 @@ in one message marks that entry and the batch goes on.
 Only the entries being worked on spend an attempt (counted when their leases
 are renewed to start them): entries claimed with them but not started cost
 nothing when the worker dies, and a batch stopped on purpose gives them back
-due at once. A group holds at most :data:`GROUP_BYTES` of mail (or one larger
-message), so a worker that dies charges an attempt to that much mail at most,
-and an entry that was started before goes alone: a message that kills its
-worker charges the others of its first group once, never again.
+due at once. A group holds at most :data:`~ingest.work.groups.GROUP_BYTES` of
+mail (or one larger message), so a worker that dies charges an attempt to
+that much mail at most, and an entry that was started before goes alone: a
+message that kills its worker charges the others of its first group once,
+never again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
-from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, defer
@@ -41,6 +38,7 @@ from sqlmodel import col
 
 from ingest.channels import emit as events
 from ingest.smtp.refusals import record_batch_rejection
+from ingest.work.groups import BatchResult, group_size, worker_id
 from ingest.work.reading import examine
 from ingest.work.scanning import scan_message
 from policy.antivirus import ScanResult
@@ -50,6 +48,7 @@ from policy.message.parsed import ParsedMessage
 from storage import mailqueue as queue
 from storage import quarantine
 from storage.engine import classify
+from storage.lease import LeaseLost
 from storage.models import QueueState, StoredMessage
 
 log = logging.getLogger("mail.batch")
@@ -57,57 +56,11 @@ log = logging.getLogger("mail.batch")
 # (session, claim, stored message, its parse, config) -> id of the ticket message created
 FileMessage = Callable[[Session, queue.Claim, StoredMessage, ParsedMessage, Config], int | None]
 
-# One commit costs about as much as parsing this much mail; a group larger
-# than that saves little and charges more mail when its worker dies.
-GROUP_BYTES = 256 * 1024
-
-
-@dataclass
-class BatchResult:
-    taken: int = 0
-    tickets: int = 0
-    failed: int = 0
-    deferred: int = 0
-    quarantined: int = 0
-
-    def count(self, outcome: QueueState | None) -> None:
-        if outcome == QueueState.DONE:
-            self.tickets += 1
-        elif outcome == QueueState.FAILED:
-            self.failed += 1
-        elif outcome == QueueState.QUARANTINED:
-            self.quarantined += 1
-        elif outcome == QueueState.QUEUED:
-            self.deferred += 1
-
-    def add(self, other: BatchResult) -> None:
-        self.taken += other.taken
-        self.tickets += other.tickets
-        self.failed += other.failed
-        self.deferred += other.deferred
-        self.quarantined += other.quarantined
-
 
 def _finding(scan: ScanResult) -> str:
     """The scanner's finding as the queue, quarantine and rejection log show it."""
     where = f" in {scan.filename}" if scan.filename else ""
     return f"{scan.reason}: {scan.signature or scan.detail}{where} ({scan.scanner})"
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def _group(pending: Sequence[queue.Claim], sizes: dict[int, int], max_attempts: int) -> int:
-    """How many of ``pending``, from the front, to start together."""
-    if max_attempts < 2 or pending[0].attempts > 0:
-        return 1  # a retry, or no second chance to spare: alone
-    total = 0
-    for n, claim in enumerate(pending):
-        total += sizes.get(claim.message_id, 0)
-        if claim.attempts > 0 or (n and total > GROUP_BYTES):
-            return n
-    return len(pending)
 
 
 class Batch:
@@ -159,7 +112,7 @@ class Batch:
         try:
             while pending:
                 if scanner_away is None:
-                    count = _group(pending, sizes, config.batch.max_attempts)
+                    count = group_size(pending, sizes, config.batch.max_attempts)
                     group = await asyncio.to_thread(self._start, pending[:count], config)
                     pending[:count] = group
                     scanner_away, to_file = await self._examine(group, config, settled)
@@ -366,7 +319,7 @@ class Batch:
                     events.rejected(session, config, rejection)
                 if state == QueueState.QUARANTINED:
                     events.quarantined(session, config, claim.entry_id)
-        except queue.LeaseLost:
+        except LeaseLost:
             return None
         log.warning("entry %d: %s → %s", claim.entry_id, finding, state.value)
         return state
@@ -442,7 +395,7 @@ class Batch:
                 ticket_message_id = self.file_message(session, claim, stored, parsed, config)
                 queue.finish(session, claim, ticket_message_id=ticket_message_id)
             return QueueState.DONE
-        except queue.LeaseLost:
+        except LeaseLost:
             log.warning("entry %d: lease lost; another worker owns it now", claim.entry_id)
             return None
         except Exception as exc:
@@ -475,7 +428,7 @@ class Batch:
                 )
                 if state == QueueState.FAILED:
                     self._record_failure(session, claim, config, error)
-        except queue.LeaseLost:
+        except LeaseLost:
             return None
         log.warning("entry %d: %s (%s)", claim.entry_id, error, state.value)
         return state

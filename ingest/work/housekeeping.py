@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ingest.ops.metrics import PURGED, observe_batch
-from ingest.work.batch import Batch, BatchResult
+from ingest.work.batch import Batch
+from ingest.work.groups import BatchResult
 from policy.config.model import Config
 from storage import retention, status
 from storage.models import BatchRun, utcnow

@@ -22,6 +22,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 
+from ingest.ops.shutdown import cancel_all
 from storage.lease import retry_delay
 
 log = logging.getLogger("mail.runner")
@@ -99,14 +100,8 @@ class Runner(ABC):
         self._wake.clear()
 
     async def stop(self, grace: float = 5.0) -> None:
-        """End the loop: at once if it sleeps, cancelling the pass in flight if not."""
+        """End the loop: at once if it sleeps, cancelling the pass in flight if not
+        (bounded: see :func:`ingest.ops.shutdown.cancel_all`)."""
         self._stopping = True
-        task = self._task
-        if task is None or task.done():
-            return
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=grace)
-        if not done:
-            log.warning("%s: not finished %gs after stopping; leases will expire", self.name, grace)
-        elif not task.cancelled() and task.exception() is not None:
-            log.error("%s: ended with an error", self.name, exc_info=task.exception())
+        if self._task is not None:
+            await cancel_all([self._task], grace)

@@ -13,7 +13,8 @@ from concurrent.futures import Executor
 
 from sqlalchemy import Engine
 
-from ingest.work.batch import Batch, BatchResult
+from ingest.work.batch import Batch
+from ingest.work.groups import BatchResult
 from ingest.work.housekeeping import Housekeeping
 from ingest.work.runner import Runner
 from ingest.work.tickets import file_message

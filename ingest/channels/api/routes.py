@@ -63,8 +63,8 @@ from policy.message.attachments import clean_filename
 from storage import rejections as rejection_log
 from storage.documents import ReplyOut, TicketOut, TicketStatus, TicketSummaryOut, TraceOut
 from storage.mailtrace import trace as trace_of
-from storage.models import Attachment, Ticket, TicketMessage, aware, utcnow
-from storage.outbox import Reply, reply_view
+from storage.models import Attachment, Reply, Ticket, TicketMessage, aware, utcnow
+from storage.outbox import reply_view
 from storage.views import ticket_summary
 
 PREFIX = "/api/v1"
