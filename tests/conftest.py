@@ -2,7 +2,7 @@
 
 Listed here once, so no test module imports a fixture just to make pytest see
 it: the stores and configurations (:mod:`tests.support.stores`), the loopback
-DNS server, the relays and the OAuth provider.
+DNS server, the relays, the OAuth provider and the webhook receiver.
 """
 
 import pytest
@@ -15,4 +15,5 @@ pytest_plugins = [
     "tests.support.dnsserver",
     "tests.support.relay",
     "tests.support.oauth_server",
+    "tests.support.helpdesk",
 ]

@@ -21,20 +21,13 @@ import pytest
 
 from policy.config.model import Config
 from tests.support.cli import json_lines, run, write_config
+from tests.support.helpdesk import Receiver, file_mail, wait_for, webhook
 from tests.support.server import ServerThread, running
-from tests.test_json_vocabulary import documented
-from tests.test_webhooks import SECRET, Receiver, file_mail, wait_for, webhook
+from tests.support.vocabulary import documented
 
 TOKEN = "documents-token-0123456789abcdef"
 BASE_URL = "https://mail-api.example.com"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver(SECRET)
-    yield started
-    started.close()
 
 
 def settings(receiver: Receiver) -> dict[str, Any]:

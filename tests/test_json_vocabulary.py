@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +23,12 @@ from ingest.smtp.verification import configured_verifier
 from policy.config.model import Config
 from tests.support.cli import json_lines, run, write_config
 from tests.support.dnsserver import DnsServer
+from tests.support.helpdesk import SECRET, Receiver, poke, wait_for
 from tests.support.server import ServerThread, running
 from tests.support.signing import message
-from tests.test_webhooks import SECRET, Receiver, poke, wait_for
+from tests.support.vocabulary import documented
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "json.md"
 TOKEN = "vocabulary-token-0123456789abcdef"
-
-
-@dataclass(frozen=True)
-class Shape:
-    always: frozenset[str]
-    alone: frozenset[str]
-    optional: frozenset[str]
-
-    def check(self, value: dict[str, Any], *, alone: bool, where: str) -> None:
-        keys = set(value)
-        required = self.always | (self.alone if alone else frozenset())
-        allowed = required | self.optional
-        assert required <= keys, f"{where}: missing {sorted(required - keys)}"
-        assert keys <= allowed, f"{where}: not in docs/json.md: {sorted(keys - allowed)}"
-
-
-def documented() -> dict[str, Shape]:
-    """Each object's table on the page: key → always | alone | when …."""
-    shapes: dict[str, Shape] = {}
-    for section in re.split(r"^## ", DOCS.read_text(encoding="utf-8"), flags=re.MULTILINE)[1:]:
-        name = section.splitlines()[0].strip()
-        rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.MULTILINE)
-        if not rows:
-            continue
-        kinds: dict[str, set[str]] = {"always": set(), "alone": set(), "when": set()}
-        for key, shown in rows:
-            kinds[shown.split()[0]].add(key)
-        shapes[name] = Shape(*(frozenset(kinds[k]) for k in ("always", "alone", "when")))
-    return shapes
 
 
 def message_ids(value: Any) -> list[str]:
@@ -69,13 +39,6 @@ def message_ids(value: Any) -> list[str]:
     if isinstance(value, list):
         return [m for v in value for m in message_ids(v)]
     return []
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver(SECRET)
-    yield started
-    started.close()
 
 
 @pytest.fixture

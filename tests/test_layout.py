@@ -182,3 +182,22 @@ def test_the_readme_names_files_that_exist() -> None:
     assert len(paths) > 10 and len(bare) > 10
     assert missing == []
     assert sorted(bare - stems) == []
+
+
+def test_tests_and_benchmarks_share_helpers_through_tests_support() -> None:
+    """A test module imported by another (or by bench/) drags its tests along and
+    hides what is shared; shared helpers live in tests/support."""
+    found = []
+    for path in sorted([*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            found += [
+                f"{path.relative_to(ROOT)}: {name}"
+                for name in names
+                if name.startswith(("tests.test_", "tests.conftest")) or name.startswith("test_")
+            ]
+    assert found == []

@@ -4,6 +4,11 @@ A stop never waits on what may not end (a loop that swallowed its
 cancellation, a commit against a hung database, a worker process): each wait
 here has a bound, and what is left behind is said in the log. What it held is
 leased, and leases expire, so leaving it loses nothing.
+
+The waits use ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11
+``wait_for`` drops a cancellation that arrives in the same step as its
+result (cpython gh-86296), and a loop cancelled just as it was poked then
+ran on, so the server never stopped.
 """
 
 from __future__ import annotations

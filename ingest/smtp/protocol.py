@@ -32,6 +32,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
+from ingest.ops.shutdown import finished_within
 from policy.config.model import Listen
 
 log = logging.getLogger("mail.smtp")
@@ -90,12 +91,11 @@ class Gate:
 
     async def drain(self, grace: float) -> None:
         """Let open sessions finish for ``grace`` seconds, then hang up on the rest."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace)
+        # Not wait_for: on Python 3.11 it can lose a cancellation (see ingest.ops.shutdown).
+        await finished_within(self._idle.wait(), grace)
         for transport in list(self.sessions):
             transport.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), 1)
+        await finished_within(self._idle.wait(), 1)
 
     def enter(self, ip: str, *, trusted: bool = False) -> bool:
         if trusted:
