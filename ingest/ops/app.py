@@ -360,10 +360,10 @@ class App:
         if self.api is not None:
             await self.api.stop()
         await self.gate.drain(grace)
-        # The runners first (each stops its loop and lets go of what it holds), then
-        # whatever is left, cancelled once more and then left to its leases.
+        # The runners first (each stops its loop and lets go of what it holds, and
+        # says what it left or how it failed), then any other task still running.
         await asyncio.gather(*(runner.stop(grace) for runner in self._runners))
-        await cancel_all(self._tasks, grace)
+        await cancel_all([task for task in self._tasks if not task.done()], grace)
         if not await finished_within(
             self.writer.close(), self.holder.current.storage.commit_timeout
         ):
