@@ -23,11 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storage import models
 
-# storage's enum as a Literal: the schema lists the values in place, as it always did.
+# storage's enums as Literals: the schema lists the values in place, as it always did,
+# and tests/test_documents.py holds them to the enums.
 TicketStatus = Literal[
     models.TicketStatus.OPEN, models.TicketStatus.PENDING, models.TicketStatus.CLOSED
 ]
-ReplyState = Literal["queued", "sending", "sent", "retrying", "failed", "held"]
+ReplyState = Literal[
+    models.ReplyState.QUEUED, models.ReplyState.SENDING, models.ReplyState.SENT,
+    models.ReplyState.RETRYING, models.ReplyState.FAILED, models.ReplyState.HELD,
+]  # fmt: skip
 
 
 class Document(BaseModel):

@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
 from policy.config.model import Config
+from storage import documents, models
 from tests.support.cli import json_lines, run, write_config
 from tests.support.helpdesk import Receiver, file_mail, wait_for, webhook
 from tests.support.server import ServerThread, running
@@ -93,3 +94,9 @@ def test_api_cli_and_webhook_show_one_ticket_document(
     assert not pdf["inline"] and pdf["content_id"] is None
     assert image["download_url"] == f"{BASE_URL}/api/v1/attachments/{image['id']}"
     assert downloaded.status_code == 200 and downloaded.content == PNG
+
+
+def test_the_documents_states_are_the_tables_states() -> None:
+    """The OpenAPI schema lists states in place; they must be the tables' enums, all of them."""
+    assert set(get_args(documents.TicketStatus)) == set(models.TicketStatus)
+    assert set(get_args(documents.ReplyState)) == set(models.ReplyState)
