@@ -100,11 +100,18 @@ def _ticket_event(
 
 
 def message_filed(
-    session: Session, config: Config, ticket_id: int, ticket_message_id: int, *, created: bool
+    session: Session,
+    config: Config,
+    mailbox: str,
+    ticket_id: int,
+    ticket_message_id: int,
+    *,
+    created: bool,
 ) -> None:
     """A queue entry has just become a new ticket message (and ``created`` its ticket)."""
     type: EventType = "ticket.created" if created else "ticket.message_added"
-    _ticket_event(session, config, type, ticket_id, ticket_message_id=ticket_message_id)
+    if channels_for(config, mailbox, type):  # asked first: most mailboxes' batches ask no more
+        _ticket_event(session, config, type, ticket_id, ticket_message_id=ticket_message_id)
 
 
 def reply_bounced(session: Session, config: Config, reply_message_id: str) -> None:

@@ -31,36 +31,48 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
+from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, defer
 from sqlmodel import col
 
-from ingest.channels import emit as events
-from ingest.smtp.refusals import record_batch_rejection
 from ingest.work.groups import BatchResult, group_size, worker_id
-from ingest.work.reading import examine
+from ingest.work.lookups import GroupLookups
+from ingest.work.outcomes import Outcomes, finding_of
+from ingest.work.reading import Reading, chunks, examine_all
 from ingest.work.scanning import scan_message
 from policy.antivirus import ScanResult
 from policy.config.model import Config
 from policy.errors import ScannerUnavailable, TempFail
 from policy.message.parsed import ParsedMessage
 from storage import mailqueue as queue
-from storage import quarantine
 from storage.engine import classify
 from storage.lease import LeaseLost
 from storage.models import QueueState, StoredMessage
 
 log = logging.getLogger("mail.batch")
 
-# (session, claim, stored message, its parse, config) -> id of the ticket message created
-FileMessage = Callable[[Session, queue.Claim, StoredMessage, ParsedMessage, Config], int | None]
+# (session, claim, stored message, its parse, config, the group's look-ups)
+# -> id of the ticket message created
+FileMessage = Callable[
+    [Session, queue.Claim, StoredMessage, ParsedMessage, Config, GroupLookups], int | None
+]
 
 
-def _finding(scan: ScanResult) -> str:
-    """The scanner's finding as the queue, quarantine and rejection log show it."""
-    where = f" in {scan.filename}" if scan.filename else ""
-    return f"{scan.reason}: {scan.signature or scan.detail}{where} ({scan.scanner})"
+@dataclass
+class _Examined:
+    """A started group, scanned and parsed: what is ready to file, and whether
+    the scanner was away (then the entries after the one that met it wait)."""
+
+    group: list[queue.Claim]
+    scanner_away: str | None
+    to_file: list[tuple[queue.Claim, ParsedMessage]]
+
+    def waiting(self, settled: dict[int, QueueState | None]) -> list[queue.Claim]:
+        """The group's entries neither settled nor to be filed."""
+        filing = {c.entry_id for c, _ in self.to_file}
+        return [c for c in self.group if c.entry_id not in settled and c.entry_id not in filing]
 
 
 class Batch:
@@ -79,6 +91,7 @@ class Batch:
         new_executor: Callable[[], Executor] | None = None,
     ) -> None:
         self.engine = engine
+        self.outcomes = Outcomes(engine)
         self.file_message = file_message
         self.owner = owner or worker_id()
         self.executor = executor
@@ -98,46 +111,76 @@ class Batch:
         attempt, so an interrupted batch can never be mistaken for a message
         that kills its worker; a group being filed finishes the message in
         hand, commits, and gives back the rest.
+
+        The next group is scanned and parsed while this one is filed, so the
+        pool and the writer work at the same time: at most two groups are
+        started at once.
         """
         claims = await asyncio.to_thread(self._claim, config)
-        result = BatchResult(taken=len(claims))
         if not claims:
-            return result
+            return BatchResult()
         sizes = await asyncio.to_thread(self._sizes, claims)
-        pending = list(claims)
+        unstarted = list(claims)
         settled: dict[int, QueueState | None] = {}  # entry id → outcome, set by the filer too
         stop = threading.Event()
         filing: asyncio.Future[None] | None = None
-        scanner_away: str | None = None
+        reading: asyncio.Task[_Examined | None] | None = None
         try:
-            while pending:
-                if scanner_away is None:
-                    count = group_size(pending, sizes, config.batch.max_attempts)
-                    group = await asyncio.to_thread(self._start, pending[:count], config)
-                    pending[:count] = group
-                    scanner_away, to_file = await self._examine(group, config, settled)
-                    if to_file:
-                        loop = asyncio.get_running_loop()
-                        filing = loop.run_in_executor(
-                            None, self._file_group, to_file, config, settled, stop
-                        )
-                        await asyncio.shield(filing)
-                        filing = None
-                else:  # don't wait out the scanner's timeout once per message
-                    settled[pending[0].entry_id] = await asyncio.to_thread(
-                        self._fail, pending[0], config, scanner_away, temporary=True
+            examined = await self._next_group(unstarted, sizes, config, settled)
+            while examined is not None:
+                waiting = examined.waiting(settled)
+                if examined.scanner_away is None and unstarted:
+                    reading = asyncio.ensure_future(
+                        self._next_group(unstarted, sizes, config, settled)
                     )
-                for claim in [c for c in pending if c.entry_id in settled]:
-                    result.count(settled[claim.entry_id])
-                    pending.remove(claim)
+                if examined.to_file:
+                    filing = asyncio.get_running_loop().run_in_executor(
+                        None, self._file_group, examined.to_file, config, settled, stop
+                    )
+                    await asyncio.shield(filing)
+                    filing = None
+                if examined.scanner_away is not None:
+                    # The entries after the one that met it wait too, without each
+                    # waiting out the scanner's timeout.
+                    for claim in [*waiting, *unstarted]:
+                        settled[claim.entry_id] = await asyncio.to_thread(
+                            self.outcomes.fail, claim, config, examined.scanner_away, temporary=True
+                        )
+                    unstarted.clear()
+                examined, reading = (await reading if reading else None), None
         finally:
             stop.set()
-            if filing is not None:
-                await asyncio.wait([filing])
-            pending = [c for c in pending if c.entry_id not in settled]
-            if pending:
-                await asyncio.shield(asyncio.to_thread(self._give_back, pending, config))
+            if reading is not None:
+                reading.cancel()
+            unfinished = [task for task in (reading, filing) if task is not None]
+            if unfinished:
+                await asyncio.wait(unfinished)
+            left = [c for c in claims if c.entry_id not in settled]
+            if left:
+                await asyncio.shield(asyncio.to_thread(self.outcomes.give_back, left, config))
+        result = BatchResult(taken=len(claims))
+        for outcome in settled.values():
+            result.count(outcome)
         return result
+
+    async def _next_group(
+        self,
+        unstarted: list[queue.Claim],
+        sizes: dict[int, int],
+        config: Config,
+        settled: dict[int, QueueState | None],
+    ) -> _Examined | None:
+        """Start the next group (its attempts spent), then scan and parse it."""
+        if not unstarted:
+            return None
+        count = group_size(unstarted, sizes, config.batch.max_attempts)
+        chosen = unstarted[:count]
+        del unstarted[:count]
+        group = await asyncio.to_thread(self._start, chosen, config)
+        started = {c.entry_id for c in group}
+        settled.update((c.entry_id, None) for c in chosen if c.entry_id not in started)
+        scanner_away, to_file = await self._examine(group, config, settled)
+        return _Examined(group, scanner_away, to_file)
 
     async def _examine(
         self, group: list[queue.Claim], config: Config, settled: dict[int, QueueState | None]
@@ -151,17 +194,20 @@ class Batch:
         raws = await asyncio.to_thread(self._raws, group)
         loop = asyncio.get_running_loop()
         executor = self.executor
+        present = [c for c in group if c.message_id in raws]
+        calls = [present[n :: chunks(len(present))] for n in range(chunks(len(present)))]
 
-        async def reading_of(raw: bytes, sender: str | None) -> tuple[ScanResult, ParsedMessage]:
+        async def readings_of(claims: list[queue.Claim]) -> list[Reading | Exception]:
             # In a coroutine, so that a broken pool refusing the submission is
-            # that entry's exception, like a process dying under it.
-            return await loop.run_in_executor(executor, examine, raw, sender, config.limits)
+            # these entries' exception, like a process dying under them.
+            messages = [raws[c.message_id] for c in claims]
+            return await loop.run_in_executor(executor, examine_all, messages, config.limits)
 
-        readings = await asyncio.gather(
-            *(reading_of(*raws[c.message_id]) for c in group if c.message_id in raws),
-            return_exceptions=True,
-        )
-        read = iter(readings)
+        answers = await asyncio.gather(*(readings_of(c) for c in calls), return_exceptions=True)
+        readings: dict[int, Reading | BaseException] = {}
+        for claims, answer in zip(calls, answers, strict=True):
+            each = [answer] * len(claims) if isinstance(answer, BaseException) else answer
+            readings.update(zip((c.entry_id for c in claims), each, strict=True))
         to_file: list[tuple[queue.Claim, ParsedMessage]] = []
         for claim in group:
             if claim.message_id not in raws:
@@ -169,7 +215,7 @@ class Batch:
                     self._process, claim, config, None
                 )
                 continue
-            reading = next(read)
+            reading = readings[claim.entry_id]
             try:
                 if isinstance(reading, BaseException):
                     raise reading
@@ -180,7 +226,7 @@ class Batch:
             except ScannerUnavailable as exc:  # the entry waits; so do the others
                 scanner_away = f"temporary: {exc}"
                 settled[claim.entry_id] = await asyncio.to_thread(
-                    self._fail, claim, config, scanner_away, temporary=True
+                    self.outcomes.fail, claim, config, scanner_away, temporary=True
                 )
                 return scanner_away, to_file
             except Exception as exc:  # outside filing: a scanner bug, a dead pool …
@@ -208,7 +254,7 @@ class Batch:
             executor.shutdown(wait=False, cancel_futures=True)
         error = f"{exc.__class__.__name__}: {exc}"[:2000]
         return await asyncio.to_thread(
-            self._fail, claim, config, error, temporary=isinstance(classify(exc), TempFail)
+            self.outcomes.fail, claim, config, error, temporary=isinstance(classify(exc), TempFail)
         )
 
     async def _screen(
@@ -220,27 +266,16 @@ class Batch:
         """
         scan = await scan_message(raw, config.antivirus, builtin)
         if not scan.passes:
-            finding = _finding(scan)
-            if not await asyncio.to_thread(self._overruled, claim, finding):
-                return True, await asyncio.to_thread(self._refuse, claim, config, scan, finding)
+            finding = finding_of(scan)
+            if not await asyncio.to_thread(self.outcomes.overruled, claim, finding):
+                return True, await asyncio.to_thread(
+                    self.outcomes.refuse, claim, config, scan, finding
+                )
         return False, None
 
     def _start(self, claims: list[queue.Claim], config: Config) -> list[queue.Claim]:
         with Session(self.engine) as session, session.begin():
             return queue.start_group(session, claims, lease_seconds=config.batch.lease_seconds)
-
-    def _give_back(self, claims: list[queue.Claim], config: Config) -> None:
-        """Entries of an interrupted batch go back unspent and due at once (best
-        effort: the lease expiring does the same, later)."""
-        for claim in claims:
-            try:
-                self._fail(
-                    claim, config, "batch interrupted before this entry", temporary=True,
-                    retry_after=0,
-                )  # fmt: skip
-            except Exception:
-                log.warning("entry %d: left to its lease's expiry", claim.entry_id)
-                return
 
     async def drain(self, config: Config) -> BatchResult:
         """Run batches until nothing is due (``firstline process``)."""
@@ -286,55 +321,6 @@ class Batch:
                 i: (raw, sender) for i, raw, sender in rows if i is not None and raw is not None
             }
 
-    def _overruled(self, claim: queue.Claim, finding: str) -> bool:
-        """Whether an operator already released this message despite this very finding."""
-        with Session(self.engine) as session:
-            if quarantine.released_reason(session, claim.entry_id) != finding:
-                return False
-        log.info("entry %d: %s, released by an operator: filing it", claim.entry_id, finding)
-        return True
-
-    def _refuse(
-        self, claim: queue.Claim, config: Config, scan: ScanResult, finding: str
-    ) -> QueueState | None:
-        """Quarantine or fail per ``antivirus.action``, with its rejection record."""
-        try:
-            with Session(self.engine) as session, session.begin():
-                if config.antivirus.action == "quarantine":
-                    queue.quarantine(session, claim, reason=finding)
-                    quarantine.record_quarantined(session, claim.entry_id, by="batch")
-                    state = QueueState.QUARANTINED
-                else:
-                    # A finding is final: no attempts left to retry it with.
-                    state = queue.fail(session, claim, error=finding, max_attempts=0)
-                stored = session.get(StoredMessage, claim.message_id)
-                if stored is not None:
-                    rejection = record_batch_rejection(
-                        session,
-                        stored,
-                        mailbox=claim.mailbox,
-                        reason=scan.reason,
-                        outcome=f"{state.value}: {finding}",
-                    )
-                    events.rejected(session, config, rejection)
-                if state == QueueState.QUARANTINED:
-                    events.quarantined(session, config, claim.entry_id)
-        except LeaseLost:
-            return None
-        log.warning("entry %d: %s → %s", claim.entry_id, finding, state.value)
-        return state
-
-    @staticmethod
-    def _record_failure(session: Session, claim: queue.Claim, config: Config, error: str) -> None:
-        """Given up on: no ticket unless an operator retries it, so it is a batch refusal."""
-        stored = session.get(StoredMessage, claim.message_id)
-        if stored is not None:
-            rejection = record_batch_rejection(
-                session, stored, mailbox=claim.mailbox, reason="processing_failed",
-                outcome=f"failed after {claim.attempts} attempt(s): {error}",
-            )  # fmt: skip
-            events.rejected(session, config, rejection)
-
     def _file_group(
         self,
         items: list[tuple[queue.Claim, ParsedMessage]],
@@ -352,6 +338,7 @@ class Batch:
             try:
                 with Session(self.engine, expire_on_commit=False) as session, session.begin():
                     stored = self._stored(session, [c.message_id for c, _ in items])
+                    lookups = GroupLookups.fetch(session, items)
                     for claim, parsed in items:
                         if stop.is_set():
                             break
@@ -359,9 +346,10 @@ class Batch:
                         if message is None:
                             raise LookupError("the raw message is gone (purged?)")
                         ticket_message_id = self.file_message(
-                            session, claim, message, parsed, config
+                            session, claim, message, parsed, config, lookups
                         )
                         queue.finish(session, claim, ticket_message_id=ticket_message_id)
+                        lookups.done(claim.entry_id)
                         filed.append(claim)
             except Exception as exc:
                 log.info("a group of %d: filing one by one (%r)", len(items), exc)
@@ -392,7 +380,10 @@ class Batch:
                 stored = session.get(StoredMessage, claim.message_id)
                 if stored is None or stored.raw is None or parsed is None:
                     raise LookupError("the raw message is gone (purged?)")
-                ticket_message_id = self.file_message(session, claim, stored, parsed, config)
+                lookups = GroupLookups.fetch(session, [(claim, parsed)])
+                ticket_message_id = self.file_message(
+                    session, claim, stored, parsed, config, lookups
+                )
                 queue.finish(session, claim, ticket_message_id=ticket_message_id)
             return QueueState.DONE
         except LeaseLost:
@@ -403,32 +394,4 @@ class Batch:
             if not temporary:
                 log.exception("entry %d failed", claim.entry_id)
             prefix = "temporary: " if temporary else f"{exc.__class__.__name__}: "
-            return self._fail(claim, config, f"{prefix}{exc}"[:2000], temporary=temporary)
-
-    def _fail(
-        self,
-        claim: queue.Claim,
-        config: Config,
-        error: str,
-        *,
-        temporary: bool = False,
-        retry_after: float | None = None,
-    ) -> QueueState | None:
-        if retry_after is None:
-            retry_after = config.batch.interval if temporary else 0
-        try:
-            with Session(self.engine) as session, session.begin():
-                state = queue.fail(
-                    session,
-                    claim,
-                    error=error,
-                    max_attempts=config.batch.max_attempts,
-                    temporary=temporary,
-                    retry_after=retry_after,
-                )
-                if state == QueueState.FAILED:
-                    self._record_failure(session, claim, config, error)
-        except LeaseLost:
-            return None
-        log.warning("entry %d: %s (%s)", claim.entry_id, error, state.value)
-        return state
+            return self.outcomes.fail(claim, config, f"{prefix}{exc}"[:2000], temporary=temporary)

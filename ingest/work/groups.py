@@ -21,6 +21,9 @@ from storage.models import QueueState
 # One commit costs about as much as parsing this much mail; a group larger
 # than that saves little and charges more mail when its worker dies.
 GROUP_BYTES = 256 * 1024
+# And at most this many messages: the next group is parsed while this one is
+# filed, so a batch of several groups keeps the pool and the writer busy at once.
+GROUP_MESSAGES = 50
 
 
 @dataclass
@@ -60,6 +63,6 @@ def group_size(pending: Sequence[Claim], sizes: dict[int, int], max_attempts: in
     total = 0
     for n, claim in enumerate(pending):
         total += sizes.get(claim.message_id, 0)
-        if claim.attempts > 0 or (n and total > GROUP_BYTES):
+        if claim.attempts > 0 or (n and total > GROUP_BYTES) or n == GROUP_MESSAGES:
             return n
     return len(pending)

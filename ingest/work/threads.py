@@ -15,7 +15,11 @@ has two tickets):
    one of its messages). A stranger quoting a ticket number gets a ticket of
    their own instead of a seat in someone else's conversation.
 3. Otherwise: a new ticket — unless a message it answers is still waiting in
-   the queue (:func:`earlier_unfiled`); then it waits for that one.
+   the queue (:meth:`~ingest.work.lookups.GroupLookups.earlier_unfiled`);
+   then it waits for that one.
+
+The Message-IDs on record are looked up once for the batch's whole group
+(:mod:`ingest.work.lookups`).
 """
 
 from __future__ import annotations
@@ -28,14 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from storage.models import (
-    KnownMessageId,
-    QueueEntry,
-    QueueState,
-    StoredMessage,
-    Ticket,
-    TicketMessage,
-)
+from ingest.work.lookups import GroupLookups
+from storage.models import Ticket, TicketMessage
 
 TICKET_TOKEN = re.compile(r"\[#(\d{1,18})\]")
 
@@ -52,62 +50,6 @@ class ThreadMatch:
 def subject_token(ticket_id: int) -> str:
     """The token outbound subjects carry so that replies find their ticket."""
     return f"[#{ticket_id}]"
-
-
-def known_message(
-    session: Session, mailbox: str, message_ids: Sequence[str], direction: str | None = None
-) -> KnownMessageId | None:
-    """The record of the first of ``message_ids`` seen in ``mailbox``.
-
-    An ID reused by a careless mailer can sit in several tickets; the oldest
-    holder is the original the reply most likely answers.
-    """
-    if not message_ids:
-        return None
-    query = select(KnownMessageId).where(
-        col(KnownMessageId.mailbox) == mailbox,
-        col(KnownMessageId.message_id).in_(list(message_ids)),
-    )
-    if direction is not None:
-        query = query.where(col(KnownMessageId.direction) == direction)
-    rows = session.scalars(query).all()
-    for message_id in message_ids:
-        matching = [r for r in rows if r.message_id == message_id]
-        if matching:
-            return min(matching, key=lambda r: r.ticket_id)
-    return None
-
-
-def earlier_unfiled(
-    session: Session, mailbox: str, entry_id: int, reply_ids: Sequence[str]
-) -> int | None:
-    """An earlier queue entry of ``mailbox``, not yet filed, holding a message
-    this one answers.
-
-    Filing the answer first would open a second ticket. One worker files in
-    arrival order anyway; this matters when several workers (or a retry)
-    reorder a message and its reply, and the caller defers the reply.
-    """
-    bare = [i.strip("<>") for i in reply_ids]  # the form intake stores
-    if not bare:
-        return None
-    # Only the stored messages' Message-ID narrows it down: asked for the
-    # mailbox and the entry id too, SQLite walks every entry the mailbox ever
-    # had (its index on mailbox looks better to the planner), a cost that grows
-    # with the store. The rest is checked here, on the few entries found.
-    rows = session.execute(
-        select(col(QueueEntry.id), col(QueueEntry.mailbox), col(QueueEntry.state)).where(
-            col(QueueEntry.message_id).in_(
-                select(col(StoredMessage.id)).where(col(StoredMessage.header_message_id).in_(bare))
-            )
-        )
-    )
-    unfiled = (QueueState.QUEUED, QueueState.LEASED)
-    return min(
-        (i for i, box, state in rows if i is not None and i < entry_id and box == mailbox
-         and state in unfiled),
-        default=None,
-    )  # fmt: skip
 
 
 def is_participant(session: Session, ticket: Ticket, address: str) -> bool:
@@ -130,13 +72,14 @@ def is_participant(session: Session, ticket: Ticket, address: str) -> bool:
 
 def find_ticket(
     session: Session,
+    lookups: GroupLookups,
     mailbox: str,
     reply_ids: Sequence[str],
     subject: str,
     sender: str | None,
 ) -> ThreadMatch | None:
     """The ticket a message joins, or None when it opens a new one."""
-    known = known_message(session, mailbox, reply_ids)
+    known = lookups.known_message(mailbox, reply_ids)
     if known is not None:
         return ThreadMatch(known.ticket_id, "message-id", known.message_id)
     if not sender:

@@ -51,13 +51,13 @@ import logging
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
-from sqlmodel import col
 
 from ingest.channels import emit as events
 from ingest.smtp.refusals import record_batch_rejection
-from ingest.work.threads import ThreadMatch, earlier_unfiled, find_ticket, known_message
+from ingest.work.lookups import GroupLookups
+from ingest.work.threads import ThreadMatch, find_ticket
 from policy.config.model import Config
 from policy.errors import TempFail
 from policy.message.autoreply import is_own_mail
@@ -77,34 +77,48 @@ from storage.outbox import mark_reply_bounced
 
 log = logging.getLogger("mail.tickets")
 
-# Written with Core statements on their tables: the batch builds no ORM object
-# for what it only writes, and ORM-enabled inserts cost several times as much.
+# Written with Core statements on their tables, each built once and given its
+# values as parameters: the batch builds no ORM object for what it only
+# writes, and building a statement per message cost more than running it.
 _TICKETS = table_of(Ticket)
 _MESSAGES = table_of(TicketMessage)
 _ATTACHMENTS = table_of(Attachment)
 _KNOWN = table_of(KnownMessageId)
+_STATUS = select(_TICKETS.c.status).where(_TICKETS.c.id == bindparam("b_id"))
+_TOUCH = update(_TICKETS).where(_TICKETS.c.id == bindparam("b_id"))  # SET: the parameters
+_NEW_TICKET = insert(_TICKETS).returning(_TICKETS.c.id)
+_NEW_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_NEW_KNOWN = insert(_KNOWN)
 # A customer writing again means the ticket needs an agent again.
 _REOPENED_BY_CUSTOMER = (TicketStatus.CLOSED, TicketStatus.PENDING)
 
 
 def file_message(
-    session: Session, claim: Claim, stored: StoredMessage, parsed: ParsedMessage, config: Config
+    session: Session,
+    claim: Claim,
+    stored: StoredMessage,
+    parsed: ParsedMessage,
+    config: Config,
+    lookups: GroupLookups,
 ) -> int | None:
-    """File ``parsed`` (the parse of ``stored``); the ticket message's id, or None."""
+    """File ``parsed`` (the parse of ``stored``); the ticket message's id, or None.
+
+    ``lookups`` holds what the database said for the whole group this message
+    is filed with (:meth:`GroupLookups.fetch`, run in the same transaction).
+    """
     assert stored.id is not None
     mailbox = claim.mailbox
-    _one_filer_per_message_id(session, mailbox, parsed.message_id)
-    duplicate = find_duplicate(session, mailbox, parsed.message_id, parsed.content_digest)
+    duplicate = lookups.duplicate(mailbox, parsed.message_id, parsed.content_digest)
     if duplicate is not None:
         return _no_new_message(
             session, claim, f"duplicate of ticket message {duplicate}", duplicate
         )
-    if _is_own(session, mailbox, parsed, config):
+    if _is_own(lookups, mailbox, parsed, config):
         return _no_new_message(session, claim, f"our own mail {parsed.message_id} came back")
     sender = parsed.from_.address if parsed.from_ else None
     null_author = parsed.author_problem == "null_author"
     original = (
-        known_message(session, mailbox, parsed.bounce.original_message_ids)
+        lookups.known_message(mailbox, parsed.bounce.original_message_ids)
         if parsed.bounce.is_bounce or null_author
         else None
     )
@@ -121,16 +135,14 @@ def file_message(
         _no_author(session, claim, stored, config, parsed.author_problem or "from_missing")
         return None
     else:
-        # Asked before the lookup: on PostgreSQL each statement sees the latest
-        # commits, so the other way round the original could be filed unseen
-        # between the two questions.
-        waiting_for = earlier_unfiled(session, mailbox, claim.entry_id, parsed.reply_ids)
+        waiting_for = lookups.earlier_unfiled(mailbox, claim.entry_id, parsed.reply_ids)
         if waiting_for is not None:
             raise TempFail(f"answers queue entry {waiting_for}, which is not filed yet")
-        match = find_ticket(session, mailbox, parsed.reply_ids, parsed.subject, sender)
+        match = find_ticket(session, lookups, mailbox, parsed.reply_ids, parsed.subject, sender)
     ticket_id, new = _ticket(session, mailbox, match, parsed, sender or "")
-    ticket_message_id = _store(session, claim, stored, ticket_id, parsed, match, new_ticket=new)
-    events.message_filed(session, config, ticket_id, ticket_message_id, created=new)
+    ticket_message_id = _store(session, lookups, claim, stored, ticket_id, parsed, match)
+    lookups.filed(claim, parsed, ticket_id, ticket_message_id)
+    events.message_filed(session, config, mailbox, ticket_id, ticket_message_id, created=new)
     return ticket_message_id
 
 
@@ -154,44 +166,13 @@ def _no_author(
     _no_new_message(session, claim, why)
 
 
-def _one_filer_per_message_id(session: Session, mailbox: str, message_id: str) -> None:
-    """Two workers filing two deliveries of one mail at once would each miss the
-    other's uncommitted ticket message and both file it. On PostgreSQL the
-    second waits here until the first commits (SQLite writers are serial anyway:
-    every transaction begins IMMEDIATE)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"firstline.file\n{mailbox}\n{message_id}"},
-        )
-
-
-def find_duplicate(session: Session, mailbox: str, message_id: str, digest: str) -> int | None:
-    """The ticket message that already holds this very mail for this mailbox.
-
-    A forwarder that lost our ``250`` sends the same mail again; that must not
-    make a second ticket message. The same Message-ID with other content is a
-    different message and is never dropped.
-    """
-    return session.execute(
-        select(col(TicketMessage.id))
-        .join(Ticket, col(Ticket.id) == col(TicketMessage.ticket_id))
-        .where(
-            col(Ticket.mailbox) == mailbox,
-            col(TicketMessage.message_id) == message_id,
-            col(TicketMessage.digest) == digest,
-        )
-        .limit(1)
-    ).scalar_one_or_none()
-
-
 def _bounce_reason(parsed: ParsedMessage) -> str:
     bounce = parsed.bounce
     return " ".join(filter(None, [bounce.status, bounce.diagnostic])) or "; ".join(bounce.reasons)
 
 
-def _is_own(session: Session, mailbox: str, parsed: ParsedMessage, config: Config) -> bool:
-    if known_message(session, mailbox, [parsed.message_id], direction="out") is not None:
+def _is_own(lookups: GroupLookups, mailbox: str, parsed: ParsedMessage, config: Config) -> bool:
+    if lookups.known_message(mailbox, [parsed.message_id], direction="out") is not None:
         return True
     return is_own_mail(parsed.headers, parsed.message_id, [mailbox], [config.server.hostname])
 
@@ -207,29 +188,24 @@ def _ticket(
     or made now, and whether made."""
     now = utcnow()
     if match is not None:
-        status = session.execute(
-            select(_TICKETS.c.status).where(_TICKETS.c.id == match.ticket_id)
-        ).scalar_one_or_none()
+        status = session.execute(_STATUS, {"b_id": match.ticket_id}).scalar_one_or_none()
         if status is not None:
-            changes: dict[str, object] = {"updated_at": now}
+            changes: dict[str, object] = {"b_id": match.ticket_id, "updated_at": now}
             if status in _REOPENED_BY_CUSTOMER and not _automatic(parsed):
                 log.info("ticket %d: %s → open (the customer wrote again)", match.ticket_id, status)
                 changes["status"] = TicketStatus.OPEN
-            session.execute(
-                update(_TICKETS).where(_TICKETS.c.id == match.ticket_id).values(**changes)
-            )
+            session.execute(_TOUCH, changes)
             return match.ticket_id, False
     ticket_id: int = session.execute(
-        insert(_TICKETS)
-        .values(
-            mailbox=mailbox,
-            subject=parsed.subject,
-            requester=requester[:512],
-            status=TicketStatus.OPEN,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(_TICKETS.c.id)
+        _NEW_TICKET,
+        {
+            "mailbox": mailbox,
+            "subject": parsed.subject,
+            "requester": requester[:512],
+            "status": TicketStatus.OPEN,
+            "created_at": now,
+            "updated_at": now,
+        },
     ).scalar_one()
     return ticket_id, True
 
@@ -269,41 +245,39 @@ def _details(parsed: ParsedMessage, match: ThreadMatch | None) -> dict[str, Any]
 
 def _store(
     session: Session,
+    lookups: GroupLookups,
     claim: Claim,
     stored: StoredMessage,
     ticket_id: int,
     parsed: ParsedMessage,
     match: ThreadMatch | None,
-    *,
-    new_ticket: bool,
 ) -> int:
     assert stored.id is not None
     now = utcnow()
     message_id: int = session.execute(
-        insert(_MESSAGES)
-        .values(
-            ticket_id=ticket_id,
-            stored_message_id=stored.id,
-            queue_entry_id=claim.entry_id,
-            message_id=parsed.message_id,
-            digest=parsed.content_digest,
-            from_addr=(parsed.from_.address if parsed.from_ else "")[:998],
-            from_name=(parsed.from_.name if parsed.from_ else "")[:998],
-            to=[a.address for a in parsed.to],
-            cc=[a.address for a in parsed.cc],
+        _NEW_MESSAGE,
+        {
+            "ticket_id": ticket_id,
+            "stored_message_id": stored.id,
+            "queue_entry_id": claim.entry_id,
+            "message_id": parsed.message_id,
+            "digest": parsed.content_digest,
+            "from_addr": (parsed.from_.address if parsed.from_ else "")[:998],
+            "from_name": (parsed.from_.name if parsed.from_ else "")[:998],
+            "to": [a.address for a in parsed.to],
+            "cc": [a.address for a in parsed.cc],
             # In UTC: SQLite keeps no zone, and every stored time is UTC.
-            date=parsed.date.astimezone(UTC) if parsed.date else None,
-            subject=parsed.subject,
-            text=parsed.text,
-            html=parsed.html,
-            auto_reply=_automatic(parsed),
-            charset_repaired=parsed.charset_repaired,
-            forwarding=stored.forwarding,
-            authentication_results=stored.authentication_results,
-            details=_details(parsed, match),
-            created_at=now,
-        )
-        .returning(_MESSAGES.c.id)
+            "date": parsed.date.astimezone(UTC) if parsed.date else None,
+            "subject": parsed.subject,
+            "text": parsed.text,
+            "html": parsed.html,
+            "auto_reply": _automatic(parsed),
+            "charset_repaired": parsed.charset_repaired,
+            "forwarding": stored.forwarding,
+            "authentication_results": stored.authentication_results,
+            "details": _details(parsed, match),
+            "created_at": now,
+        },
     ).scalar_one()
     if parsed.attachments:
         session.execute(
@@ -322,11 +296,15 @@ def _store(
                 for part in parsed.attachments
             ],
         )
-    known = {"mailbox": claim.mailbox, "message_id": parsed.message_id, "ticket_id": ticket_id}
-    # A ticket made just now has no Message-ID on record yet.
-    recorded = not new_ticket and session.scalar(
-        select(_KNOWN.c.id).where(*(_KNOWN.c[name] == value for name, value in known.items()))
-    )
-    if not recorded:
-        session.execute(insert(_KNOWN).values(**known, direction="in", created_at=now))
+    if not lookups.recorded(claim.mailbox, parsed.message_id, ticket_id):
+        session.execute(
+            _NEW_KNOWN,
+            {
+                "mailbox": claim.mailbox,
+                "message_id": parsed.message_id,
+                "ticket_id": ticket_id,
+                "direction": "in",
+                "created_at": now,
+            },
+        )
     return message_id

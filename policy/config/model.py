@@ -121,7 +121,7 @@ class StorageConfig(Section):
 
 class BatchConfig(Section):
     interval: float = Field(default=300, gt=0)
-    size: int = Field(default=100, ge=1)
+    size: int = Field(default=500, ge=1)
     lease_seconds: float = Field(default=300, gt=0)
     max_attempts: int = Field(default=3, ge=1)
 
