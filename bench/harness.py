@@ -91,3 +91,29 @@ def firstline_cmd(*args: str) -> list[str]:
 
 def sink_cmd(port: int) -> list[str]:
     return [sys.executable, "-m", "bench.sink", str(port)]
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _family(pids: list[int]) -> list[int]:
+    """``pids`` and their live descendants (a worker's fork server and parsing pool)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError):
+            parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+    family = set(pids)
+    while grown := {p for p, parent in parents.items() if parent in family} - family:
+        family |= grown
+    return sorted(family)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of live processes and their descendants, from /proc (Linux)."""
+    total = 0
+    for pid in _family(pids):
+        with contextlib.suppress(OSError):
+            fields = _stat(pid)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")

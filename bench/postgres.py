@@ -35,7 +35,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from bench.harness import workdir
+from bench.harness import cpu_seconds, workdir
 from bench.load import LoadResult, make_message, run_load
 from storage.engine import make_engine
 from storage.models import QueueEntry, QueueState, StoredMessage
@@ -136,32 +136,6 @@ class BatchRun:
     database_cpu: float  # CPU seconds per message, in PostgreSQL's processes
 
 
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _family(pids: list[int]) -> list[int]:
-    """``pids`` and their live descendants (a worker's fork server and parsing pool)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, IndexError):
-            parents[int(entry.name)] = int(_stat(int(entry.name))[1])
-    family = set(pids)
-    while grown := {p for p, parent in parents.items() if parent in family} - family:
-        family |= grown
-    return sorted(family)
-
-
-def _cpu(pids: list[int]) -> float:
-    """utime + stime of live processes and their descendants, from /proc (Linux)."""
-    total = 0
-    for pid in _family(pids):
-        with contextlib.suppress(OSError):
-            fields = _stat(pid)
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def _postgres_pids() -> list[int]:
     pids = []
     for comm in Path("/proc").glob("[0-9]*/comm"):
@@ -183,7 +157,7 @@ def _batch(tmp: Path, url: str, dns: DnsServer, workers: int) -> BatchRun:
             time.sleep(3)  # the workers are up and polling an empty queue
             worker_pids = [n.process.pid for n in fleet.workers if n.process is not None]
             database_pids = _postgres_pids()
-            cpu_before = _cpu(worker_pids), _cpu(database_pids)
+            cpu_before = cpu_seconds(worker_pids), cpu_seconds(database_pids)
             started = time.perf_counter()
             _queue_backlog(engine, BACKLOG)
             while _done(engine) < BACKLOG:
@@ -194,8 +168,8 @@ def _batch(tmp: Path, url: str, dns: DnsServer, workers: int) -> BatchRun:
             database_pids = sorted(set(database_pids) | set(_postgres_pids()))
             return BatchRun(
                 rate=BACKLOG / seconds,
-                worker_cpu=(_cpu(worker_pids) - cpu_before[0]) / BACKLOG,
-                database_cpu=(_cpu(database_pids) - cpu_before[1]) / BACKLOG,
+                worker_cpu=(cpu_seconds(worker_pids) - cpu_before[0]) / BACKLOG,
+                database_cpu=(cpu_seconds(database_pids) - cpu_before[1]) / BACKLOG,
             )
     finally:
         engine.dispose()
