@@ -319,11 +319,11 @@ def test_outbox_lists_failed_replies_and_dead_events_and_retries_them(
                       last_error="550 5.7.1 <script>relay said no</script>",
                       error_class="message rejected")  # fmt: skip
         session.add(reply)
-        event = event_store.add(
+        added = event_store.add(
             session, type="ticket.created", channel="helpdesk", mailbox="support@example.com",
             ticket_id=ticket.id, data={},
         )  # fmt: skip
-        session.flush()
+        event = session.scalars(select(WebhookEvent).where(WebhookEvent.event_id == added)).one()
         event.state = EventState.DEAD
         reply_id, event_id = reply.id, event.id
     page = operator.get("/console/outbox")

@@ -25,7 +25,7 @@ from policy.config.model import ChannelConfig, Config, EventType
 from storage import events, views
 from storage.documents import TicketOut
 from storage.intake import Incoming, Item, WriteHook
-from storage.models import QueueState, Rejection, Reply, ReplyState, Ticket, WebhookEvent
+from storage.models import QueueState, Rejection, Reply, ReplyState, Ticket
 from storage.outbox import reply_view
 from storage.quarantine import show as quarantine_view
 from storage.rejections import rejection_view
@@ -63,10 +63,10 @@ def emit(
     mailbox: str | None,
     ticket_id: int | None,
     data: dict[str, Any],
-) -> list[WebhookEvent]:
-    """Queue ``type`` for every channel that wants it; the rows added."""
-    added = [
-        events.add(
+) -> None:
+    """Queue ``type`` for every channel that wants it."""
+    for channel in channels_for(config, mailbox, type):
+        event_id = events.add(
             session,
             type=type,
             channel=channel.name,
@@ -74,11 +74,7 @@ def emit(
             ticket_id=ticket_id,
             data=data,
         )
-        for channel in channels_for(config, mailbox, type)
-    ]
-    for event in added:
-        log.debug("event %s %s queued for %s", event.event_id, type, event.channel)
-    return added
+        log.debug("event %s %s queued for %s", event_id, type, channel.name)
 
 
 def _ticket_event(
