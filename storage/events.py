@@ -47,7 +47,7 @@ __all__ = [
 
 
 _ON_THE_WAY = (EventState.QUEUED, EventState.LEASED, EventState.RETRYING)
-_NEW_EVENT = insert(WebhookEvent)
+_NEW_EVENT = insert(lease.table_of(WebhookEvent))
 
 
 @dataclass(frozen=True)
