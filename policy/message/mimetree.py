@@ -23,7 +23,7 @@ from __future__ import annotations
 import email
 import email.policy
 from dataclasses import dataclass
-from email.headerregistry import HeaderRegistry
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from functools import cached_property
 
@@ -32,7 +32,25 @@ from policy.message import attachments, headerblock
 # Longer values (an address list, a References chain) are rarely asked for
 # twice, and their parse trees are what the memo would have to hold.
 _MEMO_VALUE = 1024
-_REGISTRY = HeaderRegistry()
+
+
+class _Registry(HeaderRegistry):
+    """The default header registry, but each header class is made once: the
+    stdlib builds a new class for every field it parses (``type()`` per call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[type, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        kind = self.registry.get(name.lower(), self.default_class)
+        made = self.made.get(kind)
+        if made is None:
+            made = self.made[kind] = super().__getitem__(name)
+        return made
+
+
+_REGISTRY = _Registry()
 
 
 class _Fields:
