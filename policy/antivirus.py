@@ -134,7 +134,7 @@ class Outcome(StrEnum):
     UNSCANNED = "unscanned"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScanResult:
     """One answer for the batch, whichever backend gave it.
 
