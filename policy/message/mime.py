@@ -15,7 +15,8 @@ every function here:
 
 One message, one reading: the bytes parsed are those of
 :func:`policy.message.headerblock.read` (the listener verified and stored exactly
-those, and the scanner parses them too), so a lone CR or LF cannot smuggle a
+those), parsed once into the :mod:`policy.message.mimetree` the scanner walks
+too (:func:`parse_tree`), so a lone CR or LF cannot smuggle a
 header (``Subject: hi\\nBcc: …``) or a ``Content-Type`` into this parse that
 the verifier or the scanner did not see. The author is
 :func:`policy.message.author.read` of that header block, the address DMARC judged;
@@ -359,7 +360,7 @@ class _Parser:
             self._attach(node, in_related)
 
     def _body(self, node: mimetree.Node, ctype: str, into: list[str]) -> None:
-        decoded = decode_bytes(node.data, node.part.get_content_charset())
+        decoded = decode_bytes(node.data, node.charset)
         if decoded.repaired:
             self.repairs.append(f"part {node.path} {ctype}: {decoded.note}")
         into.append(clean_text(decoded.text).replace("\r\n", "\n"))
@@ -377,7 +378,7 @@ class _Parser:
             data = node.data
         raw_cid = part.get("content-id")
         content_id = normalise_content_id(clean_text(str(raw_cid))) if raw_cid else None
-        disposition = part.get_content_disposition()
+        disposition = node.disposition
         inline = disposition == "inline" or (
             disposition is None and in_related and content_id is not None
         )

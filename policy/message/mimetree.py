@@ -29,9 +29,14 @@ from functools import cached_property
 
 from policy.message import attachments, headerblock
 
-# Longer values (an address list, a References chain) are rarely asked for
-# twice, and their parse trees are what the memo would have to hold.
-_MEMO_VALUE = 1024
+# The fields asked for again and again; others (address lists above all) are
+# parsed once. A parsed field holds its parse tree, some fifty times the size
+# of its value, so the memo holds only short values, and only the most recent
+# ones: the asks for one part's fields come together (the feedparser's while it
+# reads the part, then the node's own readings, which it keeps).
+_ASKED_AGAIN = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
+_MEMO_VALUE = 256
+_MEMO_ENTRIES = 32
 
 
 class _Registry(HeaderRegistry):
@@ -60,11 +65,13 @@ class _Fields:
         self.parsed: dict[tuple[str, str], str] = {}
 
     def __call__(self, name: str, value: str) -> str:
-        if len(value) > _MEMO_VALUE:
+        if len(value) > _MEMO_VALUE or name.lower() not in _ASKED_AGAIN:
             return _REGISTRY(name, value)
         key = (name, value)
         found = self.parsed.get(key)
         if found is None:
+            if len(self.parsed) >= _MEMO_ENTRIES:
+                del self.parsed[next(iter(self.parsed))]
             found = self.parsed[key] = _REGISTRY(name, value)
         return found
 
@@ -81,6 +88,14 @@ class Node:
     @cached_property
     def content_type(self) -> str:
         return self.part.get_content_type()
+
+    @cached_property
+    def charset(self) -> str | None:
+        return self.part.get_content_charset()
+
+    @cached_property
+    def disposition(self) -> str | None:
+        return self.part.get_content_disposition()
 
     @cached_property
     def children(self) -> list[Node] | None:
