@@ -218,7 +218,9 @@ def _mime_parts(tree: mimetree.Tree, limits: ScanLimits) -> Iterator[Part]:
             raise _blocked("unscannable", "", "header block too large")
         if isinstance(tree.failure, RecursionError):
             raise _blocked("archive_limits", "", "MIME nesting too deep")
-        raise _blocked("unscannable", "", "unparseable MIME structure")
+        if isinstance(tree.failure, _MIME_ERRORS):
+            raise _blocked("unscannable", "", "unparseable MIME structure")
+        raise tree.failure or ValueError("no MIME tree")  # not the message's fault: retried
     # Paths number parts as the ticket parser does (1, 1.1, 1.2 …): made-up
     # names ("part-1.2.js") are part of what is checked.
     stack = [tree.root]
