@@ -9,6 +9,9 @@ machine does not decide:
   every leaf part's payload, on one core — the floor any parser on top of it pays;
 * ``parse``: :func:`policy.message.mime.parse_message` — charsets, nh3,
   inscriptis, classification — on one core;
+* ``examine``: the built-in antivirus scan and the parse of one reading, as
+  each process of the batch's pool runs them
+  (:func:`ingest.work.reading.examine`), on one core;
 * ``batch``: the whole batch on SQLite as ``firstline worker`` runs it
   (scan and parse in a process pool of one process per core, one writer) —
   claim, scan, parse, thread, store ticket messages, attachments and
@@ -35,9 +38,10 @@ from dataclasses import dataclass
 
 from bench.harness import bench_config, cpu_seconds, workdir
 from ingest.work.batch import Batch
-from ingest.work.reading import reading_pool
+from ingest.work.reading import examine, reading_pool
 from ingest.work.tickets import file_message
 from policy.config.loading import load_config
+from policy.config.model import LimitsConfig
 from policy.message.mime import parse_message
 from storage.engine import make_engine
 from storage.intake import GroupCommitWriter, Incoming, row_of
@@ -73,6 +77,12 @@ def _stdlib(raws: list[bytes]) -> None:
 def _parse(raws: list[bytes]) -> None:
     for raw in raws:
         parse_message(raw)
+
+
+def _examine(raws: list[bytes]) -> None:
+    limits = LimitsConfig()
+    for raw in raws:
+        examine(raw, None, limits)
 
 
 def _rate(work: Callable[[list[bytes]], None], raws: list[bytes]) -> float:
@@ -137,6 +147,7 @@ def run() -> list[str]:
     raws = _corpus()
     stdlib = _rate(_stdlib, raws)
     parse = _rate(_parse, raws)
+    scan_parse = _rate(_examine, raws)
     backlog = _corpus(BACKLOG)
     run = _batch(backlog)
     batch = run.rate
@@ -146,6 +157,8 @@ def run() -> list[str]:
         f"load average {load:.2f} before",
         f"  stdlib parse only     {stdlib:9.0f} msg/s  (one core)",
         f"  parse_message         {parse:9.0f} msg/s  ({stdlib / parse:.1f}x the stdlib's time)",
+        f"  scan+parse (examine)  {scan_parse:9.0f} msg/s  "
+        f"({stdlib / scan_parse:.1f}x the stdlib's time)",
         f"  batch to tickets      {batch:9.0f} msg/s  ({batch / stdlib:.2f} of the stdlib's rate; "
         f"SQLite, backlog of {len(backlog)}, claim..finish)",
         f"  batch CPU             {run.cpu * 1000:9.2f} ms/msg  (the worker and its pool; "

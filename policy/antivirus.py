@@ -22,11 +22,11 @@ backend looks into those). Members compressed with anything but stored or
 deflate are refused as unscannable: zipfile cannot bound the output of its
 bzip2 and lzma decompressors per read.
 
-:func:`scan_message_bytes` works on the raw message and walks the MIME tree
-itself with the standard library, seeing every leaf part, including those of
-attached messages; it parses the bytes of :func:`policy.message.headerblock.read` and
-names parts with :mod:`policy.message.attachments`, as the ticket parser does, so the
-structure and the names checked are those stored and served.
+:func:`scan_tree` walks the MIME tree of :mod:`policy.message.mimetree`, the
+one the ticket parser reads (the batch reads each message once for both),
+seeing every leaf part, including those of attached messages: the structure,
+the names (:mod:`policy.message.attachments`) and the decoded bytes checked
+are those stored and served. :func:`scan_message_bytes` reads the tree itself.
 :func:`scan_parts` takes parts already decoded. It does no I/O.
 
 Reason codes (stable; they go to the rejection log):
@@ -46,19 +46,16 @@ Reason codes (stable; they go to the rejection log):
 
 from __future__ import annotations
 
-import email
-import email.policy
 import io
 import struct
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from email.message import Message
 from enum import StrEnum
 from typing import NamedTuple
 
-from policy.message import attachments, headerblock
+from policy.message import attachments, headerblock, mimetree
 
 #: Names refused whatever their content: Windows executables, installers,
 #: scripts run by the Windows Script Host or PowerShell, shortcuts, Java
@@ -137,7 +134,7 @@ class Outcome(StrEnum):
     UNSCANNED = "unscanned"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScanResult:
     """One answer for the batch, whichever backend gave it.
 
@@ -209,44 +206,39 @@ def _blocked(reason: str, filename: str, detail: str) -> _Found:
 _MIME_ERRORS = (ValueError, IndexError, TypeError, AttributeError, LookupError)
 
 
-def _mime_parts(raw: bytes, limits: ScanLimits) -> Iterator[Part]:
-    """Yield every leaf part of ``raw``, attached messages included.
+def _mime_parts(tree: mimetree.Tree, limits: ScanLimits) -> Iterator[Part]:
+    """Yield every leaf part of ``tree``, attached messages included.
 
     Raises ``_Found`` (``archive_limits``) on a message with more parts or
     deeper nesting than ``limits`` allow, which stdlib parsing would otherwise
     meet as a RecursionError or a memory bill.
     """
-    try:
-        message = email.message_from_bytes(headerblock.canonical(raw), policy=email.policy.default)
-    except headerblock.HeaderTooLarge:
-        raise _blocked("unscannable", "", "header block too large") from None
-    except RecursionError:
-        raise _blocked("archive_limits", "", "MIME nesting too deep") from None
-    except _MIME_ERRORS:
-        raise _blocked("unscannable", "", "unparseable MIME structure") from None
+    if tree.root is None:
+        if isinstance(tree.failure, headerblock.HeaderTooLarge):
+            raise _blocked("unscannable", "", "header block too large")
+        if isinstance(tree.failure, RecursionError):
+            raise _blocked("archive_limits", "", "MIME nesting too deep")
+        if isinstance(tree.failure, _MIME_ERRORS):
+            raise _blocked("unscannable", "", "unparseable MIME structure")
+        raise tree.failure or ValueError("no MIME tree")  # not the message's fault: retried
     # Paths number parts as the ticket parser does (1, 1.1, 1.2 …): made-up
     # names ("part-1.2.js") are part of what is checked.
-    stack: list[tuple[Message, int, str]] = [(message, 0, "1")]
+    stack = [tree.root]
     count = 0
     while stack:
-        part, depth, path = stack.pop()
-        if depth > limits.max_mime_depth:
+        node = stack.pop()
+        if node.depth > limits.max_mime_depth:
             raise _blocked("archive_limits", "", "MIME nesting too deep")
-        payload = part.get_payload() if part.is_multipart() else None
-        if isinstance(payload, list):
-            children = [sub for sub in payload if isinstance(sub, Message)]
-            stack.extend(
-                (sub, depth + 1, f"{path}.{index}")
-                for index, sub in reversed(list(enumerate(children, 1)))
-            )
+        if node.children is not None:
+            stack.extend(reversed(node.children))
             continue
         count += 1
         if count > limits.max_entries:
             raise _blocked("archive_limits", "", "too many MIME parts")
-        yield _leaf(part, path)
+        yield _leaf(node)
 
 
-def _leaf(part: Message, path: str) -> Part:
+def _leaf(node: mimetree.Node) -> Part:
     """Decode one leaf; a part the stdlib cannot read is refused, not skipped.
 
     Skipping it would let a crafted header hide ``.js`` from the name checks.
@@ -254,23 +246,29 @@ def _leaf(part: Message, path: str) -> Part:
     a given name hiding its extension behind bidi controls is refused as such.
     """
     try:
-        if attachments.BIDI_CONTROLS.search(attachments.given_filename(part)):
+        if attachments.BIDI_CONTROLS.search(node.given_filename):
             raise _blocked(
-                "blocked_attachment", f"part {path}", "name hides its extension with bidi controls"
+                "blocked_attachment",
+                f"part {node.path}",
+                "name hides its extension with bidi controls",
             )
-        data = part.get_payload(decode=True)
         return Part(
-            filename="" if attachments.is_body(part) else attachments.filename(part, path),
-            content_type=part.get_content_type(),
-            data=data if isinstance(data, bytes) else b"",
+            filename="" if node.is_body else node.filename,
+            content_type=node.content_type,
+            data=node.data,
         )
     except _MIME_ERRORS:
-        raise _blocked("unscannable", f"part {path}", "unparseable MIME part") from None
+        raise _blocked("unscannable", f"part {node.path}", "unparseable MIME part") from None
 
 
 def scan_message_bytes(raw: bytes, limits: ScanLimits = DEFAULT_LIMITS) -> ScanResult:
     """Scan a whole message as received."""
-    return scan_parts(_mime_parts(raw, limits), limits)
+    return scan_tree(mimetree.read(raw), limits)
+
+
+def scan_tree(tree: mimetree.Tree, limits: ScanLimits = DEFAULT_LIMITS) -> ScanResult:
+    """Scan a message already read, the tree the ticket parser reads too."""
+    return scan_parts(_mime_parts(tree, limits), limits)
 
 
 def scan_parts(parts: Iterable[Part], limits: ScanLimits = DEFAULT_LIMITS) -> ScanResult:

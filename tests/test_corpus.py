@@ -14,8 +14,11 @@ import yaml
 from click.testing import CliRunner
 
 from ingest.cli import main
-from policy.config.model import Config
-from policy.message.mime import parse_message
+from ingest.work.reading import examine
+from policy.antivirus import Outcome, Part, scan_message_bytes, scan_parts, scan_tree
+from policy.config.model import Config, LimitsConfig
+from policy.message import mimetree
+from policy.message.mime import parse_message, parse_tree
 from tests.support.corpus.cases import CASES, Case
 from tests.support.mailflow import deliver, queue_outcomes
 from tests.support.server import running
@@ -47,6 +50,26 @@ def test_parse(case: Case) -> None:
         assert parsed.html is not None and fragment not in parsed.html
     for attachment in parsed.attachments:
         assert attachment.size == len(attachment.data)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_one_reading_for_the_scan_and_the_parse(case: Case) -> None:
+    """The batch reads a message once for the scanner and the parser: sharing the
+    reading changes neither answer, whichever walks it first, and what a clean
+    message stores is what was scanned."""
+    scan = scan_message_bytes(case.raw)
+    parsed = parse_message(case.raw, mail_from=case.envelope_sender)
+    assert examine(case.raw, case.envelope_sender, LimitsConfig()) == (scan, parsed)
+    tree = mimetree.read(case.raw)
+    assert parse_tree(tree, mail_from=case.envelope_sender) == parsed
+    assert scan_tree(tree) == scan
+    if scan.outcome is Outcome.CLEAN:
+        stored = [
+            Part(a.filename, a.content_type, a.data)
+            for a in parsed.attachments
+            if not a.content_type.startswith("message/")
+        ]
+        assert scan_parts(stored) == scan
 
 
 def _cli(config_file: str, *args: str) -> Any:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 
+from ingest.work.reading import examine
 from policy.config.model import LimitsConfig
 from policy.message.mime import DERIVED_ID_DOMAIN, decode_header_value, parse_message
 from tests.support.corpus.cases import DATE, PNG, b64, multipart, part
@@ -178,3 +180,25 @@ def test_work_beyond_the_limits_is_cut_and_recorded() -> None:
     deep = parse_message(f"Content-Type: text/html\r\n\r\n{html}".encode(), limits=limits)
     assert "deep" in deep.text
     assert deep.defects == ("html: nested deeper than 16 elements, flattened",)
+
+
+def test_reading_many_parts_keeps_few_parsed_fields() -> None:
+    """The reading remembers parsed fields so that no part's Content-Type is parsed
+    a dozen times, but only a few at once: each holds a parse tree some fifty times
+    the size of its value, and 900 long ones held together cost over 11 MiB here."""
+    name = "n" * 200
+    parts = "".join(
+        f'--p\r\nContent-Type: application/octet-stream; name="{name}{i}.bin"\r\n\r\nAAAA\r\n'
+        for i in range(900)
+    )
+    head = 'From: a@x.example\r\nContent-Type: multipart/mixed; boundary="p"\r\n\r\n'
+    raw = f"{head}{parts}--p--\r\n"
+    examine(raw.encode(), None, LimitsConfig())  # imports and first-use caches
+    tracemalloc.start()
+    try:
+        scan, parsed = examine(raw.encode(), None, LimitsConfig())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert scan.passes and len(parsed.attachments) == 900
+    assert peak < 16 * len(raw)

@@ -13,9 +13,10 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 
 from ingest.ops.pools import forkserver_pool
-from policy.antivirus import ScanResult, scan_message_bytes
+from policy.antivirus import ScanResult, scan_tree
 from policy.config.model import LimitsConfig
-from policy.message.mime import parse_message
+from policy.message import mimetree
+from policy.message.mime import parse_tree
 from policy.message.parsed import ParsedMessage
 
 
@@ -23,8 +24,11 @@ def examine(
     raw: bytes, mail_from: str | None, limits: LimitsConfig
 ) -> tuple[ScanResult, ParsedMessage]:
     """The built-in scan and the parse; the parse is kept even for a finding, which
-    an operator may overrule (releasing the message files it)."""
-    return scan_message_bytes(raw), parse_message(raw, mail_from=mail_from, limits=limits)
+    an operator may overrule (releasing the message files it). Both walk one
+    reading of the message (:mod:`policy.message.mimetree`): the parts scanned
+    are the parts stored."""
+    tree = mimetree.read(raw)
+    return scan_tree(tree), parse_tree(tree, mail_from=mail_from, limits=limits)
 
 
 Reading = tuple[ScanResult, ParsedMessage]

@@ -52,16 +52,19 @@ def given_filename(part: Message) -> str:
     return str(name) if name else ""
 
 
-def is_body(part: Message) -> bool:
-    """Whether a leaf is message text (shown) rather than an attachment (stored)."""
+def is_body(part: Message, given: str | None = None) -> bool:
+    """Whether a leaf is message text (shown) rather than an attachment (stored);
+    ``given`` is its :func:`given_filename` when already known."""
     if part.get_content_type() not in BODY_TYPES:
         return False
-    return part.get_content_disposition() != "attachment" and given_filename(part) == ""
+    if part.get_content_disposition() == "attachment":
+        return False
+    return (given_filename(part) if given is None else given) == ""
 
 
-def filename(part: Message, path: str) -> str:
+def filename(part: Message, path: str, given: str | None = None) -> str:
     """The name of the attachment at ``path`` (``1.2``): given, or made up."""
-    name = clean_filename(given_filename(part))
+    name = clean_filename(given_filename(part) if given is None else given)
     if name:
         return name
     ctype = part.get_content_type()

@@ -32,7 +32,7 @@ _BODY_MESSAGE_ID = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE |
 _MAX_SCANNED = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AutoReply:
     """Whether a message was sent by a machine, and which headers say so."""
 
@@ -42,7 +42,7 @@ class AutoReply:
     list_id: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BounceRecipient:
     """One per-recipient block of an RFC 3464 delivery-status report."""
 
@@ -52,7 +52,7 @@ class BounceRecipient:
     diagnostic: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Bounce:
     """Whether a message reports a failed delivery, and of which message."""
 

@@ -83,6 +83,7 @@ _MAIL_CHARSETS = (
 )
 
 _ESCAPES = re.compile("[\udc80-\udcff]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _C1_FROM_ESCAPES = {0xDC00 + b: b for b in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
 
 _SINGLE_BYTE_PREFIXES = ("cp12", "cp87", "iso8859", "latin", "koi8", "mac")
@@ -193,7 +194,7 @@ def decode_escaped(value: str) -> Decoded:
     The ``email`` package hands such bytes over this way (in headers, and in
     names it decoded itself); neither UTF-8 nor PostgreSQL can hold them.
     """
-    if not any("\ud800" <= c <= "\udfff" for c in value):
+    if value.isascii() or not _SURROGATE.search(value):
         return Decoded(value, "utf-8", False)
     if all(c.isascii() or "\udc80" <= c <= "\udcff" for c in value):
         # Raw 8-bit text: decode it whole, so detection sees all of it.
@@ -212,7 +213,7 @@ def decode_escaped(value: str) -> Decoded:
         return text
 
     text = _ESCAPES.sub(run, value)
-    if any("\ud800" <= c <= "\udfff" for c in text):
+    if _SURROGATE.search(text):
         text, repaired = _replace(text), True
     return Decoded(
         text, "utf-8", repaired, "undecodable bytes in decoded text" if repaired else None

@@ -15,7 +15,8 @@ every function here:
 
 One message, one reading: the bytes parsed are those of
 :func:`policy.message.headerblock.read` (the listener verified and stored exactly
-those, and the scanner parses them too), so a lone CR or LF cannot smuggle a
+those), parsed once into the :mod:`policy.message.mimetree` the scanner walks
+too (:func:`parse_tree`), so a lone CR or LF cannot smuggle a
 header (``Subject: hi\\nBcc: …``) or a ``Content-Type`` into this parse that
 the verifier or the scanner did not see. The author is
 :func:`policy.message.author.read` of that header block, the address DMARC judged;
@@ -41,7 +42,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import TypeVar
 
 from policy.config.model import LimitsConfig
-from policy.message import attachments, headerblock
+from policy.message import headerblock, mimetree
 from policy.message.author import NoAuthor
 from policy.message.author import read as read_author
 from policy.message.autoreply import (
@@ -86,7 +87,6 @@ _DIGEST_FIELDS = (
     "references",
     "content-type",
 )
-_PARSE_POLICY = email.policy.default
 _EML_POLICY = email.policy.default.clone(linesep="\r\n", refold_source="none")
 
 
@@ -100,16 +100,22 @@ def parse_message(
     beyond ``limits`` (addresses, MIME depth and parts, HTML depth) is not
     read, and a defect says so.
     """
+    return parse_tree(mimetree.read(raw), mail_from=mail_from, limits=limits)
+
+
+def parse_tree(
+    tree: mimetree.Tree, *, mail_from: str | None = None, limits: LimitsConfig = _LIMITS
+) -> ParsedMessage:
+    """:func:`parse_message` of a message already read (the scanner reads the same tree)."""
     try:
-        return _Parser(raw, mail_from, limits).parse()
+        return _Parser(tree, mail_from, limits).parse()
     except Exception as exc:  # the contract: malformed mail is data, not a crash
         failure = exc
     try:
-        # The stdlib recurses per MIME level: thousands of levels exhaust the
-        # stack. The header block alone still says who wrote what about what.
-        return _Parser(raw, mail_from, limits, body_failure=failure).parse()
+        # The header block alone still says who wrote what about what.
+        return _Parser(tree, mail_from, limits, body_failure=failure).parse()
     except Exception as exc:
-        return _unparseable(raw, exc)
+        return _unparseable(tree.raw, exc)
 
 
 def _unparseable(raw: bytes, exc: BaseException) -> ParsedMessage:
@@ -145,12 +151,12 @@ class _Parser:
 
     def __init__(
         self,
-        raw: bytes,
+        tree: mimetree.Tree,
         mail_from: str | None,
         limits: LimitsConfig,
         body_failure: Exception | None = None,
     ) -> None:
-        self.raw = raw
+        self.tree = tree
         self.mail_from = mail_from
         self.limits = limits
         self.body_failure = body_failure
@@ -163,21 +169,24 @@ class _Parser:
         self.attachments: list[ParsedAttachment] = []
 
     def parse(self) -> ParsedMessage:
-        block = headerblock.read(self.raw)
-        fixed = block.raw
-        if self.body_failure is None:
-            msg = email.message_from_bytes(fixed, policy=_PARSE_POLICY)
+        block, root = self.tree.block, self.tree.root
+        if block is None:
+            raise self.tree.failure or ValueError("no header block")
+        # The stdlib recurses per MIME level: thousands of levels exhaust the stack.
+        failure = self.body_failure or (self.tree.failure if root is None else None)
+        if root is not None and failure is None:
+            msg = root.part
         else:
-            msg = BytesHeaderParser(policy=_PARSE_POLICY).parsebytes(fixed)
-            self.defects.append(f"body not parsed: {type(self.body_failure).__name__}")
+            msg = BytesHeaderParser(policy=email.policy.default).parsebytes(block.raw)
+            self.defects.append(f"body not parsed: {type(failure).__name__}")
         headers = self._headers(msg)
         digest = self._digest(headers, block.body)
         ids = message_ids(self._first(headers, "message-id") or "")
         in_reply_to = message_ids(self._first(headers, "in-reply-to") or "")
         references = message_ids(" ".join(v for n, v in headers if n.lower() == "references"))
         from_, author_problem = self._author(block)
-        if self.body_failure is None:
-            self._walk(msg, "1", 0, in_related=False)
+        if root is not None and failure is None:
+            self._walk(root, in_related=False)
         html, remote = self._html()
         text = (
             "\n".join(self.texts)
@@ -316,62 +325,60 @@ class _Parser:
 
     # -- body ----------------------------------------------------------------
 
-    def _walk(self, part: Message, path: str, depth: int, in_related: bool) -> None:
-        if depth > self.limits.max_mime_depth:
+    def _walk(self, node: mimetree.Node, in_related: bool) -> None:
+        if node.depth > self.limits.max_mime_depth:
             limit = self.limits.max_mime_depth
-            self.defects.append(f"part {path}: nested deeper than {limit}, not read")
+            self.defects.append(f"part {node.path}: nested deeper than {limit}, not read")
             return
         if self.parts_left <= 0:
             if self.parts_left == 0:
                 limit = self.limits.max_mime_parts
-                self.defects.append(f"part {path}: more than {limit} parts, the rest not read")
+                self.defects.append(f"part {node.path}: more than {limit} parts, the rest not read")
             self.parts_left -= 1
             return
         self.parts_left -= 1
         try:
-            self._part(part, path, depth, in_related)
+            self._part(node, in_related)
         except Exception as exc:  # keep what we can of a part we cannot read
-            self.defects.append(f"part {path}: {type(exc).__name__}")
-            self._guard(f"part {path} fallback", None, lambda: self._attach(part, path, False))
+            self.defects.append(f"part {node.path}: {type(exc).__name__}")
+            self._guard(f"part {node.path} fallback", None, lambda: self._attach(node, False))
 
-    def _part(self, part: Message, path: str, depth: int, in_related: bool) -> None:
-        ctype = part.get_content_type()
-        payload = part.get_payload()
-        if part.get_content_maintype() == "multipart":
-            if not isinstance(payload, list):
+    def _part(self, node: mimetree.Node, in_related: bool) -> None:
+        ctype = node.content_type
+        if ctype.startswith("multipart/"):
+            if node.children is None:
                 # A multipart without a usable boundary: its body is all we have.
-                self._body(part, path, "text/plain", self.texts)
+                self._body(node, "text/plain", self.texts)
                 return
             related = ctype == "multipart/related"
-            for index, child in enumerate(payload, 1):
-                if isinstance(child, Message):
-                    self._walk(child, f"{path}.{index}", depth + 1, related)
+            for child in node.children:
+                self._walk(child, related)
             return
-        if attachments.is_body(part):
-            self._body(part, path, ctype, self.texts if ctype == "text/plain" else self.htmls)
+        if node.is_body:
+            self._body(node, ctype, self.texts if ctype == "text/plain" else self.htmls)
         else:
-            self._attach(part, path, in_related)
+            self._attach(node, in_related)
 
-    def _body(self, part: Message, path: str, ctype: str, into: list[str]) -> None:
-        data = _payload_bytes(part)
-        decoded = decode_bytes(data, part.get_content_charset())
+    def _body(self, node: mimetree.Node, ctype: str, into: list[str]) -> None:
+        decoded = decode_bytes(node.data, node.charset)
         if decoded.repaired:
-            self.repairs.append(f"part {path} {ctype}: {decoded.note}")
+            self.repairs.append(f"part {node.path} {ctype}: {decoded.note}")
         into.append(clean_text(decoded.text).replace("\r\n", "\n"))
 
-    def _attach(self, part: Message, path: str, in_related: bool) -> None:
-        ctype = part.get_content_type()
+    def _attach(self, node: mimetree.Node, in_related: bool) -> None:
+        part = node.part
+        ctype = node.content_type
         if not _MIME_TYPE.fullmatch(ctype):
-            self.defects.append(f"part {path}: invalid content type")
+            self.defects.append(f"part {node.path}: invalid content type")
             ctype = "application/octet-stream"
         payload = part.get_payload()
-        if part.get_content_maintype() == "message" and isinstance(payload, list):
+        if node.content_type.startswith("message/") and isinstance(payload, list):
             data = b"".join(_serialise(m) for m in payload if isinstance(m, EmailMessage))
         else:
-            data = _payload_bytes(part)
+            data = node.data
         raw_cid = part.get("content-id")
         content_id = normalise_content_id(clean_text(str(raw_cid))) if raw_cid else None
-        disposition = part.get_content_disposition()
+        disposition = node.disposition
         inline = disposition == "inline" or (
             disposition is None and in_related and content_id is not None
         )
@@ -382,7 +389,7 @@ class _Parser:
             return
         self.attachments.append(
             ParsedAttachment(
-                filename=attachments.filename(part, path),
+                filename=node.filename,
                 content_type=ctype,
                 size=len(data),
                 sha256=sha,
@@ -408,14 +415,6 @@ class _Parser:
             for a in self.attachments
         ]
         return result.html, result.remote_images
-
-
-def _payload_bytes(part: Message) -> bytes:
-    data = part.get_payload(decode=True)
-    if isinstance(data, bytes):
-        return data
-    payload = part.get_payload()
-    return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
 
 
 def _serialise(msg: EmailMessage) -> bytes:

@@ -13,7 +13,7 @@ from datetime import datetime
 from policy.message.autoreply import AutoReply, Bounce
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Address:
     """One mailbox of an address header; ``name`` is the decoded display name."""
 
@@ -24,7 +24,7 @@ class Address:
         return f"{self.name} <{self.address}>" if self.name else self.address
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParsedAttachment:
     """One stored part: attached file, inline image or attached message."""
 
@@ -37,7 +37,7 @@ class ParsedAttachment:
     data: bytes = field(repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParsedMessage:
     """Everything a ticket message needs from one mail.
 
