@@ -20,18 +20,16 @@ from policy.message.mime import parse_tree
 from policy.message.parsed import ParsedMessage
 
 
-def examine(
-    raw: bytes, mail_from: str | None, limits: LimitsConfig
-) -> tuple[ScanResult, ParsedMessage]:
+Reading = tuple[ScanResult, ParsedMessage]
+
+
+def examine(raw: bytes, mail_from: str | None, limits: LimitsConfig) -> Reading:
     """The built-in scan and the parse; the parse is kept even for a finding, which
     an operator may overrule (releasing the message files it). Both walk one
     reading of the message (:mod:`policy.message.mimetree`): the parts scanned
     are the parts stored."""
     tree = mimetree.read(raw)
     return scan_tree(tree), parse_tree(tree, mail_from=mail_from, limits=limits)
-
-
-Reading = tuple[ScanResult, ParsedMessage]
 
 
 def examine_all(
