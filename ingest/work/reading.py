@@ -19,7 +19,6 @@ from policy.message import mimetree
 from policy.message.mime import parse_tree
 from policy.message.parsed import ParsedMessage
 
-
 Reading = tuple[ScanResult, ParsedMessage]
 
 
