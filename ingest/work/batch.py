@@ -124,15 +124,18 @@ class Batch:
         settled: dict[int, QueueState | None] = {}  # entry id → outcome, set by the filer too
         stop = threading.Event()
         filing: asyncio.Future[None] | None = None
-        reading: asyncio.Task[_Examined | None] | None = None
+        reading: asyncio.Task[_Examined] | None = None
         try:
-            examined = await self._next_group(unstarted, sizes, config, settled)
+            group = await self._start_next(unstarted, sizes, config, settled)
+            examined = await self._examine(group, config, settled) if group is not None else None
             while examined is not None:
                 waiting = examined.waiting(settled)
                 if examined.scanner_away is None and unstarted:
-                    reading = asyncio.ensure_future(
-                        self._next_group(unstarted, sizes, config, settled)
-                    )
+                    # Started before this group's filing takes the write lock
+                    # (SQLite has one for the whole store), read while it is filed.
+                    group = await self._start_next(unstarted, sizes, config, settled)
+                    assert group is not None
+                    reading = asyncio.ensure_future(self._examine(group, config, settled))
                 if examined.to_file:
                     filing = asyncio.get_running_loop().run_in_executor(
                         None, self._file_group, examined.to_file, config, settled, stop
@@ -163,14 +166,14 @@ class Batch:
             result.count(outcome)
         return result
 
-    async def _next_group(
+    async def _start_next(
         self,
         unstarted: list[queue.Claim],
         sizes: dict[int, int],
         config: Config,
         settled: dict[int, QueueState | None],
-    ) -> _Examined | None:
-        """Start the next group (its attempts spent), then scan and parse it."""
+    ) -> list[queue.Claim] | None:
+        """Start the next group: its attempts spent, the entries still ours."""
         if not unstarted:
             return None
         count = group_size(unstarted, sizes, config.batch.max_attempts)
@@ -179,12 +182,11 @@ class Batch:
         group = await asyncio.to_thread(self._start, chosen, config)
         started = {c.entry_id for c in group}
         settled.update((c.entry_id, None) for c in chosen if c.entry_id not in started)
-        scanner_away, to_file = await self._examine(group, config, settled)
-        return _Examined(group, scanner_away, to_file)
+        return group
 
     async def _examine(
         self, group: list[queue.Claim], config: Config, settled: dict[int, QueueState | None]
-    ) -> tuple[str | None, list[tuple[queue.Claim, ParsedMessage]]]:
+    ) -> _Examined:
         """Scan and parse a started group; what is ready to file, in order.
 
         Entries that end here (a finding, the raw message gone, a parser that
@@ -228,7 +230,7 @@ class Batch:
                 settled[claim.entry_id] = await asyncio.to_thread(
                     self.outcomes.fail, claim, config, scanner_away, temporary=True
                 )
-                return scanner_away, to_file
+                return _Examined(group, scanner_away, to_file)
             except Exception as exc:  # outside filing: a scanner bug, a dead pool …
                 settled[claim.entry_id] = await self._failed(claim, config, exc, executor)
                 continue
@@ -236,7 +238,7 @@ class Batch:
                 settled[claim.entry_id] = outcome
             else:
                 to_file.append((claim, parsed))
-        return None, to_file
+        return _Examined(group, None, to_file)
 
     async def _failed(
         self, claim: queue.Claim, config: Config, exc: Exception, executor: Executor | None
