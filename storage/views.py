@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -21,6 +21,7 @@ from storage.documents import (
     TicketOut,
     TicketSummaryOut,
 )
+from storage.lease import table_of
 from storage.models import Attachment, QueueEntry, StoredMessage, Ticket, TicketMessage, iso
 from storage.outbox import replies_of
 
@@ -53,7 +54,7 @@ def list_tickets(session: Session, *, limit: int = 100) -> list[TicketSummaryOut
     return [ticket_summary(ticket, count) for ticket, count in rows]
 
 
-def attachment_detail(attachment: Attachment, *, attachment_base: str) -> AttachmentOut:
+def attachment_detail(attachment: Row[Any], *, attachment_base: str) -> AttachmentOut:
     """``attachment_base`` is the API's public address ("" for a path on this server)."""
     return AttachmentOut(
         id=attachment.id,
@@ -68,7 +69,7 @@ def attachment_detail(attachment: Attachment, *, attachment_base: str) -> Attach
 
 
 def message_detail(
-    message: TicketMessage, attachments: list[Attachment], *, attachment_base: str
+    message: Row[Any], attachments: list[Row[Any]], *, attachment_base: str
 ) -> MessageOut:
     return MessageOut(
         id=message.id,
@@ -93,30 +94,34 @@ def message_detail(
     )
 
 
+# Rows, not ORM objects: every message the batch files with a webhook channel
+# builds this document, and the attachments' bytes are no part of it.
+_MESSAGES = table_of(TicketMessage)
+_ATTACHMENTS = table_of(Attachment)
+_MESSAGES_OF = (
+    select(_MESSAGES).where(_MESSAGES.c.ticket_id == bindparam("ticket")).order_by(_MESSAGES.c.id)
+)
+_ATTACHMENTS_OF = (
+    select(*(c for c in _ATTACHMENTS.c if c.name != "data"))
+    .join(_MESSAGES, _MESSAGES.c.id == _ATTACHMENTS.c.ticket_message_id)
+    .where(_MESSAGES.c.ticket_id == bindparam("ticket"))
+    .order_by(_ATTACHMENTS.c.id)
+)
+
+
 def ticket_detail(session: Session, ticket_id: int, *, attachment_base: str) -> TicketOut | None:
     """A ticket as helpdesks see it: messages with download links, and replies."""
     ticket = session.get(Ticket, ticket_id)
     if ticket is None:
         return None
-    messages = session.scalars(
-        select(TicketMessage)
-        .where(col(TicketMessage.ticket_id) == ticket_id)
-        .order_by(col(TicketMessage.id))
-    ).all()
-    ids = [m.id for m in messages]
-    attachments = session.scalars(
-        select(Attachment)
-        .where(col(Attachment.ticket_message_id).in_(ids))
-        .order_by(col(Attachment.id))
-    ).all()
+    messages = session.execute(_MESSAGES_OF, {"ticket": ticket_id}).all()
+    attachments: dict[int, list[Row[Any]]] = {}
+    for attachment in session.execute(_ATTACHMENTS_OF, {"ticket": ticket_id}):
+        attachments.setdefault(attachment.ticket_message_id, []).append(attachment)
     return TicketOut(
         **dict(ticket_summary(ticket, len(messages))),
         messages=[
-            message_detail(
-                m,
-                [a for a in attachments if a.ticket_message_id == m.id],
-                attachment_base=attachment_base,
-            )
+            message_detail(m, attachments.get(m.id, []), attachment_base=attachment_base)
             for m in messages
         ],
         replies=replies_of(session, ticket_id),
