@@ -144,10 +144,10 @@ class GroupCommitWriter:
         max_batch: int = 256,
         on_write: WriteHook | None = None,
         commit_timeout: float = 60,
-        statement_bytes: int = 16 * 1024 * 1024,
+        max_batch_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._engine = engine
-        self._statement_bytes = statement_bytes
+        self._max_batch_bytes = max_batch_bytes
         self._commit_timeout = commit_timeout
         self._max_batch = max_batch
         self._on_write = on_write
@@ -220,8 +220,18 @@ class GroupCommitWriter:
                 return
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Item]]]:
-        batch = self._pending[: self._max_batch]
-        del self._pending[: self._max_batch]
+        """The next batch: at most ``max_batch`` items and ``max_batch_bytes`` of
+        messages (or one larger message). A commit of gigabytes would outlast
+        ``commit_timeout`` and answer every session in it ``451``; and the
+        stored bytes are joined (a copy) only for the batch in hand."""
+        count = size = 0
+        for item, _ in self._pending[: self._max_batch]:
+            size += item.message["size"] if isinstance(item, Incoming) else 0
+            if count and size > self._max_batch_bytes:
+                break
+            count += 1
+        batch = self._pending[:count]
+        del self._pending[:count]
         return batch
 
     async def _commit_batch(self, batch: list[tuple[Item, asyncio.Future[Item]]]) -> None:
@@ -250,15 +260,12 @@ class GroupCommitWriter:
                 strict=True,
             ):
                 rejection.id = rejection_id
-            for group in _by_size(incoming, self._statement_bytes):
-                # Joined per group and dropped after it: the statement's copies
-                # (ours, the driver's) stay a bounded size whatever the batch holds.
-                rows = [item.row() for item in group]
-                for item, message_id in zip(
-                    group, _insert(session, StoredMessage, rows), strict=True
-                ):
-                    item.message_id = message_id
-                del rows
+            rows = [item.row() for item in incoming]
+            for item, message_id in zip(
+                incoming, _insert(session, StoredMessage, rows), strict=True
+            ):
+                item.message_id = message_id
+            del rows  # the joined copies, before the other tables' statements
             entries = [
                 (item, new_row(QueueEntry, message_id=stored_id, mailbox=mailbox,
                                digest=item.message["digest"], state=item.state))
@@ -273,20 +280,6 @@ class GroupCommitWriter:
             if self._on_write is not None:
                 for written in items:
                     self._on_write(session, written)
-
-
-def _by_size(items: list[Incoming], most: int) -> list[list[Incoming]]:
-    """``items`` in order, in groups of at most ``most`` stored bytes (or one larger)."""
-    groups: list[list[Incoming]] = []
-    size = most
-    for item in items:
-        item_size = item.message["size"]
-        if size + item_size > most:
-            groups.append([])
-            size = 0
-        groups[-1].append(item)
-        size += item_size
-    return groups
 
 
 def _insert(session: Session, model: type[SQLModel], rows: Sequence[dict[str, Any]]) -> list[int]:

@@ -20,7 +20,7 @@ import weakref
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from ingest.ops import allocator
@@ -140,23 +140,24 @@ def _incoming(index: int, size: int) -> Incoming:
     )  # fmt: skip
 
 
-def test_a_commit_of_many_large_messages_joins_and_writes_them_in_bounded_groups(
-    db_url: str,
-) -> None:
+def test_large_messages_are_committed_in_batches_of_bounded_size(db_url: str) -> None:
     engine = make_engine(db_url)
     prepare(engine)
     # With a bound of 1 MB: 300k + 10 | 700k | 1.5M alone | 20 + 400k + 400k + 5.
     sizes = [300_000, 10, 700_000, 1_500_000, 20, 400_000, 400_000, 5]
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _connection: commits.append(1))
 
     async def commit_all() -> list[Incoming]:
-        writer = GroupCommitWriter(engine, statement_bytes=1_000_000)
+        writer = GroupCommitWriter(engine, max_batch_bytes=1_000_000)
         writer.start()
-        # Submitted before the writer runs: one commit for all of them.
+        # Submitted before the writer runs: all pending at its first wake-up.
         items = await asyncio.gather(*(writer.submit(_incoming(i, n)) for i, n in enumerate(sizes)))
         await writer.close()
         return [item for item in items if isinstance(item, Incoming)]
 
     items = asyncio.run(commit_all())
+    assert len(commits) == 4
     with Session(engine) as session:
         stored = {m.id: m for m in session.scalars(select(StoredMessage))}
         entries = {e.id: e for e in session.scalars(select(QueueEntry))}
