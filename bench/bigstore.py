@@ -132,20 +132,20 @@ def fill(engine: Engine, count: int) -> float:
         for sql in indexes:
             database.execute("DROP INDEX " + sql.split()[2])
         for first in range(1, count + 1, CHUNK):
+            chunk = {**values, "first": first, "last": min(first + CHUNK - 1, count)}
             database.execute("BEGIN")
             for statement in statements:
-                database.execute(statement, {**values, "first": first,
-                                             "last": min(first + CHUNK - 1, count)})  # fmt: skip
+                database.execute(statement, chunk)
             database.execute("COMMIT")
         for sql in indexes:
             database.execute(sql)
         database.close()
         return time.perf_counter() - started
     for first in range(1, count + 1, CHUNK):
+        chunk = {**values, "first": first, "last": min(first + CHUNK - 1, count)}
         with engine.begin() as connection:
             for statement in statements:
-                connection.execute(text(statement), {**values, "first": first,
-                                                     "last": min(first + CHUNK - 1, count)})  # fmt: skip
+                connection.execute(text(statement), chunk)
     with engine.begin() as connection:
         for table in ("tickets", "stored_messages", "queue", "ticket_messages",
                       "known_message_ids"):  # fmt: skip
