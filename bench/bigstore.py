@@ -245,7 +245,7 @@ def _captured_batch(tmp: Path, url: str) -> list[tuple[str, Any]]:
     finally:
         batch.close()
     assert result.failed == 0, result
-    plans = _plans(engine, list(seen.items()))
+    plans = _plans(engine, _distinct(list(seen.items())))
     engine.dispose()
     return plans
 
@@ -280,6 +280,15 @@ def _plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[tuple[str,
 
 def _shown(statement: str) -> str:
     return " ".join(statement.split())[:150]
+
+
+def _distinct(statements: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """One of each statement, whatever the length of its ``IN`` lists."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for statement, parameters in statements:
+        key = re.sub(r"\((?:(?:\?|%\(\w+\)s)(?:, )?)+\)", "(…)", statement)
+        seen.setdefault(key, (statement, parameters))
+    return list(seen.values())
 
 
 def _scans(line: str) -> bool:
