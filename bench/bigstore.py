@@ -226,8 +226,10 @@ async def _enqueue(engine: Engine, raws: list[bytes]) -> None:
         await writer.close()
 
 
-def _captured_batch(tmp: Path, url: str) -> list[tuple[str, Any]]:
-    """Every distinct statement the batch sends while filing a small backlog."""
+def _captured_batch(tmp: Path, url: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """The plan of every distinct statement the batch sends while filing a small
+    backlog; and, on SQLite, the plans that change once ``ANALYZE`` has run
+    (firstline never runs it, an operator might)."""
     engine = make_engine(url)
     with engine.begin() as connection:  # the loads' messages are not this step's backlog
         connection.exec_driver_sql("UPDATE queue SET state = 'DONE' WHERE state = 'QUEUED'")
@@ -245,9 +247,18 @@ def _captured_batch(tmp: Path, url: str) -> list[tuple[str, Any]]:
     finally:
         batch.close()
     assert result.failed == 0, result
-    plans = _plans(engine, _distinct(list(seen.items())))
+    statements = _distinct(list(seen.items()))
+    plans = _plans(engine, statements)
+    changed = []
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE")
+        analyzed = _plans(engine, statements)
+        changed = [after for before, after in zip(plans, analyzed, strict=True) if before != after]
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM sqlite_stat1")
     engine.dispose()
-    return plans
+    return plans, changed
 
 
 def _intake_statements(engine: Engine) -> list[tuple[str, Any]]:
@@ -309,7 +320,7 @@ def run() -> list[str]:
             with workdir() as tmp, _store(tmp, POSTGRES) as empty_url:
                 rows["empty"].append(_intake(tmp, empty_url))
             rows["big"].append(_intake(big_dir, big_url))
-        batch_plans = _captured_batch(big_dir, big_url)
+        batch_plans, analyzed_plans = _captured_batch(big_dir, big_url)
     empty_rate = statistics.median(r.rate for r, _ in rows["empty"])
     empty_cpu = statistics.median(c for _, c in rows["empty"])
     database = "PostgreSQL" if POSTGRES else "SQLite"
@@ -327,8 +338,12 @@ def run() -> list[str]:
             f"rate ratio {rate / empty_rate:4.2f}  CPU ratio {cpu / empty_cpu:4.2f}"
         )
     lines.append(f"  load average after {os.getloadavg()[0]:.2f}")
-    for title, plans in (("intake", intake_plans), ("batch", batch_plans)):
-        lines.append(f"  plans of {title}'s statements on the big store:")
+    for title, plans in (
+        ("intake's statements", intake_plans),
+        ("the batch's statements", batch_plans),
+        ("the batch's statements that change after ANALYZE", analyzed_plans),
+    ):
+        lines.append(f"  plans of {title} on the big store:")
         for statement, plan in plans:
             marked = any(_scans(line) for line in plan)
             lines.append(f"    {'SCAN! ' if marked else ''}{_shown(statement)}")
