@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 
-from bench import ingest, memory, postgres, processing, scaling, verification
+from bench import bigstore, ingest, memory, postgres, processing, scaling, verification
 
 SECTIONS = {
     "ingest": ingest,
@@ -15,6 +15,7 @@ SECTIONS = {
     "verification": verification,
     "postgres": postgres,
     "memory": memory,
+    "bigstore": bigstore,
 }
 
 

@@ -41,7 +41,9 @@ class Incoming:
     ``message`` holds the ``stored_messages`` column values (built by
     :meth:`accepted` with :func:`new_row`), not an ORM object: building a
     SQLModel instance for every message cost more CPU than the rest of DATA
-    handling.
+    handling. Its ``raw`` is stored after ``prefix`` (our trace headers),
+    joined only when the row is written (:meth:`row`): until then the
+    session holds one copy of its message, not two.
     """
 
     message: dict[str, Any]
@@ -49,12 +51,14 @@ class Incoming:
     state: QueueState = QueueState.QUEUED
     message_id: int | None = None
     queue_ids: list[int] = field(default_factory=list)
+    prefix: bytes = b""
 
     @classmethod
     def accepted(
         cls,
-        raw: bytes,
+        body: bytes,
         *,
+        prefix: bytes,
         as_sent: bytes,
         trace_id: str,
         envelope: Envelope,
@@ -62,8 +66,9 @@ class Incoming:
         verdict: Verdict,
         mailboxes: list[str],
     ) -> Incoming:
-        """What the listener accepted: ``raw`` (``as_sent`` plus our trace headers),
-        queued for ``mailboxes`` — quarantined if the verdict says so.
+        """What the listener accepted, stored as ``prefix`` (our trace headers) and
+        ``body`` (``as_sent`` less forged results), queued for ``mailboxes`` —
+        quarantined if the verdict says so.
 
         The digest is of the bytes as the client sent them: the same mail
         retried after a lost ``250`` has the same one.
@@ -72,8 +77,8 @@ class Incoming:
             StoredMessage,
             trace_id=trace_id,
             digest=hashlib.sha256(as_sent).hexdigest(),
-            size=len(raw),
-            raw=raw,
+            size=len(prefix) + len(body),
+            raw=body,
             proto=envelope.proto,
             client_ip=envelope.client_ip,
             client_name=envelope.client_name,
@@ -88,7 +93,14 @@ class Incoming:
             verdict={"action": verdict.action.value, "reason": verdict.reason, **verdict.details},
         )
         quarantined = verdict.action == Action.QUARANTINE
-        return cls(message, mailboxes, QueueState.QUARANTINED if quarantined else QueueState.QUEUED)
+        state = QueueState.QUARANTINED if quarantined else QueueState.QUEUED
+        return cls(message, mailboxes, state, prefix=prefix)
+
+    def row(self) -> dict[str, Any]:
+        """The ``stored_messages`` row as written: the stored bytes joined here."""
+        if not self.prefix:
+            return self.message
+        return {**self.message, "raw": self.prefix + self.message["raw"]}
 
 
 def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
@@ -132,8 +144,10 @@ class GroupCommitWriter:
         max_batch: int = 256,
         on_write: WriteHook | None = None,
         commit_timeout: float = 60,
+        max_batch_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._engine = engine
+        self._max_batch_bytes = max_batch_bytes
         self._commit_timeout = commit_timeout
         self._max_batch = max_batch
         self._on_write = on_write
@@ -198,12 +212,27 @@ class GroupCommitWriter:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                await self._commit_batch(batch)
+                # Not kept in a local: this frame lives on while it waits for the
+                # next wake-up, and would hold the last batch's messages till then.
+                await self._commit_batch(self._take())
             self._idle.set()
             if self._closing:
                 return
+
+    def _take(self) -> list[tuple[Item, asyncio.Future[Item]]]:
+        """The next batch: at most ``max_batch`` items and ``max_batch_bytes`` of
+        messages (or one larger message). A commit of gigabytes would outlast
+        ``commit_timeout`` and answer every session in it ``451``; and the
+        stored bytes are joined (a copy) only for the batch in hand."""
+        count = size = 0
+        for item, _ in self._pending[: self._max_batch]:
+            size += item.message["size"] if isinstance(item, Incoming) else 0
+            if count and size > self._max_batch_bytes:
+                break
+            count += 1
+        batch = self._pending[:count]
+        del self._pending[:count]
+        return batch
 
     async def _commit_batch(self, batch: list[tuple[Item, asyncio.Future[Item]]]) -> None:
         items = [item for item, _ in batch]
@@ -231,11 +260,12 @@ class GroupCommitWriter:
                 strict=True,
             ):
                 rejection.id = rejection_id
-            rows = [item.message for item in incoming]
+            rows = [item.row() for item in incoming]
             for item, message_id in zip(
                 incoming, _insert(session, StoredMessage, rows), strict=True
             ):
                 item.message_id = message_id
+            del rows  # the joined copies, before the other tables' statements
             entries = [
                 (item, new_row(QueueEntry, message_id=stored_id, mailbox=mailbox,
                                digest=item.message["digest"], state=item.state))

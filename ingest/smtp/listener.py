@@ -209,9 +209,9 @@ class IngestHandler:
         trace_id = new_trace_id()
         # RFC 8601 5: results claiming our authserv-id from outside are forged.
         hostname = self.config.current.server.hostname
-        raw = self._trace_headers(smtp_envelope, trace_id, verdict) + strip_ours(data, hostname)
         incoming = Incoming.accepted(
-            raw,
+            strip_ours(data, hostname),
+            prefix=self._trace_headers(smtp_envelope, trace_id, verdict),
             as_sent=data,
             trace_id=trace_id,
             envelope=smtp_envelope,

@@ -32,7 +32,9 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
+from ingest.ops import allocator
 from ingest.ops.shutdown import finished_within
+from ingest.smtp.dataread import Overrun, read_data
 from policy.config.model import Listen
 
 log = logging.getLogger("mail.smtp")
@@ -62,9 +64,15 @@ class Gate:
     per second over its life, below ``min_rate``, older than a few seconds:
     an idle or trickling one) is closed to make room, rather than refusing
     the newcomer.
+
+    Bounding the sessions is what bounds the memory (each holds at most one
+    message), so the gate also makes large buffers go back to the system when
+    freed, and trims the allocator's arenas whenever the sessions have drained
+    after carrying more than ``TRIM_AFTER`` octets (``ingest/ops/allocator.py``).
     """
 
     GRACE = 5.0  # seconds a new session has before it can be judged slow
+    TRIM_AFTER = 64 * 1024 * 1024
 
     def __init__(
         self, total: int, per_ip: int, trusted_total: int = 100, min_rate: float = 100
@@ -76,18 +84,25 @@ class Gate:
         self.open: Counter[str] = Counter()  # strangers' sessions per address
         self.trusted_open = 0
         self.sessions: dict[asyncio.BaseTransport, _Limits] = {}
+        self._untrimmed = 0  # octets received by sessions closed since the last trim
 
         self._idle = asyncio.Event()
         self._idle.set()
+        allocator.map_large_blocks()
 
     def add(self, transport: asyncio.BaseTransport, session: _Limits) -> None:
         self.sessions[transport] = session
         self._idle.clear()
 
     def discard(self, transport: asyncio.BaseTransport) -> None:
-        self.sessions.pop(transport, None)
+        session = self.sessions.pop(transport, None)
+        if session is not None:
+            self._untrimmed += session.received
         if not self.sessions:
             self._idle.set()
+            if self._untrimmed > self.TRIM_AFTER:
+                self._untrimmed = 0
+                allocator.trim()
 
     async def drain(self, grace: float) -> None:
         """Let open sessions finish for ``grace`` seconds, then hang up on the rest."""
@@ -181,6 +196,11 @@ class _Limits:
     def age(self, now: float) -> float:
         return now - self._born
 
+    @property
+    def received(self) -> int:
+        """Octets the client has sent over the session's life."""
+        return self._received
+
     def rate(self, now: float) -> float:
         """Bytes per second the client has sent over the session's life."""
         return self._received / max(self.age(now), 1e-3)
@@ -251,6 +271,33 @@ class _Limits:
     async def smtp_RCPT(self, arg: str | None) -> None:
         self.last_rcpt_arg = arg or ""
         await super().smtp_RCPT(arg)  # type: ignore[misc]
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """aiosmtpd's DATA with the message read into one buffer (``ingest/smtp/dataread.py``)."""
+        smtp: Any = self  # aiosmtpd's own session state, which the mixin does not declare
+        if await smtp.check_helo_needed() or await smtp.check_auth_needed("DATA"):
+            return
+        if not smtp.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content = await read_data(smtp._reader, smtp.data_size_limit, self.line_length_limit)
+        except asyncio.CancelledError:  # the connection went away during DATA
+            smtp._writer.close()
+            raise
+        if isinstance(content, Overrun):
+            await self.push(content.value)
+            smtp._set_post_data_state()
+            return
+        smtp.envelope.content = smtp.envelope.original_content = content
+        del content
+        status = await smtp._call_handler_hook("DATA")
+        smtp._set_post_data_state()
+        await self.push(status)
 
     async def push(self, status: str | bytes) -> None:
         data = status.encode("utf-8") if isinstance(status, str) else status

@@ -143,10 +143,9 @@ def read(raw: bytes, limit: int = MAX_HEADER_BYTES) -> HeaderBlock:
         defects.append(f"{dropped} header line(s) neither a field nor a continuation, dropped")
     fields = [(name, b"\r\n".join(value) + b"\r\n") for name, value in parts]
     head = b"".join(name + b":" + value for name, value in fields) + b"\r\n"
-    body = raw[body_start:]
-    # The common case is already canonical: then no copy is made.
+    # The common case is already canonical: then no copy is made, not even of the body.
     same = body_start == len(head) and raw.startswith(head)
-    canonical = raw if same else head + body
+    canonical = raw if same else head + memoryview(raw)[body_start:]
     return HeaderBlock(canonical, tuple(fields), len(head), tuple(defects))
 
 

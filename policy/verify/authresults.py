@@ -99,9 +99,9 @@ def _header_end(raw: bytes) -> int:
 def strip_ours(raw: bytes, authserv_id: str) -> bytes:
     """Remove every Authentication-Results field that claims ``authserv_id``."""
     end = _header_end(raw)
-    head, body = raw[:end], raw[end:]
+    head = raw[:end]
     if FIELD.lower() not in head.lower():
-        return raw  # the common case: nothing to strip, no need to split the header
+        return raw  # the common case: nothing to strip, and no copy of the body
     fields = re.split(rb"(?<=\n)(?=[^ \t])", head)
     ours = authserv_id.lower()
     kept = []
@@ -110,4 +110,4 @@ def strip_ours(raw: bytes, authserv_id: str) -> bytes:
         if colon and name.strip().lower() == FIELD.lower() and _authserv_id(value) == ours:
             continue
         kept.append(field)
-    return b"".join(kept) + body
+    return b"".join(kept) + memoryview(raw)[end:]
