@@ -234,6 +234,41 @@ def test_sigterm_mid_load_drains_every_process_and_loses_nothing(tmp_path: Path)
     assert not (tmp_path / "run" / "serve.pid").exists()
 
 
+def replica_of(parent: int) -> int | None:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"ingest.ops.replica" in command:
+            return int(stat.parent.name)
+    return None
+
+
+def test_an_intake_process_still_starting_ends_with_the_first(tmp_path: Path) -> None:
+    """Killed before the other said "ready", the first process leaves no orphan
+    (its "ready" then meets a reset connection, not an end of file)."""
+    port = free_port()
+    config = write_config(tmp_path / "firstline.yaml", f"sqlite:///{tmp_path}/firstline.db",
+                          server={"smtp": {"listen": f"127.0.0.1:{port}"}, "lmtp": None,
+                                  "processes": 2},
+                          policy={"verify_senders": False})  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*FIRSTLINE, "serve", "-c", str(config), "--no-worker"],
+                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        other = wait_for(lambda: replica_of(process.pid), "the other intake process")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(30)
+        wait_for(lambda: gone(other), "the other intake process to exit")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+
+
 def test_connection_limits_are_shared_out_between_intake_processes() -> None:
     gate = Gate(0, 0)
     server = ServerConfig(hostname="mx.test", max_connections=201, max_connections_per_ip=10,

@@ -202,7 +202,7 @@ class IntakeProcesses:
             _signal(slot.process, signal.SIGTERM)
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         try:
-            while line := await reader.readline():
+            while line := await _line(reader):
                 message = json.loads(line)
                 if message["op"] == "ready":
                     slot.channel = writer
@@ -227,6 +227,14 @@ class IntakeProcesses:
                        "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}  # fmt: skip
         environment.pop("NOTIFY_SOCKET", None)
         return environment
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    """The next line from a process; b"" once it is gone (ended, or reset by its death)."""
+    try:
+        return await reader.readline()
+    except ConnectionError:
+        return b""
 
 
 def _send(channel: asyncio.StreamWriter, message: dict[str, Any]) -> None:

@@ -98,12 +98,17 @@ async def _commands(
     current: Addresses,
     stop: asyncio.Event,
 ) -> None:
-    while line := await reader.readline():
-        message = json.loads(line)
-        if message["op"] == "reload":
-            current.clear()
-            current.update(message["addresses"])
-            result = await reloader.reload()
-            writer.write(json.dumps({"op": "reloaded", "result": asdict(result)}).encode() + b"\n")
+    try:
+        while line := await reader.readline():
+            message = json.loads(line)
+            if message["op"] == "reload":
+                current.clear()
+                current.update(message["addresses"])
+                result = await reloader.reload()
+                reply = {"op": "reloaded", "result": asdict(result)}
+                writer.write(json.dumps(reply).encode() + b"\n")
+    except ConnectionError:
+        pass  # it died before we could say a word: our "ready" reset the connection
+    finally:  # however this ends, never live on without the first process
+        stop.set()
     log.warning("intake process %d: the first process is gone; draining", os.getpid())
-    stop.set()
