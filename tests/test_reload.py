@@ -172,7 +172,8 @@ def test_sighup_and_firstline_reload_on_a_real_serve_process(
         stdout=subprocess.DEVNULL, stderr=log_file,
     ) as process:  # fmt: skip
         try:
-            _wait_for(lambda: (run_dir / "serve.pid").exists() and _accepts(port))
+            # Written once every intake process listens (server.processes: two starts).
+            _wait_for(lambda: (run_dir / "serve.pid").exists() and _accepts(port), timeout=120)
             assert (run_dir / "serve.pid").read_text().strip() == str(process.pid)
             digest = edit(config_path, db_url, mailboxes=[*BASE_CONFIG["mailboxes"], NEW_MAILBOX],
                           **changes)  # fmt: skip

@@ -10,13 +10,9 @@ import click
 from ingest.cli.common import config_option, load
 from ingest.ops.app import App
 from ingest.ops.logs import setup_logging
-from ingest.ops.metrics import DNS_CACHE_HITS, DNS_LOOKUPS
 from ingest.ops.processes import IntakeFailed
-from ingest.ops.running import serve_forever
-from ingest.smtp.verification import production_verifier
+from ingest.ops.running import serve_forever, serve_verifier
 from ingest.work.reading import reading_pool
-from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from storage.schema import SchemaMismatch
 
 
@@ -37,18 +33,6 @@ def serve(config_path: str, no_worker: bool) -> None:
             batch_pool=reading_pool, processes=config.server.processes,
         )
     )  # fmt: skip
-
-
-def serve_verifier(config: Config, sampling_key: bytes) -> Authenticator | None:
-    """The production verifier, with its DNS traffic counted in the metrics."""
-    if not config.policy.verify_senders:
-        return None
-    return production_verifier(
-        config,
-        sampling_key,
-        on_query=lambda rdtype: DNS_LOOKUPS.labels(rdtype).inc(),
-        on_cache_hit=DNS_CACHE_HITS.inc,
-    )
 
 
 @click.command()

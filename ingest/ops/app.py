@@ -3,6 +3,8 @@
 The wire-to-ticket path reads top to bottom here: listeners hand accepted mail
 to the group-commit writer, and the worker turns the queue into tickets every
 ``batch.interval`` seconds. ``firstline worker`` runs the same worker alone.
+With ``server.processes`` above one, other intake processes share the
+listeners' ports (:mod:`ingest.ops.processes`); this one runs everything else.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from aiosmtpd.smtp import SMTP
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-from ingest.channels.api.routes import create_app
 from ingest.channels.emit import on_intake
 from ingest.channels.webhooks import Deliverer
 from ingest.ops.metrics import (
@@ -218,6 +219,10 @@ class App:
     async def _start_api(self, listen: str) -> HttpServer:
         # /metrics answers only while metrics.listen is set (read per request), so a
         # reload that switches metrics on needs no new API server.
+        # Imported here: the API and console are most of the import time, which
+        # the other intake processes (and a serve without api.listen) never need.
+        from ingest.channels.api.routes import create_app
+
         registry = self._registry()
         asgi = create_app(
             lambda: self.holder.current, self.engine, health=self.health, registry=registry
@@ -370,13 +375,12 @@ class App:
         """The TCP addresses the other intake processes bind (the ports we are bound to)."""
         addresses: Addresses = {}
         for proto in PROTOCOLS:
-            listen, server = _listen(self.holder.current, proto), self.servers.get(proto)
-            shared = listen is not None and server is not None and not listen.is_unix
-            host = listen.host_port[0] if shared and listen else ""
-            port = self.address(proto)[1] if shared else 0
-            addresses[proto] = (
-                (f"[{host}]:{port}" if ":" in host else f"{host}:{port}") if shared else None
-            )
+            listen = _listen(self.holder.current, proto)
+            if listen is None or listen.is_unix or proto not in self.servers:
+                addresses[proto] = None  # a unix socket stays ours alone
+                continue
+            host, port = listen.host_port[0], self.address(proto)[1]
+            addresses[proto] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return addresses
 
     def address(self, proto: str) -> tuple[str, int]:

@@ -22,11 +22,11 @@ import socket
 import sys
 from dataclasses import asdict
 
-from ingest.cli.serve import serve_verifier
 from ingest.ops.app import App
 from ingest.ops.logs import setup_logging
 from ingest.ops.processes import Addresses
 from ingest.ops.reload import Reloader
+from ingest.ops.running import serve_verifier
 from policy.config.loading import ConfigError, load_config
 from policy.config.model import Config, Listen
 

@@ -3,7 +3,8 @@
 SIGTERM or SIGINT stop the process (:meth:`App.stop`: open sessions finish,
 in-flight commits land); SIGHUP reloads the configuration and publishes the
 outcome for ``firstline reload`` (:mod:`ingest.ops.reload`). With other intake
-processes (:mod:`ingest.ops.processes`) the outcome is theirs too.
+processes (:mod:`ingest.ops.processes`) the outcome is theirs too. They import
+this, not the ``firstline`` command, whose every subcommand they do not need.
 """
 
 from __future__ import annotations
@@ -15,10 +16,25 @@ import signal
 
 from ingest.ops import sdnotify
 from ingest.ops.app import App
-from ingest.ops.metrics import RELOADS
+from ingest.ops.metrics import DNS_CACHE_HITS, DNS_LOOKUPS, RELOADS
 from ingest.ops.reload import ControlFiles
+from ingest.smtp.verification import production_verifier
+from policy.config.model import Config
+from policy.verify.authenticate import Authenticator
 
 log = logging.getLogger("mail.app")
+
+
+def serve_verifier(config: Config, sampling_key: bytes) -> Authenticator | None:
+    """The production verifier, with its DNS traffic counted in the metrics."""
+    if not config.policy.verify_senders:
+        return None
+    return production_verifier(
+        config,
+        sampling_key,
+        on_query=lambda rdtype: DNS_LOOKUPS.labels(rdtype).inc(),
+        on_cache_hit=DNS_CACHE_HITS.inc,
+    )
 
 
 async def serve_forever(app: App) -> None:
