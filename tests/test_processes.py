@@ -192,10 +192,13 @@ def test_intake_processes_share_the_port_reload_reaches_both_a_dead_one_is_repla
         assert health["checks"]["intake_processes"] == "ok"
 
         # However the first process ends, the others end with it.
+        environ = Path(f"/proc/{replacement}/environ").read_bytes().split(b"\0")
+        [metrics_dir] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"PROMETHEUS_")]
         os.kill(running.pid, signal.SIGKILL)
         running.process.wait(30)
         wait_for(lambda: gone(replacement), "the other intake process to exit")
     assert b"the first process is gone; draining" in running.text()
+    assert not Path(metrics_dir.decode()).exists()  # nothing left behind in /tmp
 
 
 def test_sigterm_mid_load_drains_every_process_and_loses_nothing(tmp_path: Path) -> None:

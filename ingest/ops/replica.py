@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -24,7 +25,7 @@ from dataclasses import asdict
 
 from ingest.ops.app import App
 from ingest.ops.logs import setup_logging
-from ingest.ops.processes import Addresses
+from ingest.ops.processes import METRICS_ENV, Addresses
 from ingest.ops.reload import Reloader
 from ingest.ops.running import serve_verifier
 from policy.config.loading import ConfigError, load_config
@@ -84,11 +85,15 @@ async def _serve(config: Config, channel: socket.socket, addresses: Addresses) -
         await stop.wait()
     finally:
         log.info("intake process %d: shutting down", os.getpid())
+        orphaned = commands.done()  # it ends by itself only when the first process is gone
         commands.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await commands
         await app.stop()
         writer.close()
+        folder = os.environ.get(METRICS_ENV)
+        if orphaned and folder:  # nobody reads our counts any more, nor removes their folder
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _commands(
