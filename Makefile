@@ -46,6 +46,22 @@ $(CHROMIUM_STAMP): | $(STAMP)
 	else echo "note: chromium not found (apt-get install chromium); the browser tests will skip"; fi
 	@touch $@
 
+# bench/ingest.py also drives Postfix's smtp-source (a C client, so the load
+# generator does not eat the server's core); Debian ships it in postfix. Installed
+# when we can, unless another MTA would be replaced, and its daemon is not left running.
+SMTP_SOURCE_STAMP := $(VENV)/.smtp-source-checked
+$(SMTP_SOURCE_STAMP): | $(STAMP)
+	@if command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ]; then :; \
+	elif [ -e /usr/sbin/sendmail ]; then \
+		echo "note: another MTA is installed; not replacing it with postfix: bench/ingest.py uses its own load generator only"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing postfix for smtp-source (the ingest benchmark's C client)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null \
+			&& { systemctl disable --now postfix >/dev/null 2>&1 || postfix stop >/dev/null 2>&1 || true; }) \
+			|| echo "note: could not install postfix; bench/ingest.py uses its own load generator only"; \
+	else echo "note: smtp-source not found (apt-get install postfix); bench/ingest.py uses its own load generator only"; fi
+	@touch $@
+
 test: $(STAMP) $(CLAMD_STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -58,7 +74,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(SMTP_SOURCE_STAMP)
 	$(BIN)/python -m bench
 
 clean:

@@ -56,7 +56,11 @@ def process(
             proc.wait()
 
 
-def bench_config(tmp: Path, smtp_port: int, lmtp_port: int, **extra: Any) -> Path:
+def bench_config(
+    tmp: Path, smtp_port: int, lmtp_port: int, *, processes: int = 1, **extra: Any
+) -> Path:
+    """``processes``: ``server.processes`` (one unless a section compares; the
+    server's default is the core count)."""
     config = {
         "server": {
             "hostname": "mx.bench.test",
@@ -64,6 +68,7 @@ def bench_config(tmp: Path, smtp_port: int, lmtp_port: int, **extra: Any) -> Pat
             "lmtp": {"listen": f"127.0.0.1:{lmtp_port}"},
             "max_connections": 1000,
             "max_connections_per_ip": 1000,
+            "processes": processes,
         },
         "storage": {"url": f"sqlite:///{tmp}/bench.db"},
         "batch": {"interval": 86400},

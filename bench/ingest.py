@@ -1,47 +1,159 @@
-"""Ingest: the durable server against a bare aiosmtpd sink, in the same run."""
+"""Ingest: the durable server against a bare aiosmtpd sink, in the same run.
+
+Each server gets two clients in turn: our load generator (``bench/load.py``,
+Python, 50 sessions of 40 messages) and, when it is installed, Postfix's
+``smtp-source`` (C, so the client does not eat the server's core;
+``-s 20 -m 3000 -l 4096``, one message per session, as issue 17 asks).
+firstline runs with ``server.processes`` 1 and 2, and is measured once
+``READY=1`` says every intake process listens.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import socket
 import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from bench.harness import bench_config, firstline_cmd, free_port, process, sink_cmd, workdir
 from bench.load import LoadResult, run_load
 from storage.engine import BENCH_COMMIT_DELAY_ENV
 
-ROUNDS = 3
+ROUNDS = int(os.environ.get("FIRSTLINE_BENCH_ROUNDS", "3"))
+SMTP_SOURCE = shutil.which("smtp-source", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+SOURCE_MESSAGES = 3000
+# (name, server.processes, simulated commit delay in ms); None: the sink
+SERVERS: list[tuple[str, int | None, float]] = [
+    ("sink", None, 0),
+    ("durable, 1 process", 1, 0),
+    ("durable, 2 processes", 2, 0),
+    ("durable+5ms, 1 process", 1, 5),
+    ("durable+5ms, 2 processes", 2, 5),
+]
 
 
-def _measure(port: int) -> LoadResult:
-    asyncio.run(run_load("127.0.0.1", port, sessions=10, per_session=10))  # warm-up
+@dataclass
+class Measured:
+    result: LoadResult
+    cpu: float  # the server's CPU seconds (all its processes) per accepted message
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user and system) of ``pid`` and every process under it, from /proc:
+    what a server costs, whatever else runs on the machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree: set[int] = {pid}
+    while below := {child for child, parent in parents.items() if parent in tree} - tree:
+        tree |= below
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+def _measured(pid: int, run: Callable[[], LoadResult]) -> Measured:
+    before = tree_cpu(pid)
+    result = run()
+    return Measured(result, (tree_cpu(pid) - before) / max(result.accepted, 1))
+
+
+def _generator(port: int) -> LoadResult:
     return asyncio.run(run_load("127.0.0.1", port))
 
 
-def _sink() -> LoadResult:
+def _smtp_source(port: int, source: str) -> LoadResult:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [source, "-s", "20", "-m", str(SOURCE_MESSAGES), "-l", "4096", "-f", "bench@example.net",
+         "-t", "support@example.com", f"127.0.0.1:{port}"],
+        capture_output=True, timeout=900, check=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    # smtp-source stops at the first reply that is not the expected one.
+    accepted = SOURCE_MESSAGES if done.returncode == 0 else 0
+    return LoadResult(SOURCE_MESSAGES, accepted, seconds, [])
+
+
+@contextlib.contextmanager
+def _server(processes: int | None, delay_ms: float) -> Iterator[tuple[int, int]]:
+    """The SMTP port and pid of the sink (``processes`` None) or of a ready
+    ``firstline serve``, warmed up."""
     port = free_port()
-    with process(sink_cmd(port), port):
-        return _measure(port)
+    if processes is None:
+        with process(sink_cmd(port), port) as sink:
+            asyncio.run(run_load("127.0.0.1", port, sessions=10, per_session=10))
+            yield port, sink.pid
+        return
+    with workdir() as tmp, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp / "notify"))
+        notify.settimeout(120)
+        config = bench_config(tmp, port, free_port(), processes=processes)
+        env = {"NOTIFY_SOCKET": str(tmp / "notify")}
+        if delay_ms:
+            env[BENCH_COMMIT_DELAY_ENV] = str(delay_ms)
+        with process(firstline_cmd("serve", "-c", str(config)), port, env) as server:
+            while b"READY=1" not in notify.recv(4096):
+                pass
+            asyncio.run(run_load("127.0.0.1", port, sessions=10, per_session=10))
+            yield port, server.pid
 
 
-def _firstline(delay_ms: float = 0) -> LoadResult:
-    with workdir() as tmp:
-        smtp, lmtp = free_port(), free_port()
-        config = bench_config(tmp, smtp, lmtp)
-        env = {BENCH_COMMIT_DELAY_ENV: str(delay_ms)} if delay_ms else {}
-        with process(firstline_cmd("serve", "-c", str(config)), smtp, env):
-            return _measure(smtp)
+def _load() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/loadavg").read_text().split()[0]
+    return "?"
 
 
 def run() -> list[str]:
-    rows: dict[str, list[LoadResult]] = {"sink": [], "durable": [], "durable+5ms": []}
+    clients = ["generator", *(["smtp-source"] if SMTP_SOURCE else [])]
+    rows: dict[tuple[str, str], list[Measured]] = {}
+    load = _load()
     for _ in range(ROUNDS):  # interleaved, so drift on the machine hits all alike
-        rows["sink"].append(_sink())
-        rows["durable"].append(_firstline())
-        rows["durable+5ms"].append(_firstline(delay_ms=5))
-    sink_rate = statistics.median(r.rate for r in rows["sink"])
-    lines = ["ingest (50 concurrent SMTP sessions, 4 KiB messages, median of 3 rounds)"]
-    for name, results in rows.items():
-        best = sorted(results, key=lambda r: r.rate)[len(results) // 2]
-        ratio = best.rate / sink_rate if sink_rate else float("nan")
-        lines.append(f"  {name:<12} {best.summary()}  ratio {ratio:5.2f}")
+        for name, processes, delay in SERVERS:
+            with _server(processes, delay) as (port, pid):
+                rows.setdefault((name, "generator"), []).append(
+                    _measured(pid, functools.partial(_generator, port))
+                )
+                if SMTP_SOURCE:
+                    rows.setdefault((name, "smtp-source"), []).append(
+                        _measured(pid, functools.partial(_smtp_source, port, SMTP_SOURCE))
+                    )
+    lines = [f"ingest (4 KiB messages, median of {ROUNDS} rounds; load average before: {load})"]
+    if not SMTP_SOURCE:
+        lines.append("  smtp-source not found (apt-get install postfix): load generator only")
+    for client in clients:
+        title = (
+            "load generator: 50 concurrent sessions x 40 messages"
+            if client == "generator"
+            else f"smtp-source -s 20 -m {SOURCE_MESSAGES} -l 4096 (one message per session)"
+        )
+        lines.append(f" {title}")
+        sink_rate = statistics.median(m.result.rate for m in rows[("sink", client)])
+        for name, _processes, _delay in SERVERS:
+            measured = sorted(rows[(name, client)], key=lambda m: m.result.rate)
+            best = measured[len(measured) // 2].result
+            ratio = best.rate / sink_rate if sink_rate else float("nan")
+            shown = (
+                best.summary()
+                if client == "generator"
+                else (f"{best.rate:8.0f} msg/s  ({best.accepted}/{best.sent} accepted)")
+            )
+            cpu = statistics.median(m.cpu for m in measured) * 1e6
+            lines.append(f"  {name:<26} {shown}  ratio {ratio:5.2f}  server CPU {cpu:4.0f} us/msg")
     return lines

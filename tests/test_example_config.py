@@ -37,10 +37,11 @@ def test_every_setting_shown_has_its_default(example: Config) -> None:
     defaults = Config()
     # Examples by nature (no default could be shown): names, addresses, paths.
     examples = {
-        "server": {"hostname", "tls", "run_dir"},
+        "server": {"hostname", "tls", "run_dir", "processes"},
         "dns": {"nameservers"},
         "antivirus": {"clamd"},
-        # Its default is derived (4 x server.max_message_size); the example shows the figure.
+        # Derived defaults (4 x server.max_message_size; the core count): the example
+        # shows a figure.
         "storage": {"min_free"},
     }
     for section in ("server", "storage", "batch", "outbox", "dns", "policy", "retention",

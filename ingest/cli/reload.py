@@ -51,8 +51,10 @@ def reload(config_path: str, as_json: bool, run_dir: Path | None, timeout: float
             click.echo(f"{outcome.role} (pid {outcome.pid}): {outcome.error}", err=True)
         elif result["accepted"]:
             changes = ", ".join(result["changes"]) or "nothing"
+            others = ", ".join(str(pid) for pid in result.get("reached", []))
+            also = f"; also in intake processes {others}" if others else ""
             click.echo(f"{outcome.role} (pid {outcome.pid}): reloaded sha256={result['digest']}; "
-                       f"changed: {changes}")  # fmt: skip
+                       f"changed: {changes}{also}")  # fmt: skip
         else:
             click.echo(f"{outcome.role} (pid {outcome.pid}): refused; the running "
                        "configuration stays in force:", err=True)  # fmt: skip

@@ -10,11 +10,9 @@ import click
 from ingest.cli.common import config_option, load
 from ingest.ops.app import App
 from ingest.ops.logs import setup_logging
-from ingest.ops.metrics import DNS_CACHE_HITS, DNS_LOOKUPS
-from ingest.smtp.verification import production_verifier
+from ingest.ops.processes import IntakeFailed
+from ingest.ops.running import serve_forever, serve_verifier
 from ingest.work.reading import reading_pool
-from policy.config.model import Config
-from policy.verify.authenticate import Authenticator
 from storage.schema import SchemaMismatch
 
 
@@ -26,27 +24,15 @@ from storage.schema import SchemaMismatch
     help="listeners only; `firstline worker` processes elsewhere turn mail into tickets",
 )
 def serve(config_path: str, no_worker: bool) -> None:
-    """Run the SMTP and LMTP listeners and the batch worker."""
+    """Run the SMTP and LMTP listeners (in server.processes processes) and the batch worker."""
     config = load(config_path)
     setup_logging(config.logging.format, config.logging.level)
     _run(
         App(
             config, worker=not no_worker, verifier_factory=serve_verifier,
-            batch_pool=reading_pool,
+            batch_pool=reading_pool, processes=config.server.processes,
         )
     )  # fmt: skip
-
-
-def serve_verifier(config: Config, sampling_key: bytes) -> Authenticator | None:
-    """The production verifier, with its DNS traffic counted in the metrics."""
-    if not config.policy.verify_senders:
-        return None
-    return production_verifier(
-        config,
-        sampling_key,
-        on_query=lambda rdtype: DNS_LOOKUPS.labels(rdtype).inc(),
-        on_cache_hit=DNS_CACHE_HITS.inc,
-    )
 
 
 @click.command()
@@ -60,7 +46,7 @@ def worker(config_path: str) -> None:
 
 def _run(app: App) -> None:
     try:
-        asyncio.run(app.serve_forever())
-    except SchemaMismatch as exc:
+        asyncio.run(serve_forever(app))
+    except (SchemaMismatch, IntakeFailed) as exc:
         click.echo(f"firstline: {exc}", err=True)
         sys.exit(1)

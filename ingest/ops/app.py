@@ -3,27 +3,26 @@
 The wire-to-ticket path reads top to bottom here: listeners hand accepted mail
 to the group-commit writer, and the worker turns the queue into tickets every
 ``batch.interval`` seconds. ``firstline worker`` runs the same worker alone.
+With ``server.processes`` above one, other intake processes share the
+listeners' ports (:mod:`ingest.ops.processes`); this one runs everything else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
 import logging
-import signal
 import ssl
 from collections.abc import Callable
 from concurrent.futures import Executor
 
 from aiosmtpd.smtp import SMTP
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-from ingest.channels.api.routes import create_app
 from ingest.channels.emit import on_intake
 from ingest.channels.webhooks import Deliverer
-from ingest.ops import sdnotify
 from ingest.ops.metrics import (
     CONNECTIONS,
     CONNECTIONS_REFUSED,
@@ -31,7 +30,8 @@ from ingest.ops.metrics import (
     MetricsServer,
     scrape_registry,
 )
-from ingest.ops.reload import ControlFiles, Reloader
+from ingest.ops.processes import Addresses, IntakeProcesses
+from ingest.ops.reload import Reloader
 from ingest.ops.shutdown import cancel_all, finished_within
 from ingest.outbound.replies import Outbox
 from ingest.smtp.listener import ConfigHolder, IngestHandler
@@ -85,10 +85,22 @@ class App:
         worker: bool = True,
         verifier_factory: VerifierFactory | None = None,
         batch_pool: Callable[[], Executor] | None = None,
+        processes: int = 1,
+        intake_only: bool = False,
     ) -> None:
         """``batch_pool`` makes the executor the batch parses in (a process pool in
-        production, :func:`ingest.work.reading.reading_pool`; threads without)."""
+        production, :func:`ingest.work.reading.reading_pool`; threads without).
+        ``processes``: intake processes sharing the listeners' ports (``serve``'s
+        ``server.processes``, :mod:`ingest.ops.processes`); ``intake_only``: this is one
+        of the others, with listeners and writer only."""
         self.holder = ConfigHolder(config)
+        self.processes = processes
+        self.intake_only = intake_only
+        self.replicas = (
+            IntakeProcesses(config.source, processes - 1, config.digest)
+            if processes > 1 and listeners and not intake_only
+            else None
+        )
         self.run_listeners = listeners
         self.run_worker = worker
         self.verifier_factory = verifier_factory
@@ -98,12 +110,8 @@ class App:
             on_write=on_intake(lambda: self.holder.current),
             commit_timeout=config.storage.commit_timeout,
         )
-        self.gate = Gate(
-            config.server.max_connections,
-            config.server.max_connections_per_ip,
-            config.server.max_trusted_connections,
-            config.server.min_session_rate,
-        )
+        self.gate = Gate(0, 0)
+        self.gate.configure(config.server, processes)
         self.space = SpaceGuard(lambda: self.holder.current)
         self.servers: dict[str, asyncio.Server] = {}
         self.worker = Worker(lambda: self.holder.current, self.engine, batch_pool)
@@ -120,13 +128,27 @@ class App:
         self._tls: ssl.SSLContext | None = None
         self._sampling_key = b""
         self.metrics: HttpServer | None = None
-        self.reloader = Reloader(lambda: self.holder.current, self.apply)
+        # With other intake processes, a reload counts once all have answered.
+        self.reloader = Reloader(
+            lambda: self.holder.current, self.apply, count=self.replicas is None
+        )
 
     async def start(self) -> None:
         await asyncio.to_thread(prepare, self.engine)
         self.writer.start()
         if self.run_listeners:
             await self._start_listeners()
+        if not self.intake_only:
+            await self._start_services()
+        if self.replicas is not None:  # last: the rest starts as it does with one process
+            try:
+                await self.replicas.start(self.shared_addresses())
+            except BaseException:
+                await self.stop(0)
+                raise
+
+    async def _start_services(self) -> None:
+        """What runs once, in the first process: the worker, the outbox, webhooks, HTTP."""
         if self.run_worker:
             self._runners += [self.worker, self.outbox]
         # Webhook delivery runs wherever firstline runs: it only touches event rows.
@@ -156,7 +178,8 @@ class App:
                 self.servers[proto] = await self._bind(proto, listen)
 
     async def _bind(self, proto: str, listen: Listen) -> asyncio.Server:
-        server = await start_listener(listen, functools.partial(self._protocol, proto))
+        factory = functools.partial(self._protocol, proto)
+        server = await start_listener(listen, factory, reuse_port=self.processes > 1)
         log.info("%s listening on %s", proto, listen.listen)
         return server
 
@@ -196,7 +219,11 @@ class App:
     async def _start_api(self, listen: str) -> HttpServer:
         # /metrics answers only while metrics.listen is set (read per request), so a
         # reload that switches metrics on needs no new API server.
-        registry = scrape_registry(self.engine, self.space)
+        # Imported here: the API and console are most of the import time, which
+        # the other intake processes (and a serve without api.listen) never need.
+        from ingest.channels.api.routes import create_app
+
+        registry = self._registry()
         asgi = create_app(
             lambda: self.holder.current, self.engine, health=self.health, registry=registry
         )
@@ -205,9 +232,13 @@ class App:
         return server
 
     async def _start_metrics(self, listen: str) -> MetricsServer:
-        server = MetricsServer(listen, scrape_registry(self.engine, self.space), self.health)
+        server = MetricsServer(listen, self._registry(), self.health)
         await server.start()
         return server
+
+    def _registry(self) -> CollectorRegistry:
+        others = self.replicas.metrics_dir if self.replicas is not None else None
+        return scrape_registry(self.engine, self.space, others)
 
     async def apply(self, new: Config) -> list[ConfigProblem]:
         """Put ``new`` in force, or change nothing and say why (see ``ingest/ops/reload.py``)."""
@@ -221,9 +252,9 @@ class App:
         started: list[HttpServer] = []  # bound for ``new``; stopped again if it is refused
         metrics, api = self.metrics, self.api
         try:
-            if new.metrics.listen != old.metrics.listen:
+            if not self.intake_only and new.metrics.listen != old.metrics.listen:
                 metrics = await self._bind_http(new.metrics.listen, "metrics.listen", started)
-            if self.run_listeners and new.api.listen != old.api.listen:
+            if self.run_listeners and not self.intake_only and new.api.listen != old.api.listen:
                 api = await self._bind_http(new.api.listen, "api.listen", started)
         except _Unbindable as exc:
             for http in started:
@@ -237,10 +268,7 @@ class App:
         # From here on nothing can fail: the new configuration is in force.
         self.holder.current = new
         self._tls = tls
-        self.gate.total = new.server.max_connections
-        self.gate.per_ip = new.server.max_connections_per_ip
-        self.gate.trusted_total = new.server.max_trusted_connections
-        self.gate.min_rate = new.server.min_session_rate
+        self.gate.configure(new.server, self.processes)
         if new.dns != old.dns:
             self.resolver = CachingResolver.from_config(new.dns)
         if (
@@ -323,6 +351,8 @@ class App:
                 checks[proto.lower()] = "ok" if serving else "not listening"
         for task in self._tasks:
             checks[task.get_name()] = "stopped" if task.done() else "ok"
+        if self.replicas is not None:
+            checks["intake_processes"] = self.replicas.health()
         try:
             await asyncio.wait_for(asyncio.to_thread(self._ping), timeout=5)
             checks["storage"] = "ok"
@@ -341,6 +371,18 @@ class App:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
+    def shared_addresses(self) -> Addresses:
+        """The TCP addresses the other intake processes bind (the ports we are bound to)."""
+        addresses: Addresses = {}
+        for proto in PROTOCOLS:
+            listen = _listen(self.holder.current, proto)
+            if listen is None or listen.is_unix or proto not in self.servers:
+                addresses[proto] = None  # a unix socket stays ours alone
+                continue
+            host, port = listen.host_port[0], self.address(proto)[1]
+            addresses[proto] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return addresses
+
     def address(self, proto: str) -> tuple[str, int]:
         """The bound TCP address (tests bind port 0)."""
         sockname = self.servers[proto].sockets[0].getsockname()
@@ -353,6 +395,8 @@ class App:
         a commit or a verifier's workers that will not finish are reported and
         left behind (what they held is leased, and leases expire).
         """
+        if self.replicas is not None:
+            self.replicas.terminate()  # they drain beside us
         for server in self.servers.values():
             server.close()
         if self.metrics is not None:
@@ -364,10 +408,11 @@ class App:
         # says what it left or how it failed), then any other task still running.
         await asyncio.gather(*(runner.stop(grace) for runner in self._runners))
         await cancel_all([task for task in self._tasks if not task.done()], grace)
-        if not await finished_within(
-            self.writer.close(), self.holder.current.storage.commit_timeout
-        ):
+        commit_timeout = self.holder.current.storage.commit_timeout
+        if not await finished_within(self.writer.close(), commit_timeout):
             log.error("intake writer: pending commits did not finish; stopping without them")
+        if self.replicas is not None:
+            await self.replicas.stop(grace + commit_timeout)
         self.worker.batch.close()
         if self.verifier is not None:
             self._retiring.add(asyncio.create_task(asyncio.to_thread(self.verifier.close)))
@@ -380,51 +425,7 @@ class App:
             log.error("threads still busy after %gs; closing the store under them", grace)
         self.engine.dispose()
 
-    async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, reloading on SIGHUP; finish in-flight commits at exit."""
-        stop = asyncio.Event()
-        reload = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload.set)
-        try:
-            await self.start()
-        except BaseException:
-            self.engine.dispose()  # e.g. a schema this code refuses: close cleanly
-            raise
-        run_dir = self.holder.current.server.run_dir
-        role = "serve" if self.run_listeners else "worker"
-        control = ControlFiles(run_dir, role) if run_dir is not None else None
-        if control is not None and not control.claim():
-            control = None
-        reloads = asyncio.create_task(self._reload_when(reload, control), name="reload")
-        sdnotify.ready(f"{role}: {self._describe()}")
-        try:
-            await stop.wait()
-        finally:
-            log.info("shutting down")
-            sdnotify.stopping()
-            reloads.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reloads
-            if control is not None:
-                control.release()
-            await self.stop()
-
-    async def _reload_when(self, requested: asyncio.Event, control: ControlFiles | None) -> None:
-        while True:
-            await requested.wait()
-            requested.clear()
-            sdnotify.reloading()
-            result = await self.reloader.reload()
-            # Ready either way: a refused reload leaves the running configuration in force.
-            verdict = "reload accepted" if result.accepted else "reload refused, configuration kept"
-            sdnotify.ready(f"{verdict}; {self._describe()}")
-            if control is not None:
-                control.publish(result)
-
-    def _describe(self) -> str:
+    def describe(self) -> str:
         """What ``systemctl status`` shows on its Status: line."""
         config = self.holder.current
         listening = [
@@ -432,4 +433,5 @@ class App:
             for proto in PROTOCOLS
             if proto in self.servers and (listen := _listen(config, proto)) is not None
         ]
-        return ", ".join(listening) if listening else "batch worker"
+        processes = f" ({self.processes} intake processes)" if self.replicas is not None else ""
+        return ", ".join(listening) + processes if listening else "batch worker"

@@ -2,7 +2,9 @@
 
 aiosmtpd already logs to ``mail.log``; our loggers (``mail.smtp``,
 ``mail.reject``, ``mail.batch`` …) sit beside it, so one handler on ``mail``
-catches everything a mail operator cares about.
+catches everything a mail operator cares about. Each line names its process,
+as Postfix's ``smtpd[1234]`` does: ``serve`` runs several intake processes
+(``server.processes``) that log side by side.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
@@ -35,7 +38,9 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+        )
     root = logging.getLogger("mail")
     for old in list(root.handlers):
         root.removeHandler(old)

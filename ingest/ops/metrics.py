@@ -25,6 +25,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -209,16 +210,46 @@ class SpaceCollector(Collector):
 
 
 class _Shared(Collector):
-    """Hands the module's registry to a per-server registry."""
+    """Hands the module's registry to a per-server registry, with the counts of
+    ``serve``'s other intake processes added (:mod:`ingest.ops.processes`: they
+    count in prometheus-client's multiprocess files, in the folder ``others``,
+    which keep a process's counts after it ends, so sums never go down)."""
+
+    def __init__(self, others: str | None = None) -> None:
+        self.others = MultiProcessCollector(None, others) if others else None  # type: ignore[no-untyped-call]
 
     def collect(self) -> Iterable[Metric]:
-        return REGISTRY.collect()
+        ours = list(REGISTRY.collect())
+        if self.others is None:
+            return ours
+        theirs = {m.name: m for m in self.others.collect()}  # type: ignore[no-untyped-call]
+        for metric in ours:
+            other = theirs.pop(metric.name, None)
+            if other is not None:
+                _add(metric, other)
+        return [*ours, *theirs.values()]
 
 
-def scrape_registry(engine: Engine, space: SpaceGuard | None = None) -> CollectorRegistry:
-    """The registry one endpoint serves: the shared counters plus this store's gauges."""
+def _add(metric: Metric, other: Metric) -> None:
+    """Sum ``other``'s samples into ``metric``'s (same name and labels), keep the rest."""
+    index = {(s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(metric.samples)}
+    for sample in other.samples:
+        i = index.get((sample.name, tuple(sorted(sample.labels.items()))))
+        if i is None:
+            metric.samples.append(sample)
+        else:
+            metric.samples[i] = metric.samples[i]._replace(
+                value=metric.samples[i].value + sample.value
+            )
+
+
+def scrape_registry(
+    engine: Engine, space: SpaceGuard | None = None, others: str | None = None
+) -> CollectorRegistry:
+    """The registry one endpoint serves: the shared counters (``others``: the other
+    intake processes' metrics folder) plus this store's gauges."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Shared())
+    registry.register(_Shared(others))
     registry.register(StoreCollector(engine))
     if space is not None:
         registry.register(SpaceCollector(space))

@@ -53,6 +53,8 @@ class ReloadResult:
     problems: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
     pid: int = field(default_factory=os.getpid)
+    # The other intake processes (``server.processes``) that applied it too.
+    reached: list[int] = field(default_factory=list)
     at: str = field(default_factory=lambda: utcnow().isoformat())
 
 
@@ -71,12 +73,13 @@ def changed_sections(old: Config, new: Config) -> list[str]:
 
 
 # What a running process holds from its start and cannot swap: the database,
-# its commit deadline, the pid files and the log handlers. Everything else is
+# its commit deadline, the pid files, the log handlers and its intake processes. Everything else is
 # applied (``App.apply``), listeners, metrics and the API included.
 RESTART_NEEDED = (
     ("storage", "url"),
     ("storage", "commit_timeout"),
     ("server", "run_dir"),
+    ("server", "processes"),
     ("logging", "format"),
     ("logging", "level"),
 )
@@ -98,15 +101,19 @@ Apply = Callable[[Config], Awaitable[list[ConfigProblem]]]
 class Reloader:
     """Reads the file, validates it, hands it to ``apply``; one reload at a time."""
 
-    def __init__(self, current: Callable[[], Config], apply: Apply) -> None:
+    def __init__(self, current: Callable[[], Config], apply: Apply, *, count: bool = True) -> None:
+        """``count``: whether reloads count in the metrics (not in the other intake
+        processes, whose reloads are part of the first one's)."""
         self._current = current
         self._apply = apply
+        self._count = count
         self._lock = asyncio.Lock()
 
     async def reload(self) -> ReloadResult:
         async with self._lock:
             result = await self._reload()
-        RELOADS.labels("accepted" if result.accepted else "refused").inc()
+        if self._count:
+            RELOADS.labels("accepted" if result.accepted else "refused").inc()
         return result
 
     async def _reload(self) -> ReloadResult:

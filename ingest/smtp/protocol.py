@@ -35,7 +35,7 @@ from aiosmtpd.smtp import SMTP
 from ingest.ops import allocator
 from ingest.ops.shutdown import finished_within
 from ingest.smtp.dataread import Overrun, read_data
-from policy.config.model import Listen
+from policy.config.model import Listen, ServerConfig
 
 log = logging.getLogger("mail.smtp")
 
@@ -89,6 +89,16 @@ class Gate:
         self._idle = asyncio.Event()
         self._idle.set()
         allocator.map_large_blocks()
+
+    def configure(self, server: ServerConfig, processes: int = 1) -> None:
+        """Take the limits from ``server``. With several intake processes
+        (``server.processes``) each process keeps its share of every limit, rounded
+        up: the kernel spreads connections over the processes, and a count shared
+        between them would cost a lock on every connection."""
+        self.total = -(-server.max_connections // processes)
+        self.per_ip = -(-server.max_connections_per_ip // processes)
+        self.trusted_total = -(-server.max_trusted_connections // processes)
+        self.min_rate = server.min_session_rate
 
     def add(self, transport: asyncio.BaseTransport, session: _Limits) -> None:
         self.sessions[transport] = session
@@ -325,10 +335,10 @@ class FirstlineLMTP(_Limits, LMTP):
 
 
 async def start_listener(
-    listen: Listen,
-    factory: Callable[[], Any],
+    listen: Listen, factory: Callable[[], Any], *, reuse_port: bool = False
 ) -> asyncio.Server:
-    """Bind a TCP address or a unix socket (replacing a stale socket file)."""
+    """Bind a TCP address or a unix socket (replacing a stale socket file);
+    ``reuse_port``: a TCP port other intake processes bind too (``SO_REUSEPORT``)."""
     loop = asyncio.get_running_loop()
     if listen.is_unix:
         path = Path(listen.listen)
@@ -337,7 +347,9 @@ async def start_listener(
         os.chmod(path, 0o666)  # noqa: S103 - the MTA in front of us must be able to connect
         return server
     host, port = listen.host_port
-    return await loop.create_server(factory, host=host, port=port, reuse_address=True)
+    return await loop.create_server(
+        factory, host=host, port=port, reuse_address=True, reuse_port=reuse_port or None
+    )
 
 
 def _remove_stale_socket(path: Path) -> None:

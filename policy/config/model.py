@@ -11,6 +11,7 @@ reading the YAML and pointing every problem at its line
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from pathlib import Path
@@ -58,6 +59,14 @@ class TlsConfig(Section):
     key_file: Path
 
 
+def _cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 class ServerConfig(Section):
     hostname: str = Field(default_factory=socket.getfqdn)
     smtp: Listen | None = Listen(listen="127.0.0.1:2525")
@@ -76,6 +85,9 @@ class ServerConfig(Section):
     # second over its life: idle or trickling) is closed to make room.
     min_session_rate: float = Field(default=100, ge=0)
     tls: TlsConfig | None = None
+    # Intake processes `serve` runs on the same ports (SO_REUSEPORT), each with its own
+    # group-commit writer; the batch worker, outbox, webhooks and API run once, in the first.
+    processes: int = Field(default_factory=_cores, ge=1, le=64)
     # Where serve/worker keep their pid files and reload outcomes for `firstline reload`
     # (unset: no pid files; reload with SIGHUP).
     run_dir: Path | None = None
