@@ -25,6 +25,7 @@ here; ``tests/test_error_tree.py`` holds this drawing to the code::
     │   ├── SmtpPermFail            a relay's 5xx, login, TLS (ingest/outbound/smtpfail.py)
     │   ├── NotQuarantined          no such entry in quarantine (storage/quarantine.py)
     │   ├── BackupError             no backup was made (storage/backup.py)
+    │   ├── IntakeFailed            an intake process died unready (ingest/ops/processes.py)
     │   ├── Problem                 an API client's error (ingest/channels/api/problems.py)
     │   ├── Refused                 a console page's 4xx (ingest/console/context.py)
     │   └── SignIn                  a console page without a session (ingest/console/context.py)
@@ -60,7 +61,7 @@ How each branch is answered where it leaves the code:
   internal_error`` without detail. The console answers ``Refused`` with an
   error page of its status, ``SignIn`` with a redirect to its login page.
 - **CLI** (``ingest/cli``). ``ConfigError`` (every problem with its line),
-  ``SchemaMismatch``, ``NotQuarantined``, ``BackupError``, a reply's
+  ``SchemaMismatch``, ``IntakeFailed``, ``NotQuarantined``, ``BackupError``, a reply's
   ``InvalidReply`` and the ``SmtpFailure`` of a send test or an OAuth login
   print their message and exit ``1``; click's usage errors exit ``2``;
   anything else is a traceback and ``1``.

@@ -47,6 +47,7 @@ from typing import Any
 
 from ingest.ops.reload import ReloadResult
 from ingest.ops.shutdown import finished_within
+from policy.errors import PermFail
 
 log = logging.getLogger("mail.app")
 
@@ -60,8 +61,9 @@ ANSWER_TIMEOUT = 10.0  # seconds for a process to answer a reload
 Addresses = dict[str, str | None]
 
 
-class IntakeFailed(Exception):
-    """An intake process exited before it listened."""
+class IntakeFailed(PermFail):
+    """An intake process exited before it listened: serve does not start (a port
+    taken, a configuration the first process accepted and this one did not)."""
 
 
 @dataclass
