@@ -63,17 +63,16 @@ _FILED = (
     .join(_TICKETS, _TICKETS.c.id == _MESSAGES.c.ticket_id)
     .where(_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 )
-# Narrowed by the stored messages' Message-ID alone: asked for the mailbox too,
-# SQLite walks every entry the mailbox ever had (its index on mailbox looks
-# better to the planner), a cost that grows with the store.
+# Narrowed by the stored messages' Message-ID alone, the rest checked on the
+# rows found: asked for the mailbox or the state too, SQLite walks every entry
+# with that mailbox or state (a backlog of 60,000 made this most of the
+# writer's time), a cost that grows with the store.
 _UNFILED = (
-    select(_QUEUE.c.id, _QUEUE.c.mailbox, _STORED.c.header_message_id)
+    select(_QUEUE.c.id, _QUEUE.c.mailbox, _QUEUE.c.state, _STORED.c.header_message_id)
     .join(_STORED, _STORED.c.id == _QUEUE.c.message_id)
-    .where(
-        _STORED.c.header_message_id.in_(bindparam("ids", expanding=True)),
-        _QUEUE.c.state.in_([QueueState.QUEUED, QueueState.LEASED]),
-    )
+    .where(_STORED.c.header_message_id.in_(bindparam("ids", expanding=True)))
 )
+_WAITING = (QueueState.QUEUED, QueueState.LEASED)
 _LOCKS: TextClause = text(
     "SELECT count(pg_advisory_xact_lock(k)) FROM"
     " (SELECT DISTINCT hashtextextended(key, 0) AS k FROM unnest(CAST(:keys AS text[])) AS key"
@@ -107,8 +106,9 @@ class GroupLookups:
         if session.get_bind().dialect.name == "postgresql":
             keys = sorted({_lock_key(c.mailbox, p.message_id) for c, p in group})
             session.execute(_LOCKS, {"keys": keys})
-        for entry_id, mailbox, header_id in _rows(session, _UNFILED, _bare(answered)):
-            lookups.unfiled.setdefault((mailbox, header_id), set()).add(entry_id)
+        for entry_id, mailbox, state, header_id in _rows(session, _UNFILED, _bare(answered)):
+            if state in _WAITING:
+                lookups.unfiled.setdefault((mailbox, header_id), set()).add(entry_id)
         for mailbox, message_id, ticket_id, direction in _rows(
             session, _KNOWN_IDS, own | answered | reported
         ):
