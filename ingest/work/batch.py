@@ -18,9 +18,11 @@ Only the entries being worked on spend an attempt (counted when their leases
 are renewed to start them): entries claimed with them but not started cost
 nothing when the worker dies, and a batch stopped on purpose gives them back
 due at once. A group holds at most :data:`~ingest.work.groups.GROUP_BYTES` of
-mail (or one larger message), so a worker that dies charges an attempt to
-that much mail at most, and an entry that was started before goes alone: a
-message that kills its worker charges the others of its first group once,
+mail (or one larger message) and :data:`~ingest.work.groups.GROUP_MESSAGES`
+messages, and at most two groups are started at once (the next one is read
+while this one is filed), so a worker that dies charges an attempt to twice
+that much mail at most; an entry that was started before goes alone: a
+message that kills its worker charges the others of its first groups once,
 never again.
 """
 
