@@ -39,7 +39,7 @@ import yaml
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 
-from bench.harness import bench_config, firstline_cmd, free_port, process, workdir
+from bench.harness import bench_config, cpu_seconds, firstline_cmd, free_port, process, workdir
 from bench.load import LoadResult, make_message, run_load
 from ingest.work.batch import Batch
 from ingest.work.reading import reading_pool
@@ -177,11 +177,6 @@ def _store(tmp: Path, url: str | None) -> Iterator[str]:
         admin.dispose()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _intake(tmp: Path, url: str) -> tuple[LoadResult, float]:
     """One load against ``firstline serve`` on ``url``: the result, CPU ms per message."""
     smtp, lmtp = free_port(), free_port()
@@ -191,9 +186,9 @@ def _intake(tmp: Path, url: str) -> tuple[LoadResult, float]:
     config.write_text(yaml.safe_dump(data))
     with process(firstline_cmd("serve", "--no-worker", "-c", str(config)), smtp) as proc:
         asyncio.run(run_load("127.0.0.1", smtp, sessions=10, per_session=10))  # warm-up
-        before = _cpu_seconds(proc.pid)
+        before = cpu_seconds([proc.pid])
         result = asyncio.run(run_load("127.0.0.1", smtp))
-        cpu = _cpu_seconds(proc.pid) - before
+        cpu = cpu_seconds([proc.pid]) - before
     return result, cpu * 1000 / max(result.accepted, 1)
 
 

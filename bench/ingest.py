@@ -23,7 +23,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import bench_config, firstline_cmd, free_port, process, sink_cmd, workdir
+from bench.harness import (
+    bench_config,
+    cpu_seconds,
+    firstline_cmd,
+    free_port,
+    process,
+    sink_cmd,
+    workdir,
+)
 from bench.load import LoadResult, run_load
 from storage.engine import BENCH_COMMIT_DELAY_ENV
 
@@ -46,31 +54,10 @@ class Measured:
     cpu: float  # the server's CPU seconds (all its processes) per accepted message
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user and system) of ``pid`` and every process under it, from /proc:
-    what a server costs, whatever else runs on the machine."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    tree: set[int] = {pid}
-    while below := {child for child, parent in parents.items() if parent in tree} - tree:
-        tree |= below
-    return sum(cpu.get(p, 0.0) for p in tree)
-
-
 def _measured(pid: int, run: Callable[[], LoadResult]) -> Measured:
-    before = tree_cpu(pid)
+    before = cpu_seconds([pid])
     result = run()
-    return Measured(result, (tree_cpu(pid) - before) / max(result.accepted, 1))
+    return Measured(result, (cpu_seconds([pid]) - before) / max(result.accepted, 1))
 
 
 def _generator(port: int) -> LoadResult:
