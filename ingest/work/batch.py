@@ -199,7 +199,8 @@ class Batch:
         loop = asyncio.get_running_loop()
         executor = self.executor
         present = [c for c in group if c.message_id in raws]
-        calls = [present[n :: chunks(len(present))] for n in range(chunks(len(present)))]
+        count = chunks(len(present))
+        calls = [present[n::count] for n in range(count)]
 
         async def readings_of(claims: list[queue.Claim]) -> list[Reading | Exception]:
             # In a coroutine, so that a broken pool refusing the submission is
