@@ -9,11 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bench.load import LoadResult
 
 
 def free_port() -> int:
@@ -122,3 +125,23 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = _stat(pid)
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Measured:
+    result: LoadResult
+    cpu: float  # the server's CPU seconds (all its processes) per accepted message
+
+
+def measure(pid: int, run: Callable[[], LoadResult]) -> Measured:
+    """``run``'s load result and the CPU it cost the process tree of ``pid``."""
+    before = cpu_seconds([pid])
+    result = run()
+    return Measured(result, (cpu_seconds([pid]) - before) / max(result.accepted, 1))
+
+
+def load_average() -> str:
+    """The one-minute load average, printed beside every figure (the machine is shared)."""
+    with contextlib.suppress(OSError):
+        return Path("/proc/loadavg").read_text().split()[0]
+    return "?"

@@ -19,15 +19,15 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
 from bench.harness import (
+    Measured,
     bench_config,
-    cpu_seconds,
     firstline_cmd,
     free_port,
+    load_average,
+    measure,
     process,
     sink_cmd,
     workdir,
@@ -46,18 +46,6 @@ SERVERS: list[tuple[str, int | None, float]] = [
     ("durable+5ms, 1 process", 1, 5),
     ("durable+5ms, 2 processes", 2, 5),
 ]
-
-
-@dataclass
-class Measured:
-    result: LoadResult
-    cpu: float  # the server's CPU seconds (all its processes) per accepted message
-
-
-def _measured(pid: int, run: Callable[[], LoadResult]) -> Measured:
-    before = cpu_seconds([pid])
-    result = run()
-    return Measured(result, (cpu_seconds([pid]) - before) / max(result.accepted, 1))
 
 
 def _generator(port: int) -> LoadResult:
@@ -101,25 +89,19 @@ def _server(processes: int | None, delay_ms: float) -> Iterator[tuple[int, int]]
             yield port, server.pid
 
 
-def _load() -> str:
-    with contextlib.suppress(OSError):
-        return Path("/proc/loadavg").read_text().split()[0]
-    return "?"
-
-
 def run() -> list[str]:
     clients = ["generator", *(["smtp-source"] if SMTP_SOURCE else [])]
     rows: dict[tuple[str, str], list[Measured]] = {}
-    load = _load()
+    load = load_average()
     for _ in range(ROUNDS):  # interleaved, so drift on the machine hits all alike
         for name, processes, delay in SERVERS:
             with _server(processes, delay) as (port, pid):
                 rows.setdefault((name, "generator"), []).append(
-                    _measured(pid, functools.partial(_generator, port))
+                    measure(pid, functools.partial(_generator, port))
                 )
                 if SMTP_SOURCE:
                     rows.setdefault((name, "smtp-source"), []).append(
-                        _measured(pid, functools.partial(_smtp_source, port, SMTP_SOURCE))
+                        measure(pid, functools.partial(_smtp_source, port, SMTP_SOURCE))
                     )
     lines = [f"ingest (4 KiB messages, median of {ROUNDS} rounds; load average before: {load})"]
     if not SMTP_SOURCE:

@@ -14,8 +14,18 @@ from __future__ import annotations
 import asyncio
 import statistics
 
-from bench.harness import bench_config, firstline_cmd, free_port, process, sink_cmd, workdir
-from bench.load import LoadResult, make_message, run_load
+from bench.harness import (
+    Measured,
+    bench_config,
+    firstline_cmd,
+    free_port,
+    load_average,
+    measure,
+    process,
+    sink_cmd,
+    workdir,
+)
+from bench.load import make_message, run_load
 from tests.support.dnsserver import DnsServer
 from tests.support.signing import Signer
 
@@ -23,21 +33,23 @@ ROUNDS = 3
 SESSIONS, PER_SESSION, WARM_UP = 50, 40, 100
 
 
-def _measure(port: int, messages: list[bytes]) -> LoadResult:
+def _measure(port: int, pid: int, messages: list[bytes]) -> Measured:
+    """The warm-up round, then the measured one with the CPU of ``pid``'s process tree."""
+
     def pick(index: int) -> bytes:
         return messages[index % len(messages)]
 
     asyncio.run(run_load("127.0.0.1", port, sessions=10, per_session=10, messages=pick))
-    return asyncio.run(run_load("127.0.0.1", port, messages=pick))
+    return measure(pid, lambda: asyncio.run(run_load("127.0.0.1", port, messages=pick)))
 
 
-def _sink(messages: list[bytes]) -> LoadResult:
+def _sink(messages: list[bytes]) -> Measured:
     port = free_port()
-    with process(sink_cmd(port), port):
-        return _measure(port, messages)
+    with process(sink_cmd(port), port) as sink:
+        return _measure(port, sink.pid, messages)
 
 
-def _verified(dns: DnsServer, messages: list[bytes]) -> LoadResult:
+def _verified(dns: DnsServer, messages: list[bytes]) -> Measured:
     with workdir() as tmp:
         smtp, lmtp = free_port(), free_port()
         config = bench_config(
@@ -47,8 +59,8 @@ def _verified(dns: DnsServer, messages: list[bytes]) -> LoadResult:
             dns={"nameservers": [dns.address], "timeout": 2},
             policy={"verify_senders": True},
         )
-        with process(firstline_cmd("serve", "-c", str(config)), smtp):
-            return _measure(smtp, messages)
+        with process(firstline_cmd("serve", "-c", str(config)), smtp) as server:
+            return _measure(smtp, server.pid, messages)
 
 
 def _signed_mail(dns: DnsServer) -> list[bytes]:
@@ -60,20 +72,24 @@ def _signed_mail(dns: DnsServer) -> list[bytes]:
 
 
 def run() -> list[str]:
-    sinks: list[LoadResult] = []
-    verified: list[LoadResult] = []
+    sinks: list[Measured] = []
+    verified: list[Measured] = []
+    load = load_average()
     with DnsServer() as dns:
         messages = _signed_mail(dns)
         for _ in range(ROUNDS):  # interleaved, so drift on the machine hits both alike
             sinks.append(_sink(messages))
             verified.append(_verified(dns, messages))
-    sink_rate = statistics.median(r.rate for r in sinks)
-    middle = sorted(verified, key=lambda r: r.rate)[ROUNDS // 2]
+    sink_rate = statistics.median(m.result.rate for m in sinks)
+    middle = sorted(verified, key=lambda m: m.result.rate)[ROUNDS // 2].result
+    sink_cpu = statistics.median(m.cpu for m in sinks) * 1e6
+    verified_cpu = statistics.median(m.cpu for m in verified) * 1e6
     return [
         f"verification (signed mail; SPF, DKIM, DMARC p=reject; warm DNS cache; "
-        f"median of {ROUNDS} rounds)",
-        f"  sink         {sink_rate:8.0f} msg/s",
-        f"  verified     {middle.summary()}  ratio {middle.rate / sink_rate:5.2f}",
+        f"median of {ROUNDS} rounds; load average before: {load})",
+        f"  sink         {sink_rate:8.0f} msg/s  server CPU {sink_cpu:5.0f} us/msg",
+        f"  verified     {middle.summary()}  ratio {middle.rate / sink_rate:5.2f}  "
+        f"server CPU {verified_cpu:5.0f} us/msg",
     ]
 
 
