@@ -32,6 +32,7 @@ from typing import Literal, TypeVar
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+import policy.verify.rsacheck  # noqa: F401 - dkimpy's RSA check and key parse, in C and cached
 from policy.errors import DnsTempError
 from policy.message.headerblock import HeaderBlock
 from policy.verify.dns import Resolver
