@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,7 @@ from ingest.smtp.resolver import CachingResolver
 from ingest.smtp.verification import process_pool
 from policy.config.model import Config, MailboxConfig, PolicyConfig, PolicyOverride
 from policy.message.headerblock import canonical, read
-from policy.verify.authenticate import Authenticator
+from policy.verify.authenticate import INLINE_MAX_BYTES, Authenticator
 from policy.verify.decide import dmarc_reject_reply
 from policy.verify.verdict import Action, Envelope, ForwardingKind
 from tests.support.dnsserver import DnsServer
@@ -395,6 +397,36 @@ async def test_signature_checks_run_in_a_process_pool(
     raw = publish_sender(dns_server).sign(message())
     verdict = await pool_authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
     assert (verdict.action, verdict.details["dkim"][0]["result"]) == (Action.ACCEPT, "pass")
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A real executor that counts what it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.calls = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.calls += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_inline_keeps_small_messages_on_the_loop_and_hands_over_large_ones(
+    dns_server: DnsServer,
+) -> None:
+    signer = publish_sender(dns_server)
+    small = signer.sign(message())
+    large = signer.sign(message(body="A long line of the body.\r\n" * (INLINE_MAX_BYTES // 20)))
+    with _CountingPool() as pool:
+        resolver = CachingResolver([dns_server.address], timeout=2.0)
+        authenticator = Authenticator(resolver, SERVER, pool, inline=True)
+        verdicts = [
+            await authenticator.verify(raw, envelope(), MAILBOX, PolicyConfig())
+            for raw in (small, large)
+        ]
+        assert pool.calls == 1
+    for verdict in verdicts:
+        assert (verdict.action, verdict.details["dkim"][0]["result"]) == (Action.ACCEPT, "pass")
 
 
 WORKER_SCRIPT = """

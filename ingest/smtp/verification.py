@@ -3,8 +3,10 @@
 :class:`policy.verify.authenticate.Authenticator` decides on what it is handed:
 a resolver and an executor. This module makes the production ones: the one
 cached resolver and a process pool, so the RSA/ed25519 work and the body scan
-use every core and never block the event loop, and a pool broken by a dead
-worker is replaced rather than answering 451 for ever.
+of a large message use every core and never block the event loop (a small one
+is analysed on the loop: see ``inline`` in
+:class:`~policy.verify.authenticate.Authenticator`), and a pool broken by a
+dead worker is replaced rather than answering 451 for ever.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def production_verifier(
     )
     return Authenticator(
         resolver, config.server.hostname, pool, new_executor=process_pool,
-        sampling_key=sampling_key,
+        sampling_key=sampling_key, inline=True,
     )  # fmt: skip
 
 

@@ -6,9 +6,9 @@ thread whose lookups come back to the loop), the DKIM/ARC key lookups and
 the DMARC policy discovery, all through the one resolver handed in; the loop
 itself parses only the header block. Then the RSA/ed25519 work, ARC and the
 body (forwarding evidence) go to the executor handed in (in production the
-process pool of :mod:`ingest.smtp.verification`, so verification uses every
-core and never blocks the loop); then DMARC and the policy decide on plain
-data.
+process pool of :mod:`ingest.smtp.verification`, so a large message never
+blocks the loop; a small one is analysed on the loop, which costs it less
+than the hand-off); then DMARC and the policy decide on plain data.
 
 The verdict itself is decided on plain data by :mod:`policy.verify.decide`,
 whose docstring lists the reason codes.
@@ -43,6 +43,12 @@ from policy.verify.dns import Resolver
 from policy.verify.verdict import Action, Envelope, Verdict
 
 log = logging.getLogger("mail.verify")
+
+# What a message may hold to be analysed on the event loop when the verifier is
+# told to (``inline``): a few hundred microseconds of work, less than handing it
+# to a pool worker and back costs the loop (BENCHMARKS.md, verification).
+INLINE_MAX_BYTES = 32 * 1024
+INLINE_MAX_SIGNATURES = 2
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,11 @@ class Authenticator:
 
     ``executor`` runs the signature checks; None means the loop's default
     thread pool (enough for tests; :func:`process_pool` for production).
+    With ``inline``, a small message (:data:`INLINE_MAX_BYTES`) has its header
+    block read on the loop, and with at most :data:`INLINE_MAX_SIGNATURES`
+    DKIM/ARC signature fields is analysed there too, so the loop's work per
+    message stays bounded and threads and the pool get only the messages worth
+    the hand-off.
     """
 
     def __init__(
@@ -125,6 +136,7 @@ class Authenticator:
         *,
         new_executor: Callable[[], Executor] | None = None,
         sampling_key: bytes = b"",
+        inline: bool = False,
     ) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
@@ -134,6 +146,7 @@ class Authenticator:
         # A process pool is broken for good once one worker dies (OOM killer, a
         # crash in a C extension); this makes a fresh one instead of a 451 forever.
         self._new_executor = new_executor
+        self._inline = inline
         self._spf_results = spf.ResultCache()
 
     def close(self) -> None:
@@ -145,9 +158,13 @@ class Authenticator:
     async def verify(
         self, raw: bytes, envelope: Envelope, mailbox: MailboxConfig, policy: PolicyConfig
     ) -> Verdict:
+        small = self._inline and len(raw) <= INLINE_MAX_BYTES
         try:
-            # Linear and bounded (policy.message.headerblock), but not free: beside the loop.
-            block = await asyncio.to_thread(headerblock.read, raw)
+            # Linear and bounded (policy.message.headerblock), but not free: beside
+            # the loop, unless the message is small enough that the hop costs more.
+            block = (
+                headerblock.read(raw) if small else await asyncio.to_thread(headerblock.read, raw)
+            )
         except headerblock.HeaderTooLarge as exc:
             return Verdict(
                 Action.REJECT, "header_too_large", headerblock.TOO_LARGE_REPLY,
@@ -169,7 +186,11 @@ class Authenticator:
         except DnsTempError as exc:
             return self._tempfail(str(exc))
         mailfrom = checks.spf[0]
-        analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
+        signed = sum(1 for name, _ in block.fields if name.lower() in dkim.SIGNATURE_HEADERS)
+        if small and signed <= INLINE_MAX_SIGNATURES:
+            analysis = analyse(raw, envelope.mail_from, checks.keys, policy.min_dkim_key_bits)
+        else:
+            analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
         for method, problem in analysis.problems:
             log.info("%s permerror (malformed_input: %s)", method, problem)
         signatures = dkim.unresolved(analysis.signatures, checks.key_failures)
