@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dkim
+
 from ingest.smtp.resolver import CachingResolver
 from policy.message.headerblock import read
-from policy.verify.arc import ArcResult, verify_arc
+from policy.verify.arc import NOT_ARC_SIGNED, ArcResult, verify_arc
 from policy.verify.dkim import fetch_keys, key_names
 from tests.support.dnsserver import DnsServer
 from tests.support.signing import Signer, message
@@ -34,6 +36,9 @@ def forward_with_footer(raw: bytes) -> bytes:
 async def test_no_arc_sets_is_none(dns_server: DnsServer) -> None:
     result = await check(dns_server, message())
     assert (result.cv, result.sealers, result.sealer_dmarc) == ("none", (), None)
+    # Answered without dkimpy, as dkimpy answers it.
+    assert dkim.ARC(message()).verify() == (dkim.CV_None, [], result.reason)
+    assert result.reason == NOT_ARC_SIGNED
 
 
 async def test_sealed_then_modified_by_the_sealer_passes(dns_server: DnsServer) -> None:

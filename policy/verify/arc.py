@@ -24,6 +24,8 @@ from policy.verify.dkim import Keys, dkimpy_message, dnsfunc
 
 ChainResult = Literal["none", "pass", "fail"]
 
+# dkimpy's comment for a message without ARC header fields.
+NOT_ARC_SIGNED = "Message is not ARC signed"
 _INSTANCE = re.compile(rb"^\s*i\s*=\s*\d+\s*;", re.IGNORECASE)
 
 
@@ -60,6 +62,9 @@ def _recorded_dmarc(aar_value: bytes) -> tuple[str | None, str | None]:
 
 def verify_arc(block: HeaderBlock, keys: Keys, min_key_bits: int) -> ArcResult:
     """Validate the whole chain; ``cv`` is ``none`` when the message has no ARC sets."""
+    if not any(name.lower().rstrip() in dkim.ARC.ARC_HEADERS for name, _ in block.fields):
+        # dkimpy's own answer, without its relaxed canonicalisation of every field first.
+        return ArcResult("none", NOT_ARC_SIGNED)
     try:
         verifier = dkimpy_message(dkim.ARC, block, min_key_bits)
         cv, results, comment = verifier.verify(dnsfunc=dnsfunc(keys))
