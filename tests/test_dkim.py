@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from base64 import b64encode
+
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ingest.smtp.resolver import CachingResolver
 from policy.errors import DnsTempError
@@ -126,3 +130,18 @@ def test_key_names_cover_dkim_and_arc_and_skip_garbage() -> None:
         (b"Subject", b" d=x; s=y"),
     ]
     assert key_names(fields) == ["a._domainkey.example.com.", "arc._domainkey.sealer.example."]
+
+
+@pytest.mark.parametrize(("exponent", "bits"), [(65537, 9001), ((1 << 100) + 1, 2048)])
+async def test_a_key_that_would_cost_seconds_to_check_fails_without_the_check(
+    dns_server: DnsServer, exponent: int, bits: int
+) -> None:
+    """The sender's DNS picks the key: a huge modulus or exponent is a fail, not a stall."""
+    public = rsa.RSAPublicNumbers(exponent, (1 << (bits - 1)) | 1).public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    dns_server.add("sel._domainkey.example.com", "TXT", "v=DKIM1; p=" + b64encode(der).decode())
+    (signature,) = await verify(dns_server, Signer("example.com").sign(message()))
+    # dkimpy treats a key it cannot use as a signature that does not verify: no key taken.
+    assert (signature.result, signature.key_bits) == ("fail", 0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
+import dkim
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from policy.verify import rsacheck
 from tests.support.signing import rsa_key
@@ -75,3 +77,28 @@ def test_a_key_record_is_parsed_once_and_a_new_record_anew() -> None:
     name = b"sel._domainkey.example.com."
     assert rsacheck.evaluate_pk(name, first) is rsacheck.evaluate_pk(name, first)
     assert rsacheck.evaluate_pk(name, second)[0] != rsacheck.evaluate_pk(name, first)[0]
+
+
+def _record(exponent: int, modulus: int) -> bytes:
+    public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+@pytest.mark.parametrize(
+    ("exponent", "modulus", "refusal"),
+    [
+        (65537, (1 << 9000) | 1, "RSA key of 9001 bits, over 8192"),
+        ((1 << 100) + 1, (1 << 2047) | 1, "RSA exponent over 64 bits"),
+    ],
+)
+def test_a_key_that_would_make_one_check_cost_seconds_is_refused(
+    exponent: int, modulus: int, refusal: str
+) -> None:
+    """The sender's DNS chooses the key; a small message is checked on the event loop."""
+    with pytest.raises(dkim.KeyFormatError, match=refusal):
+        rsacheck.evaluate_pk(b"big._domainkey.example.com.", _record(exponent, modulus))
+    largest = _record(65537, (1 << (rsacheck.MAX_KEY_BITS - 1)) | 1)
+    assert rsacheck.evaluate_pk(b"big._domainkey.example.com.", largest)[1] == 8192

@@ -16,7 +16,12 @@ this module replaces the two module functions it calls, as
   stays what dkimpy would answer;
 * ``dkim.evaluate_pk``: remembered per (key name, record text). The record
   comes from the TTL-honouring resolver, so a changed record is a new entry
-  and an expired one is never asked for; the memory is bounded (LRU).
+  and an expired one is never asked for; the memory is bounded (LRU). It also
+  refuses what the sender's DNS could use to make one check cost seconds: a
+  modulus over :data:`MAX_KEY_BITS` or an exponent over
+  :data:`MAX_EXPONENT_BITS` (a full-size exponent turns a 17-step power into
+  thousands of steps, and dkimpy's arithmetic would do it; a small message is
+  checked on the event loop).
 
 Both are pure functions of their arguments, so the replacement is safe in
 every process, the verification pool's workers included.
@@ -36,6 +41,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 # Keys in use at once across all senders; each entry is a few hundred bytes.
 KEY_CACHE_SIZE = 4096
+# RFC 8301 3.2: verifiers must handle 1024 to 4096 bits; twice that leaves room
+# for the rare larger key. OpenSSL allows exponents of at most 64 bits on large
+# moduli; real keys use 65537 (17 bits).
+MAX_KEY_BITS = 8192
+MAX_EXPONENT_BITS = 64
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 # DER DigestInfo of each digest plus the 11 bytes of padding EMSA-PKCS1-v1_5 needs at least.
@@ -82,6 +92,11 @@ def rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> boo
 def evaluate_pk(name: bytes, record: bytes | str | None) -> tuple[Any, Any, Any, bool]:
     """dkimpy's key-record parse, once per (name, record); errors are not kept."""
     result: tuple[Any, Any, Any, bool] = _dkimpy_evaluate_pk(name, record)
+    key, bits, kind, _tlsrpt = result
+    if kind == b"rsa" and bits > MAX_KEY_BITS:
+        raise dkim.KeyFormatError(f"RSA key of {bits} bits, over {MAX_KEY_BITS}")
+    if kind == b"rsa" and int(key["publicExponent"]).bit_length() > MAX_EXPONENT_BITS:
+        raise dkim.KeyFormatError(f"RSA exponent over {MAX_EXPONENT_BITS} bits")
     return result
 
 
