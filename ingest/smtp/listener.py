@@ -10,7 +10,6 @@ is not an exact match is refused, and the raw argument is checked for routes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
@@ -20,6 +19,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.ops.metrics import MESSAGES_ACCEPTED, count_verification
+from ingest.smtp.dataread import beside_loop
 from ingest.smtp.refusals import Peer, RejectionLog
 from ingest.smtp.reverse import confirmed_name
 from policy.config.model import Config, MailboxConfig
@@ -172,7 +172,7 @@ class IngestHandler:
         mailboxes = transaction.mailboxes
         peer = self._peer(session)
         try:
-            data, summary = await asyncio.to_thread(_read, envelope.original_content or b"")
+            data, summary = await beside_loop(_read, envelope.original_content or b"")
         except headerblock.HeaderTooLarge:
             reply = headerblock.TOO_LARGE_REPLY
             self._reject(session, envelope, "DATA", reply, "header_too_large",
@@ -310,8 +310,7 @@ class IngestHandler:
         header = check_header(summary.fields, limits)
         if header is not None:
             return header
-        # One regular-expression pass over the whole message: off the event loop.
-        return await asyncio.to_thread(check_structure, data, limits)
+        return await beside_loop(check_structure, data, limits)
 
     async def _verify(self, data: bytes, envelope: Envelope, mailbox: MailboxConfig) -> Verdict:
         if self.verifier is None:
