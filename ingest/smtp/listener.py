@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ingest.ops.metrics import MESSAGES_ACCEPTED, count_verification
 from ingest.smtp.dataread import beside_loop
+from ingest.smtp.protocol import aiosmtpd_names
 from ingest.smtp.refusals import Peer, RejectionLog
 from ingest.smtp.reverse import confirmed_name
 from policy.config.model import Config, MailboxConfig
@@ -76,6 +77,9 @@ class IngestHandler:
         self.proto = proto
         self.verifier = verifier
         self.resolver = resolver  # for the client's name in logs; replaced on reload
+
+    def __dir__(self) -> list[str]:
+        return aiosmtpd_names(type(self))
 
     # --- hooks ---------------------------------------------------------------
 
