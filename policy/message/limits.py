@@ -32,8 +32,11 @@ _ADDRESS_FIELDS = frozenset(
 _NOT_ADDRESSES = re.compile(r'"(?:[^"\\]|\\.)*"|\((?:[^()\\]|\\.)*\)')
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # A delimiter line (``--boundary`` or ``--boundary--``) or a boundary declaration.
+# ``-(?<=^-)-`` is ``^--``, spelt so that every match starts with a literal
+# (``-`` or ``b``): the regular-expression engine then skips to those bytes
+# instead of trying the whole pattern at every byte (a third less time).
 _STRUCTURE = re.compile(
-    rb'(?im)^--([^\r\n]*?)[ \t]*\r?$|boundary[ \t]*=[ \t]*(?:"([^"\r\n]*)"|([^\s;"]+))'
+    rb'(?im)-(?<=^-)-([^\r\n]*?)[ \t]*\r?$|boundary[ \t]*=[ \t]*(?:"([^"\r\n]*)"|([^\s;"]+))'
 )
 
 
