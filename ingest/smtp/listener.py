@@ -26,7 +26,7 @@ from ingest.smtp.reverse import confirmed_name
 from policy.config.model import Config, MailboxConfig
 from policy.errors import InsufficientStorage
 from policy.message import headerblock
-from policy.message.headers import HeaderSummary, one_line, summarize
+from policy.message.headers import HeaderSummary, one_line, summary_of
 from policy.message.limits import Breach, check_header, check_structure
 from policy.verify.authresults import strip_ours
 from policy.verify.dns import Resolver
@@ -397,8 +397,8 @@ def _read(content: bytes) -> tuple[bytes, HeaderSummary]:
     """One reading of the header block for everything after DATA: what is verified
     here is what is stored, scanned and made a ticket of. Linear and bounded, and
     run beside the loop: a 256 KiB header block takes a few tenths of a second."""
-    data = headerblock.canonical(content)
-    return data, summarize(data)
+    block = headerblock.read(content)
+    return block.raw, summary_of(block)
 
 
 def new_trace_id() -> str:
