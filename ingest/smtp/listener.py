@@ -19,8 +19,8 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.ops.metrics import MESSAGES_ACCEPTED, count_verification
+from ingest.smtp.commands import aiosmtpd_names
 from ingest.smtp.dataread import beside_loop
-from ingest.smtp.protocol import aiosmtpd_names
 from ingest.smtp.refusals import Peer, RejectionLog
 from ingest.smtp.reverse import confirmed_name
 from policy.config.model import Config, MailboxConfig

@@ -26,7 +26,7 @@ import ssl
 import stat
 import types
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from aiosmtpd.smtp import SMTP
 
 from ingest.ops import allocator
 from ingest.ops.shutdown import finished_within
+from ingest.smtp.commands import Command, aiosmtpd_names, command_table, parsed_path
 from ingest.smtp.dataread import Overrun, read_data
 from policy.config.model import Listen, ServerConfig
 
@@ -188,7 +189,8 @@ class _Limits:
         """Count the commands and know when one runs: aiosmtpd's command table, each
         method wrapped (the wrappers made once per class, bound here)."""
         self._smtp_methods = {
-            name: types.MethodType(counted, self) for name, counted in _counted(type(self)).items()
+            name: types.MethodType(counted, self)
+            for name, counted in command_table(type(self), _counting).items()
         }
 
     def __dir__(self) -> list[str]:
@@ -269,6 +271,11 @@ class _Limits:
             return False
         return super().eof_received()  # type: ignore[misc,no-any-return]
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's parse of a MAIL or RCPT path, remembered for the paths seen last."""
+        limit: int = getattr(self, "local_part_limit", 0)
+        return parsed_path(arg, limit)
+
     async def smtp_RCPT(self, arg: str | None) -> None:
         self.last_rcpt_arg = arg or ""
         await super().smtp_RCPT(arg)  # type: ignore[misc]
@@ -317,38 +324,10 @@ class _Limits:
         await super().push(data)  # type: ignore[misc]
 
 
-def aiosmtpd_names(cls: type) -> list[str]:
-    """What ``dir()`` of a protocol or handler of class ``cls`` says: only its command,
-    AUTH and hook methods, which is all aiosmtpd's ``__init__`` looks for, with
-    ``dir()`` and ``inspect.getmembers`` (a getattr of every attribute), on every
-    connection: that was a fifth of the CPU of a session of one message."""
-    names = _NAMES.get(cls)
-    if names is None:
-        names = _NAMES[cls] = [n for n in dir(cls) if n.startswith(("smtp_", "auth_", "handle_"))]
-    return names
-
-
-_NAMES: dict[type, list[str]] = {}
-
-
-def _counted(cls: type) -> dict[str, Command]:
-    """``cls``'s command methods by command, each wrapped to count the session's
-    commands (``max_commands``) and to mark the session busy while it runs."""
-    found = _COUNTED.get(cls)
-    if found is None:
-        found = _COUNTED[cls] = {
-            name.removeprefix("smtp_"): _counting(getattr(cls, name))
-            for name in aiosmtpd_names(cls)
-            if name.startswith("smtp_")
-        }
-    return found
-
-
-Command = Callable[[Any, str | None], Awaitable[None]]
-_COUNTED: dict[type, dict[str, Command]] = {}
-
-
 def _counting(method: Command) -> Command:
+    """``method`` counting the session's commands (``max_commands``) and marking the
+    session busy while it runs."""
+
     @functools.wraps(method)  # keeps the HELP text aiosmtpd reads from the method
     async def counted(self: _Limits, arg: str | None) -> None:
         self._commands += 1
