@@ -182,7 +182,9 @@ class GroupCommitWriter:
             # hold the session forever: the client gets 451 and retries. If the
             # commit lands later, the retry is the same bytes, which the batch
             # files once (same Message-ID and digest).
-            return await asyncio.wait_for(asyncio.shield(future), self._commit_timeout)
+            # (asyncio.timeout: wait_for adds a waiter future and its callbacks per message.)
+            async with asyncio.timeout(self._commit_timeout):
+                return await asyncio.shield(future)
         except TimeoutError:
             future.add_done_callback(_consume)  # its outcome no longer has a reader
             raise StorageUnavailable(f"no commit within {self._commit_timeout:g} seconds") from None

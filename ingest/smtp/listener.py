@@ -239,12 +239,13 @@ class IngestHandler:
             log.error("not accepted, storage failed: %s trace=%s", exc.__class__.__name__, trace_id)
             return self._per_recipient(mailboxes, INTERNAL_ERROR)
         MESSAGES_ACCEPTED.labels(self.proto, state.value).inc()
-        log.info(
-            "%s: accepted from %s[%s] from=<%s> to=%s size=%d msgid=<%s> state=%s",
-            trace_id, peer.name or "unknown", peer.ip, stored["mail_from"],
-            ",".join(f"<{a}>" for a in stored["rcpt_tos"]), stored["size"],
-            summary.message_id or "", state.value,
-        )  # fmt: skip
+        if log.isEnabledFor(logging.INFO):  # its arguments cost more than the test
+            log.info(
+                "%s: accepted from %s[%s] from=<%s> to=%s size=%d msgid=<%s> state=%s",
+                trace_id, peer.name or "unknown", peer.ip, stored["mail_from"],
+                ",".join(f"<{a}>" for a in stored["rcpt_tos"]), stored["size"],
+                summary.message_id or "", state.value,
+            )  # fmt: skip
         return self._per_recipient(mailboxes, f"250 2.0.0 Ok: queued as {trace_id}")
 
     async def handle_exception(self, error: Exception) -> str:
