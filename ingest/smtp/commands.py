@@ -5,19 +5,21 @@ scanning ``dir()`` and ``inspect.getmembers`` of the protocol and the handler,
 and parses every MAIL and RCPT path with the standard library's header parser
 (defining a class on each call). For a session of one message those were a
 third of the server's CPU, more than the bare aiosmtpd sink's whole session.
-Here the names, the wrapped command tables and the parsed paths are kept per
-class and per argument, with the same results.
+Here the names, the wrapped command tables, the EHLO hook's signature and
+the parsed paths are kept per class and per argument, with the same results.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from typing import Any
+from typing import Any, TypeVar
 
 Command = Callable[[Any, str | None], Awaitable[None]]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def aiosmtpd_names(cls: type) -> list[str]:
@@ -67,3 +69,10 @@ def command_table(cls: type, wrap: Callable[[Command], Command]) -> dict[str, Co
 
 
 _COMMANDS: dict[type, dict[str, Command]] = {}
+
+
+def known_signature(function: F) -> F:
+    """``function`` with its signature worked out once: aiosmtpd inspects the EHLO
+    hook's signature on every connection (to tell its old four-argument form)."""
+    function.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    return function

@@ -19,7 +19,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.ops.metrics import MESSAGES_ACCEPTED, count_verification
-from ingest.smtp.commands import aiosmtpd_names
+from ingest.smtp.commands import aiosmtpd_names, known_signature
 from ingest.smtp.dataread import beside_loop
 from ingest.smtp.refusals import Peer, RejectionLog
 from ingest.smtp.reverse import confirmed_name
@@ -83,6 +83,7 @@ class IngestHandler:
 
     # --- hooks ---------------------------------------------------------------
 
+    @known_signature
     async def handle_EHLO(
         self,
         server: SMTP,
