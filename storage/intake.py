@@ -268,6 +268,7 @@ class GroupCommitWriter:
                 entries: list[tuple[Incoming, dict[str, Any]]] = []
                 for item, message_id in zip(incoming, ids, strict=True):
                     item.message_id = message_id
+                    item.queue_ids.clear()  # ids of a rolled-back attempt, if this is a retry
                     entries += [
                         (item, new_row(QueueEntry, message_id=message_id, mailbox=mailbox,
                                        digest=item.message["digest"], state=item.state))
