@@ -60,10 +60,16 @@ def process(
 
 
 def bench_config(
-    tmp: Path, smtp_port: int, lmtp_port: int, *, processes: int = 1, **extra: Any
+    tmp: Path,
+    smtp_port: int,
+    lmtp_port: int,
+    *,
+    processes: int = 1,
+    event_loop: str = "auto",
+    **extra: Any,
 ) -> Path:
     """``processes``: ``server.processes`` (one unless a section compares; the
-    server's default is the core count)."""
+    server's default is the core count); ``event_loop``: ``server.event_loop``."""
     config = {
         "server": {
             "hostname": "mx.bench.test",
@@ -72,6 +78,7 @@ def bench_config(
             "max_connections": 1000,
             "max_connections_per_ip": 1000,
             "processes": processes,
+            "event_loop": event_loop,
         },
         "storage": {"url": f"sqlite:///{tmp}/bench.db"},
         "batch": {"interval": 86400},

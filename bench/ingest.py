@@ -4,8 +4,9 @@ Each server gets two clients in turn: our load generator (``bench/load.py``,
 Python, 50 sessions of 40 messages) and, when it is installed, Postfix's
 ``smtp-source`` (C, so the client does not eat the server's core;
 ``-s 20 -m 3000 -l 4096``, one message per session, as issue 17 asks).
-firstline runs with ``server.processes`` 1 and 2, and is measured once
-``READY=1`` says every intake process listens.
+firstline runs with ``server.processes`` 1 and 2 on uvloop
+(``server.event_loop: auto``), once with one process on asyncio's own loop,
+and is measured once ``READY=1`` says every intake process listens.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ from storage.engine import BENCH_COMMIT_DELAY_ENV
 ROUNDS = int(os.environ.get("FIRSTLINE_BENCH_ROUNDS", "3"))
 SMTP_SOURCE = shutil.which("smtp-source", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 SOURCE_MESSAGES = 3000
-# (name, server.processes, simulated commit delay in ms); None: the sink
-SERVERS: list[tuple[str, int | None, float]] = [
-    ("sink", None, 0),
-    ("durable, 1 process", 1, 0),
-    ("durable, 2 processes", 2, 0),
-    ("durable+5ms, 1 process", 1, 5),
-    ("durable+5ms, 2 processes", 2, 5),
+# (name, server.processes, simulated commit delay in ms, server.event_loop); None: the sink
+SERVERS: list[tuple[str, int | None, float, str]] = [
+    ("sink", None, 0, "asyncio"),
+    ("durable, 1 process", 1, 0, "auto"),
+    ("durable, 1 process, asyncio", 1, 0, "asyncio"),
+    ("durable, 2 processes", 2, 0, "auto"),
+    ("durable+5ms, 1 process", 1, 5, "auto"),
+    ("durable+5ms, 2 processes", 2, 5, "auto"),
 ]
 
 
@@ -66,9 +68,9 @@ def _smtp_source(port: int, source: str) -> LoadResult:
 
 
 @contextlib.contextmanager
-def _server(processes: int | None, delay_ms: float) -> Iterator[tuple[int, int]]:
+def _server(processes: int | None, delay_ms: float, loop: str) -> Iterator[tuple[int, int]]:
     """The SMTP port and pid of the sink (``processes`` None) or of a ready
-    ``firstline serve``, warmed up."""
+    ``firstline serve`` on event loop ``loop``, warmed up."""
     port = free_port()
     if processes is None:
         with process(sink_cmd(port), port) as sink:
@@ -78,7 +80,7 @@ def _server(processes: int | None, delay_ms: float) -> Iterator[tuple[int, int]]
     with workdir() as tmp, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(tmp / "notify"))
         notify.settimeout(120)
-        config = bench_config(tmp, port, free_port(), processes=processes)
+        config = bench_config(tmp, port, free_port(), processes=processes, event_loop=loop)
         env = {"NOTIFY_SOCKET": str(tmp / "notify")}
         if delay_ms:
             env[BENCH_COMMIT_DELAY_ENV] = str(delay_ms)
@@ -94,8 +96,8 @@ def run() -> list[str]:
     rows: dict[tuple[str, str], list[Measured]] = {}
     load = load_average()
     for _ in range(ROUNDS):  # interleaved, so drift on the machine hits all alike
-        for name, processes, delay in SERVERS:
-            with _server(processes, delay) as (port, pid):
+        for name, processes, delay, loop in SERVERS:
+            with _server(processes, delay, loop) as (port, pid):
                 rows.setdefault((name, "generator"), []).append(
                     measure(pid, functools.partial(_generator, port))
                 )
@@ -114,7 +116,7 @@ def run() -> list[str]:
         )
         lines.append(f" {title}")
         sink_rate = statistics.median(m.result.rate for m in rows[("sink", client)])
-        for name, _processes, _delay in SERVERS:
+        for name, *_ in SERVERS:
             measured = sorted(rows[(name, client)], key=lambda m: m.result.rate)
             best = measured[len(measured) // 2].result
             ratio = best.rate / sink_rate if sink_rate else float("nan")
@@ -124,5 +126,5 @@ def run() -> list[str]:
                 else (f"{best.rate:8.0f} msg/s  ({best.accepted}/{best.sent} accepted)")
             )
             cpu = statistics.median(m.cpu for m in measured) * 1e6
-            lines.append(f"  {name:<26} {shown}  ratio {ratio:5.2f}  server CPU {cpu:4.0f} us/msg")
+            lines.append(f"  {name:<28} {shown}  ratio {ratio:5.2f}  server CPU {cpu:4.0f} us/msg")
     return lines

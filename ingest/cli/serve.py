@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
@@ -11,7 +10,7 @@ from ingest.cli.common import config_option, load
 from ingest.ops.app import App
 from ingest.ops.logs import setup_logging
 from ingest.ops.processes import IntakeFailed
-from ingest.ops.running import serve_forever, serve_verifier
+from ingest.ops.running import run, serve_forever, serve_verifier
 from ingest.work.reading import reading_pool
 from storage.schema import SchemaMismatch
 
@@ -46,7 +45,7 @@ def worker(config_path: str) -> None:
 
 def _run(app: App) -> None:
     try:
-        asyncio.run(serve_forever(app))
+        run(serve_forever(app), app.holder.current.server.event_loop)
     except (SchemaMismatch, IntakeFailed) as exc:
         click.echo(f"firstline: {exc}", err=True)
         sys.exit(1)

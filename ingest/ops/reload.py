@@ -73,13 +73,15 @@ def changed_sections(old: Config, new: Config) -> list[str]:
 
 
 # What a running process holds from its start and cannot swap: the database,
-# its commit deadline, the pid files, the log handlers and its intake processes. Everything else is
+# its commit deadline, the pid files, the log handlers, its intake processes and their event
+# loop. Everything else is
 # applied (``App.apply``), listeners, metrics and the API included.
 RESTART_NEEDED = (
     ("storage", "url"),
     ("storage", "commit_timeout"),
     ("server", "run_dir"),
     ("server", "processes"),
+    ("server", "event_loop"),
     ("logging", "format"),
     ("logging", "level"),
 )

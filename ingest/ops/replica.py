@@ -27,7 +27,7 @@ from ingest.ops.app import App
 from ingest.ops.logs import setup_logging
 from ingest.ops.processes import METRICS_ENV, Addresses
 from ingest.ops.reload import Reloader
-from ingest.ops.running import serve_verifier
+from ingest.ops.running import run, serve_verifier
 from policy.config.loading import ConfigError, load_config
 from policy.config.model import Config, Listen
 
@@ -50,7 +50,8 @@ def main() -> None:
             "runs it as it is now (`firstline reload` puts it in force everywhere)",
             os.getpid(), source,
         )  # fmt: skip
-    asyncio.run(_serve(config, socket.socket(fileno=int(descriptor)), json.loads(addresses)))
+    channel = socket.socket(fileno=int(descriptor))
+    run(_serve(config, channel, json.loads(addresses)), config.server.event_loop)
 
 
 def shared(config: Config, addresses: Addresses) -> Config:

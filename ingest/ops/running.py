@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from ingest.ops import sdnotify
 from ingest.ops.app import App
@@ -23,6 +25,7 @@ from policy.config.model import Config
 from policy.verify.authenticate import Authenticator
 
 log = logging.getLogger("mail.app")
+T = TypeVar("T")
 
 
 def serve_verifier(config: Config, sampling_key: bytes) -> Authenticator | None:
@@ -35,6 +38,25 @@ def serve_verifier(config: Config, sampling_key: bytes) -> Authenticator | None:
         on_query=lambda rdtype: DNS_LOOKUPS.labels(rdtype).inc(),
         on_cache_hit=DNS_CACHE_HITS.inc,
     )
+
+
+def run(main: Coroutine[Any, Any, T], event_loop: str) -> T:
+    """Run ``main`` on the event loop ``server.event_loop`` names (``auto``: uvloop
+    when it is installed, else asyncio's)."""
+    with asyncio.Runner(loop_factory=_loop_factory(event_loop)) as runner:
+        return runner.run(main)
+
+
+def _loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if event_loop == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
 
 
 async def serve_forever(app: App) -> None:

@@ -20,6 +20,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import io
+from collections.abc import Callable
+from typing import TypeVar, TypeVarTuple
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class Overrun(enum.Enum):
@@ -62,3 +67,17 @@ async def read_data(
     content = buffer.getvalue()
     buffer.close()
     return content
+
+
+#: Messages up to this size are read on the event loop (at most a few
+#: milliseconds, even for one that is all header): for them the hand-off to a
+#: thread, with its two wake-ups and its fight for the GIL against the loop,
+#: cost more than the reading. Larger ones are read beside the loop.
+INLINE_BYTES = 16 * 1024
+
+
+async def beside_loop(read: Callable[[bytes, *Ts], T], data: bytes, *args: *Ts) -> T:
+    """``read(data, *args)``: here for a small message, in a thread for a large one."""
+    if len(data) <= INLINE_BYTES:
+        return read(data, *args)
+    return await asyncio.to_thread(read, data, *args)

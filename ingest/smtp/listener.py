@@ -10,7 +10,6 @@ is not an exact match is refused, and the raw argument is checked for routes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
@@ -20,12 +19,14 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.ops.metrics import MESSAGES_ACCEPTED, count_verification
+from ingest.smtp.commands import aiosmtpd_names, known_signature
+from ingest.smtp.dataread import beside_loop
 from ingest.smtp.refusals import Peer, RejectionLog
 from ingest.smtp.reverse import confirmed_name
 from policy.config.model import Config, MailboxConfig
 from policy.errors import InsufficientStorage
 from policy.message import headerblock
-from policy.message.headers import HeaderSummary, one_line, summarize
+from policy.message.headers import HeaderSummary, one_line, summary_of
 from policy.message.limits import Breach, check_header, check_structure
 from policy.verify.authresults import strip_ours
 from policy.verify.dns import Resolver
@@ -77,8 +78,12 @@ class IngestHandler:
         self.verifier = verifier
         self.resolver = resolver  # for the client's name in logs; replaced on reload
 
+    def __dir__(self) -> list[str]:
+        return aiosmtpd_names(type(self))
+
     # --- hooks ---------------------------------------------------------------
 
+    @known_signature
     async def handle_EHLO(
         self,
         server: SMTP,
@@ -172,7 +177,7 @@ class IngestHandler:
         mailboxes = transaction.mailboxes
         peer = self._peer(session)
         try:
-            data, summary = await asyncio.to_thread(_read, envelope.original_content or b"")
+            data, summary = await beside_loop(_read, envelope.original_content or b"")
         except headerblock.HeaderTooLarge:
             reply = headerblock.TOO_LARGE_REPLY
             self._reject(session, envelope, "DATA", reply, "header_too_large",
@@ -235,12 +240,13 @@ class IngestHandler:
             log.error("not accepted, storage failed: %s trace=%s", exc.__class__.__name__, trace_id)
             return self._per_recipient(mailboxes, INTERNAL_ERROR)
         MESSAGES_ACCEPTED.labels(self.proto, state.value).inc()
-        log.info(
-            "%s: accepted from %s[%s] from=<%s> to=%s size=%d msgid=<%s> state=%s",
-            trace_id, peer.name or "unknown", peer.ip, stored["mail_from"],
-            ",".join(f"<{a}>" for a in stored["rcpt_tos"]), stored["size"],
-            summary.message_id or "", state.value,
-        )  # fmt: skip
+        if log.isEnabledFor(logging.INFO):  # its arguments cost more than the test
+            log.info(
+                "%s: accepted from %s[%s] from=<%s> to=%s size=%d msgid=<%s> state=%s",
+                trace_id, peer.name or "unknown", peer.ip, stored["mail_from"],
+                ",".join(f"<{a}>" for a in stored["rcpt_tos"]), stored["size"],
+                summary.message_id or "", state.value,
+            )  # fmt: skip
         return self._per_recipient(mailboxes, f"250 2.0.0 Ok: queued as {trace_id}")
 
     async def handle_exception(self, error: Exception) -> str:
@@ -310,8 +316,7 @@ class IngestHandler:
         header = check_header(summary.fields, limits)
         if header is not None:
             return header
-        # One regular-expression pass over the whole message: off the event loop.
-        return await asyncio.to_thread(check_structure, data, limits)
+        return await beside_loop(check_structure, data, limits)
 
     async def _verify(self, data: bytes, envelope: Envelope, mailbox: MailboxConfig) -> Verdict:
         if self.verifier is None:
@@ -394,8 +399,8 @@ def _read(content: bytes) -> tuple[bytes, HeaderSummary]:
     """One reading of the header block for everything after DATA: what is verified
     here is what is stored, scanned and made a ticket of. Linear and bounded, and
     run beside the loop: a 256 KiB header block takes a few tenths of a second."""
-    data = headerblock.canonical(content)
-    return data, summarize(data)
+    block = headerblock.read(content)
+    return block.raw, summary_of(block)
 
 
 def new_trace_id() -> str:

@@ -24,8 +24,9 @@ import logging
 import os
 import ssl
 import stat
+import types
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from aiosmtpd.smtp import SMTP
 
 from ingest.ops import allocator
 from ingest.ops.shutdown import finished_within
+from ingest.smtp.commands import Command, aiosmtpd_names, command_table, parsed_path
 from ingest.smtp.dataread import Overrun, read_data
 from policy.config.model import Listen, ServerConfig
 
@@ -172,6 +174,7 @@ class _Limits:
     lifetime: float
     max_commands: int
     last_rcpt_arg: str
+    _smtp_methods: dict[str, Any]
     gate_trusted = False
     closing = False
     _gate_ip: str | None = None
@@ -183,25 +186,15 @@ class _Limits:
     _lifetime_handle: asyncio.TimerHandle | None = None
 
     def budget_commands(self) -> None:
-        """Wrap aiosmtpd's command methods to count them and to know when one runs."""
-        methods: dict[str, Any] = getattr(self, "_smtp_methods")  # noqa: B009 - aiosmtpd's own
-        self._smtp_methods = {name: self._counted(m) for name, m in methods.items()}
+        """Count the commands and know when one runs: aiosmtpd's command table, each
+        method wrapped (the wrappers made once per class, bound here)."""
+        self._smtp_methods = {
+            name: types.MethodType(counted, self)
+            for name, counted in command_table(type(self), _counting).items()
+        }
 
-    def _counted(self, method: Callable[[str | None], Awaitable[None]]) -> Any:
-        @functools.wraps(method)
-        async def counted(arg: str | None) -> None:
-            self._commands += 1
-            if self._commands > self.max_commands:
-                await self.push("421 4.7.0 Too many commands in one session; closing")
-                self.hang_up(None, "too_many_commands")
-                return
-            self._busy = True
-            try:
-                await method(arg)
-            finally:
-                self._busy = False
-
-        return counted
+    def __dir__(self) -> list[str]:
+        return aiosmtpd_names(type(self))
 
     def age(self, now: float) -> float:
         return now - self._born
@@ -278,6 +271,11 @@ class _Limits:
             return False
         return super().eof_received()  # type: ignore[misc,no-any-return]
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's parse of a MAIL or RCPT path, remembered for the paths seen last."""
+        limit: int = getattr(self, "local_part_limit", 0)
+        return parsed_path(arg, limit)
+
     async def smtp_RCPT(self, arg: str | None) -> None:
         self.last_rcpt_arg = arg or ""
         await super().smtp_RCPT(arg)  # type: ignore[misc]
@@ -324,6 +322,26 @@ class _Limits:
                     reason,
                 )
         await super().push(data)  # type: ignore[misc]
+
+
+def _counting(method: Command) -> Command:
+    """``method`` counting the session's commands (``max_commands``) and marking the
+    session busy while it runs."""
+
+    @functools.wraps(method)  # keeps the HELP text aiosmtpd reads from the method
+    async def counted(self: _Limits, arg: str | None) -> None:
+        self._commands += 1
+        if self._commands > self.max_commands:
+            await self.push("421 4.7.0 Too many commands in one session; closing")
+            self.hang_up(None, "too_many_commands")
+            return
+        self._busy = True
+        try:
+            await method(self, arg)
+        finally:
+            self._busy = False
+
+    return counted
 
 
 class FirstlineSMTP(_Limits, SMTP):

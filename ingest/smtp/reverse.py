@@ -10,6 +10,7 @@ just leaves the name unknown, never the session.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 
 import dns.reversename
@@ -23,12 +24,18 @@ MAX_WAIT = 2.0
 MAX_NAMES = 3
 
 
+@functools.lru_cache(maxsize=4096)
+def _pointer(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The PTR name of ``address`` (dnspython builds it slowly; clients come back)."""
+    return str(dns.reversename.from_address(str(address)).to_text(omit_final_dot=True))
+
+
 async def confirmed_name(resolver: Resolver, ip: str) -> str | None:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return None  # a unix socket peer has no address to look up
-    pointer = dns.reversename.from_address(str(address)).to_text(omit_final_dot=True)
+    pointer = _pointer(address)
     family = "AAAA" if address.version == 6 else "A"
     try:
         async with asyncio.timeout(min(resolver.timeout, MAX_WAIT)):

