@@ -353,9 +353,10 @@ class Batch:
                         ticket_message_id = self.file_message(
                             session, claim, message, parsed, config, lookups
                         )
-                        queue.finish(session, claim, ticket_message_id=ticket_message_id)
+                        lookups.rows.done.append((claim, ticket_message_id))
                         lookups.done(claim.entry_id)
                         filed.append(claim)
+                    lookups.rows.flush(session)
             except Exception as exc:
                 log.info("a group of %d: filing one by one (%r)", len(items), exc)
             else:
@@ -389,7 +390,8 @@ class Batch:
                 ticket_message_id = self.file_message(
                     session, claim, stored, parsed, config, lookups
                 )
-                queue.finish(session, claim, ticket_message_id=ticket_message_id)
+                lookups.rows.done.append((claim, ticket_message_id))
+                lookups.rows.flush(session)
             return QueueState.DONE
         except LeaseLost:
             log.warning("entry %d: lease lost; another worker owns it now", claim.entry_id)
