@@ -48,7 +48,6 @@ batch, whoever builds it, files the same way.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
@@ -186,20 +185,21 @@ def _ticket(
     requester: str,
 ) -> tuple[int, bool]:
     """The id of the ticket the message goes to, touched (and reopened if need be)
-    or made now, and whether made; provisional for a ticket the group opened
-    (:mod:`ingest.work.grouprows`)."""
+    or made now, and whether made. The id is the one the group knows it by:
+    provisional for a ticket the group opened (:mod:`ingest.work.grouprows`),
+    even once written, so that the group's answers keep meeting it."""
     now = utcnow()
-    unwritten = lookups.rows.unwritten_ticket(match.ticket_id) if match is not None else None
-    if match is not None and unwritten is not None:
-        unwritten["updated_at"] = now  # opened moments ago in this group: open already
-        return match.ticket_id, False
     if match is not None:
-        match = replace(match, ticket_id=lookups.rows.ticket_id(session, match.ticket_id))
-        status = session.execute(_STATUS, {"b_id": match.ticket_id}).scalar_one_or_none()
+        unwritten = lookups.rows.unwritten_ticket(match.ticket_id)
+        if unwritten is not None:
+            unwritten["updated_at"] = now  # opened moments ago in this group: open already
+            return match.ticket_id, False
+        given = lookups.rows.ticket_id(session, match.ticket_id)
+        status = session.execute(_STATUS, {"b_id": given}).scalar_one_or_none()
         if status is not None:
-            changes: dict[str, object] = {"b_id": match.ticket_id, "updated_at": now}
+            changes: dict[str, object] = {"b_id": given, "updated_at": now}
             if status in _REOPENED_BY_CUSTOMER and not _automatic(parsed):
-                log.info("ticket %d: %s → open (the customer wrote again)", match.ticket_id, status)
+                log.info("ticket %d: %s → open (the customer wrote again)", given, status)
                 changes["status"] = TicketStatus.OPEN
             session.execute(_TOUCH, changes)
             return match.ticket_id, False
