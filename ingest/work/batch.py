@@ -5,7 +5,8 @@ spent) in one statement, read in one query, scanned and parsed with no
 transaction open — in a process pool when the batch has one
 (:mod:`ingest.work.reading`), on every core — and then filed in one short
 transaction in which each ticket message is written together with its own
-queue entry's ``done``, checked against that entry's lease token. So a ticket
+queue entry's ``done``, checked against that entry's lease token (the group's
+rows one statement per table, :mod:`ingest.work.grouprows`). So a ticket
 message exists if and only if its queue entry is done — even when two
 workers race or one dies half-way — a message that is slow to parse holds no
 lock that intake or the API needs (on SQLite every write transaction is
