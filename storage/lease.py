@@ -111,21 +111,41 @@ def release(
     **values: object,
 ) -> None:
     """Leave the leased state, if the lease is still ours; else :class:`LeaseLost`."""
+    release_many(session, model, [(row_id, token, values)], leased=leased)
+
+
+def release_many(
+    session: Session,
+    model: type[LeaseColumns],
+    rows: Sequence[tuple[int, str, dict[str, object]]],
+    *,
+    leased: str,
+) -> None:
+    """:func:`release` for several rows (id, token, values; the same value names
+    for all) in one executemany: all of them, or :class:`LeaseLost` — the
+    caller's transaction must then roll back, since the others were released."""
+    if not rows:
+        return
+    now = utcnow()
     result = session.execute(
         _release_statement(table_of(model)),
-        {
-            "b_id": row_id,
-            "b_token": token,
-            "b_leased": leased,
-            "lease_owner": None,
-            "lease_token": None,
-            "lease_expires_at": None,
-            "state_changed_at": utcnow(),
-            **values,
-        },
+        [
+            {
+                "b_id": row_id,
+                "b_token": token,
+                "b_leased": leased,
+                "lease_owner": None,
+                "lease_token": None,
+                "lease_expires_at": None,
+                "state_changed_at": now,
+                **values,
+            }
+            for row_id, token, values in rows
+        ],
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise LeaseLost(f"{table_of(model).name} row {row_id} is no longer leased to this worker")
+    if result.rowcount != len(rows):  # type: ignore[attr-defined]
+        ids = ", ".join(str(r[0]) for r in rows)
+        raise LeaseLost(f"{table_of(model).name} row(s) {ids}: not all leased to this worker now")
 
 
 @functools.cache

@@ -33,12 +33,14 @@ from storage.lease import LeaseLost
 from storage.models import QueueEntry, QueueState, StoredMessage, utcnow
 
 __all__ = [
-    "Claim", "LeaseLost", "claim", "fail", "finish", "quarantine", "requeue", "start",
-    "start_group",
+    "Claim", "LeaseLost", "claim", "fail", "finish", "finish_many", "note_outcomes", "quarantine",
+    "requeue", "start", "start_group",
 ]  # fmt: skip
 
-# Built once: filing notes an outcome in the hot path.
-_NOTE = update(QueueEntry).where(col(QueueEntry.id) == bindparam("b_id"))
+# Built once, on the table (an executemany of an ORM update would synchronise
+# the session's objects): filing notes outcomes in the hot path.
+_QUEUE = lease.table_of(QueueEntry)
+_NOTE = update(_QUEUE).where(_QUEUE.c.id == bindparam("b_id"))
 
 
 @dataclass(frozen=True)
@@ -120,19 +122,24 @@ def _transition(session: Session, claim: Claim, **values: object) -> None:
 
 def finish(session: Session, claim: Claim, *, ticket_message_id: int | None) -> None:
     """Mark done in the caller's transaction, which also holds the ticket rows."""
-    _transition(
-        session,
-        claim,
-        state=QueueState.DONE,
-        ticket_message_id=ticket_message_id,
-        last_error=None,
-    )
+    finish_many(session, [(claim, ticket_message_id)])
 
 
-def note_outcome(session: Session, claim: Claim, outcome: str) -> None:
-    """Say why this entry makes no new ticket message, in the filing transaction
-    (whose :func:`finish` checks the lease and leaves the note in place)."""
-    session.execute(_NOTE, {"b_id": claim.entry_id, "outcome": outcome})
+def finish_many(session: Session, finished: Sequence[tuple[Claim, int | None]]) -> None:
+    """:func:`finish` for a filed group, in one statement with every lease token
+    checked: all done, or :class:`LeaseLost` and the transaction must roll back."""
+    done: list[tuple[int, str, dict[str, object]]] = [
+        (c.entry_id, c.token, dict(state=QueueState.DONE, ticket_message_id=i, last_error=None))
+        for c, i in finished
+    ]
+    lease.release_many(session, QueueEntry, done, leased=QueueState.LEASED)
+
+
+def note_outcomes(session: Session, notes: Sequence[tuple[Claim, str]]) -> None:
+    """Say why these entries make no new ticket message, in the filing transaction
+    (whose :func:`finish_many` checks the leases and leaves the notes in place)."""
+    if notes:
+        session.execute(_NOTE, [{"b_id": c.entry_id, "outcome": outcome} for c, outcome in notes])
 
 
 def quarantine(session: Session, claim: Claim, *, reason: str) -> None:

@@ -22,7 +22,7 @@ from ingest.work.batch import Batch
 from ingest.work.tickets import file_message
 from policy.config.model import Config
 from storage.engine import make_engine
-from storage.models import KnownMessageId, QueueEntry, Ticket, TicketMessage
+from storage.models import KnownMessageId, QueueEntry, Ticket, TicketMessage, WebhookEvent
 from storage.schema import prepare
 from tests.support.mailflow import enqueue
 
@@ -69,11 +69,20 @@ def other_store(db_url: str) -> Iterator[str]:
     admin.dispose()
 
 
+# A helpdesk's channel: every ticket message filed queues its event with a
+# snapshot of its ticket, which must show the group's rows up to that message.
+WEBHOOK = {"name": "helpdesk", "type": "webhook", "url": "https://desk.example/hook",
+           "secret": "s3cret-for-the-group-filing-test"}  # fmt: skip
+
+
 def _file_all(
-    make_config: Callable[..., Config], size: int, url: str | None = None
+    make_config: Callable[..., Config], size: int, url: str | None = None, **changes: object
 ) -> list[tuple[object, ...]]:
-    """Every entry's outcome after batches of ``size``, with ids made comparable."""
-    config = make_config(batch={"size": size}, **({"storage": {"url": url}} if url else {}))
+    """Every entry's outcome after batches of ``size``, and the events queued,
+    with ids made comparable."""
+    config = make_config(
+        batch={"size": size}, **({"storage": {"url": url}} if url else {}), **changes
+    )
     engine = make_engine(config.storage.url)
     prepare(engine)
     try:
@@ -90,6 +99,7 @@ def _file_all(
                 (k.mailbox, k.message_id, k.direction)
                 for k in session.scalars(select(KnownMessageId))
             )
+            events = session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)).all()  # type: ignore[arg-type]
         # Ids differ between the stores; the order they were made in does not.
         ticket_no = {t: n for n, t in enumerate(sorted(tickets))}
         message_no = {m: n for n, m in enumerate(sorted(messages))}
@@ -103,6 +113,16 @@ def _file_all(
                     message_no.get(entry.ticket_message_id or -1),
                     ticket_no[message.ticket_id] if message else None,
                     tickets[message.ticket_id].mailbox if message else None,
+                )
+            )
+        for event in events:
+            data = event.payload["data"]
+            outcomes.append(
+                (
+                    event.type,
+                    ticket_no[data["ticket"]["id"]],
+                    message_no[data["ticket_message_id"]],
+                    [message_no[m["id"]] for m in data["ticket"]["messages"]],
                 )
             )
         return [*outcomes, ("known", *known)]
@@ -128,3 +148,17 @@ def test_one_group_files_as_one_message_at_a_time_does(
     assert billing_q1[3] == billing_r1[3] != q1[3]  # a ticket per mailbox
     assert billing_q1[4] == "billing@example.com"
     assert q2[3] not in (q1[3], reworded[3], billing_q1[3])
+
+
+def test_a_group_queues_the_events_one_message_at_a_time_does(
+    make_config: Callable[..., Config], other_store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each event's ticket shows the messages filed up to its own, none after."""
+    channels = [WEBHOOK, {"name": "sales-desk"}]
+    with caplog.at_level(logging.INFO, logger="mail.batch"):
+        grouped = _file_all(make_config, size=100, channels=channels)
+    assert not [r for r in caplog.records if "one by one" in r.getMessage()]
+    assert grouped == _file_all(make_config, size=1, url=other_store, channels=channels)
+    events = [o for o in grouped if str(o[0]).startswith("ticket.")]
+    assert [e[0] for e in events[:2]] == ["ticket.created", "ticket.message_added"]
+    assert events[0][3] == [events[0][2]] and events[1][3] == [events[0][2], events[1][2]]

@@ -8,6 +8,7 @@ working and another worker takes the entry over.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -271,6 +272,32 @@ def test_two_batches_racing_make_exactly_one_ticket_message_per_entry(
         made = Counter(session.scalars(select(col(TicketMessage.queue_entry_id))))
     assert sorted(made) == ids and set(made.values()) == {1}
     assert states(engine) == Counter({QueueState.DONE.value: 60})
+
+
+def test_a_group_with_one_lost_lease_files_the_others_and_leaves_no_trace_of_it(
+    engine: Engine, batch_config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group's entries are done in one statement that checks every lease token:
+    one lease lost rolls the group back, and the rest are filed one by one."""
+    ids = enqueue(engine, 3)
+    slow = Batch(engine, file_message, owner="slow")
+    stale = take(engine, "slow", 3, lease_seconds=30)
+    [fresh] = take(engine, "rescuer", 1, now=utcnow() + timedelta(seconds=31))
+    assert fresh.entry_id == ids[0]
+    raws = slow._raws(stale)
+    items = [
+        (c, parse_message(raws[c.message_id][0], mail_from=raws[c.message_id][1])) for c in stale
+    ]
+    settled: dict[int, QueueState | None] = {}
+    with caplog.at_level(logging.INFO, logger="mail.batch"):
+        slow._file_group(items, batch_config, settled, threading.Event())
+    assert [r for r in caplog.records if "one by one" in r.getMessage()]
+    assert settled == {ids[0]: None, ids[1]: QueueState.DONE, ids[2]: QueueState.DONE}
+    with Session(engine) as session:
+        made = sorted(session.scalars(select(col(TicketMessage.queue_entry_id))))
+        lost = session.get(QueueEntry, ids[0])
+    assert made == ids[1:] and count(engine, Ticket) == 2
+    assert lost is not None and lost.lease_owner == "rescuer" and lost.ticket_message_id is None
 
 
 def test_a_worker_that_lost_its_lease_leaves_no_trace(engine: Engine, batch_config: Config) -> None:

@@ -95,6 +95,17 @@ def _ticket_event(
     )
 
 
+def _filed_type(created: bool) -> EventType:
+    return "ticket.created" if created else "ticket.message_added"
+
+
+def wants_filed(config: Config, mailbox: str, *, created: bool) -> bool:
+    """Whether a message filed for ``mailbox`` makes an event: asked first, since
+    most mailboxes' batches ask no more, and the event's snapshot needs the
+    group's rows written (:mod:`ingest.work.grouprows`)."""
+    return bool(channels_for(config, mailbox, _filed_type(created)))
+
+
 def message_filed(
     session: Session,
     config: Config,
@@ -105,9 +116,9 @@ def message_filed(
     created: bool,
 ) -> None:
     """A queue entry has just become a new ticket message (and ``created`` its ticket)."""
-    type: EventType = "ticket.created" if created else "ticket.message_added"
-    if channels_for(config, mailbox, type):  # asked first: most mailboxes' batches ask no more
-        _ticket_event(session, config, type, ticket_id, ticket_message_id=ticket_message_id)
+    _ticket_event(
+        session, config, _filed_type(created), ticket_id, ticket_message_id=ticket_message_id
+    )
 
 
 def reply_bounced(session: Session, config: Config, reply_message_id: str) -> None:

@@ -5,7 +5,8 @@ spent) in one statement, read in one query, scanned and parsed with no
 transaction open — in a process pool when the batch has one
 (:mod:`ingest.work.reading`), on every core — and then filed in one short
 transaction in which each ticket message is written together with its own
-queue entry's ``done``, checked against that entry's lease token. So a ticket
+queue entry's ``done``, checked against that entry's lease token (the group's
+rows one statement per table, :mod:`ingest.work.grouprows`). So a ticket
 message exists if and only if its queue entry is done — even when two
 workers race or one dies half-way — a message that is slow to parse holds no
 lock that intake or the API needs (on SQLite every write transaction is
@@ -353,9 +354,10 @@ class Batch:
                         ticket_message_id = self.file_message(
                             session, claim, message, parsed, config, lookups
                         )
-                        queue.finish(session, claim, ticket_message_id=ticket_message_id)
+                        lookups.rows.done.append((claim, ticket_message_id))
                         lookups.done(claim.entry_id)
                         filed.append(claim)
+                    lookups.rows.flush(session)
             except Exception as exc:
                 log.info("a group of %d: filing one by one (%r)", len(items), exc)
             else:
@@ -389,7 +391,8 @@ class Batch:
                 ticket_message_id = self.file_message(
                     session, claim, stored, parsed, config, lookups
                 )
-                queue.finish(session, claim, ticket_message_id=ticket_message_id)
+                lookups.rows.done.append((claim, ticket_message_id))
+                lookups.rows.flush(session)
             return QueueState.DONE
         except LeaseLost:
             log.warning("entry %d: lease lost; another worker owns it now", claim.entry_id)

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import Select, TextClause, bindparam, select, text
 from sqlalchemy.orm import Session
 
+from ingest.work.grouprows import GroupRows
 from policy.message.parsed import ParsedMessage
 from storage.lease import table_of
 from storage.mailqueue import Claim
@@ -91,11 +92,14 @@ class Known:
 
 @dataclass
 class GroupLookups:
-    """The answers for one group, kept up to date with what the group files."""
+    """The answers for one group, kept up to date with what the group files, and
+    the rows it files, written together (:mod:`ingest.work.grouprows`): ids in
+    the answers may be provisional."""
 
     known: dict[tuple[str, str], list[Known]] = field(default_factory=dict)
     ticket_messages: dict[tuple[str, str, str], int] = field(default_factory=dict)
     unfiled: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    rows: GroupRows = field(default_factory=GroupRows)
 
     @classmethod
     def fetch(cls, session: Session, group: Sequence[tuple[Claim, ParsedMessage]]) -> GroupLookups:

@@ -84,7 +84,10 @@ def find_ticket(
         return ThreadMatch(known.ticket_id, "message-id", known.message_id)
     if not sender:
         return None
-    for token in dict.fromkeys(TICKET_TOKEN.findall(subject)):
+    tokens = dict.fromkeys(TICKET_TOKEN.findall(subject))
+    if tokens:  # a participant may be one only in a message the group has not written
+        lookups.rows.flush(session)
+    for token in tokens:
         ticket = session.get(Ticket, int(token))
         if (
             ticket is not None

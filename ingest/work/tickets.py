@@ -29,7 +29,7 @@ Not every message becomes a new ticket message:
   the envelope sender.
 
 Why an entry made no new ticket message is recorded with it
-(:func:`storage.mailqueue.note_outcome`), for ``trace``.
+(:func:`storage.mailqueue.note_outcomes`), for ``trace``.
 
 A reply whose original still waits in the queue (several workers can take
 them out of order) is deferred with a :class:`~policy.errors.TempFail` until
@@ -51,7 +51,7 @@ import logging
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from ingest.channels import emit as events
@@ -63,32 +63,18 @@ from policy.errors import TempFail
 from policy.message.autoreply import is_own_mail
 from policy.message.parsed import ParsedMessage
 from storage.lease import table_of
-from storage.mailqueue import Claim, note_outcome
-from storage.models import (
-    Attachment,
-    KnownMessageId,
-    StoredMessage,
-    Ticket,
-    TicketMessage,
-    TicketStatus,
-    utcnow,
-)
+from storage.mailqueue import Claim
+from storage.models import StoredMessage, Ticket, TicketStatus, utcnow
 from storage.outbox import mark_reply_bounced
 
 log = logging.getLogger("mail.tickets")
 
-# Written with Core statements on their tables, each built once and given its
-# values as parameters: the batch builds no ORM object for what it only
-# writes, and building a statement per message cost more than running it.
+# Read and touched with Core statements built once and given their values as
+# parameters; what the batch writes waits in the group's rows
+# (:mod:`ingest.work.grouprows`), written one statement per table.
 _TICKETS = table_of(Ticket)
-_MESSAGES = table_of(TicketMessage)
-_ATTACHMENTS = table_of(Attachment)
-_KNOWN = table_of(KnownMessageId)
 _STATUS = select(_TICKETS.c.status).where(_TICKETS.c.id == bindparam("b_id"))
 _TOUCH = update(_TICKETS).where(_TICKETS.c.id == bindparam("b_id"))  # SET: the parameters
-_NEW_TICKET = insert(_TICKETS).returning(_TICKETS.c.id)
-_NEW_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
-_NEW_KNOWN = insert(_KNOWN)
 # A customer writing again means the ticket needs an agent again.
 _REOPENED_BY_CUSTOMER = (TicketStatus.CLOSED, TicketStatus.PENDING)
 
@@ -110,11 +96,12 @@ def file_message(
     mailbox = claim.mailbox
     duplicate = lookups.duplicate(mailbox, parsed.message_id, parsed.content_digest)
     if duplicate is not None:
+        duplicate = lookups.rows.message_id(session, duplicate)
         return _no_new_message(
-            session, claim, f"duplicate of ticket message {duplicate}", duplicate
+            lookups, claim, f"duplicate of ticket message {duplicate}", duplicate
         )
     if _is_own(lookups, mailbox, parsed, config):
-        return _no_new_message(session, claim, f"our own mail {parsed.message_id} came back")
+        return _no_new_message(lookups, claim, f"our own mail {parsed.message_id} came back")
     sender = parsed.from_.address if parsed.from_ else None
     null_author = parsed.author_problem == "null_author"
     original = (
@@ -126,36 +113,48 @@ def file_message(
         if original.direction == "out" and mark_reply_bounced(
             session, original.message_id, _bounce_reason(parsed)
         ):
-            # Only the bounce that turned the reply failed says so to the helpdesk.
+            # Only the bounce that turned the reply failed says so to the helpdesk,
+            # with its ticket as the group has filed it so far.
+            lookups.rows.flush(session)
             events.reply_bounced(session, config, original.message_id)
         match: ThreadMatch | None = ThreadMatch(original.ticket_id, "bounce", original.message_id)
     elif parsed.bounce.is_certain or null_author:
-        return _no_new_message(session, claim, "a bounce of mail we never sent")
+        return _no_new_message(lookups, claim, "a bounce of mail we never sent")
     elif sender is None:
-        _no_author(session, claim, stored, config, parsed.author_problem or "from_missing")
+        _no_author(session, lookups, claim, stored, config, parsed.author_problem or "from_missing")
         return None
     else:
         waiting_for = lookups.earlier_unfiled(mailbox, claim.entry_id, parsed.reply_ids)
         if waiting_for is not None:
             raise TempFail(f"answers queue entry {waiting_for}, which is not filed yet")
         match = find_ticket(session, lookups, mailbox, parsed.reply_ids, parsed.subject, sender)
-    ticket_id, new = _ticket(session, mailbox, match, parsed, sender or "")
-    ticket_message_id = _store(session, lookups, claim, stored, ticket_id, parsed, match)
+    ticket_id, new = _ticket(session, lookups, mailbox, match, parsed, sender or "")
+    ticket_message_id = _store(lookups, claim, stored, ticket_id, parsed, match)
     lookups.filed(claim, parsed, ticket_id, ticket_message_id)
-    events.message_filed(session, config, mailbox, ticket_id, ticket_message_id, created=new)
+    if events.wants_filed(config, mailbox, created=new):  # the snapshot reads the rows back
+        rows = lookups.rows
+        events.message_filed(
+            session, config, mailbox, rows.ticket_id(session, ticket_id),
+            rows.message_id(session, ticket_message_id), created=new,
+        )  # fmt: skip
     return ticket_message_id
 
 
 def _no_new_message(
-    session: Session, claim: Claim, why: str, ticket_message_id: int | None = None
+    lookups: GroupLookups, claim: Claim, why: str, ticket_message_id: int | None = None
 ) -> int | None:
     log.info("entry %d: %s; no new ticket message", claim.entry_id, why)
-    note_outcome(session, claim, why)
+    lookups.rows.notes.append((claim, why))
     return ticket_message_id
 
 
 def _no_author(
-    session: Session, claim: Claim, stored: StoredMessage, config: Config, problem: str
+    session: Session,
+    lookups: GroupLookups,
+    claim: Claim,
+    stored: StoredMessage,
+    config: Config,
+    problem: str,
 ) -> None:
     """No ticket for a message without a trustworthy author, and a record saying so."""
     why = f"no trustworthy author ({problem})"
@@ -163,7 +162,7 @@ def _no_author(
         session, stored, mailbox=claim.mailbox, reason="from_malformed", outcome=f"done: {why}"
     )
     events.rejected(session, config, rejection)
-    _no_new_message(session, claim, why)
+    _no_new_message(lookups, claim, why)
 
 
 def _bounce_reason(parsed: ParsedMessage) -> str:
@@ -179,25 +178,32 @@ def _is_own(lookups: GroupLookups, mailbox: str, parsed: ParsedMessage, config: 
 
 def _ticket(
     session: Session,
+    lookups: GroupLookups,
     mailbox: str,
     match: ThreadMatch | None,
     parsed: ParsedMessage,
     requester: str,
 ) -> tuple[int, bool]:
     """The id of the ticket the message goes to, touched (and reopened if need be)
-    or made now, and whether made."""
+    or made now, and whether made. The id is the one the group knows it by:
+    provisional for a ticket the group opened (:mod:`ingest.work.grouprows`),
+    even once written, so that the group's answers keep meeting it."""
     now = utcnow()
     if match is not None:
-        status = session.execute(_STATUS, {"b_id": match.ticket_id}).scalar_one_or_none()
+        unwritten = lookups.rows.unwritten_ticket(match.ticket_id)
+        if unwritten is not None:
+            unwritten["updated_at"] = now  # opened moments ago in this group: open already
+            return match.ticket_id, False
+        given = lookups.rows.ticket_id(session, match.ticket_id)
+        status = session.execute(_STATUS, {"b_id": given}).scalar_one_or_none()
         if status is not None:
-            changes: dict[str, object] = {"b_id": match.ticket_id, "updated_at": now}
+            changes: dict[str, object] = {"b_id": given, "updated_at": now}
             if status in _REOPENED_BY_CUSTOMER and not _automatic(parsed):
-                log.info("ticket %d: %s → open (the customer wrote again)", match.ticket_id, status)
+                log.info("ticket %d: %s → open (the customer wrote again)", given, status)
                 changes["status"] = TicketStatus.OPEN
             session.execute(_TOUCH, changes)
             return match.ticket_id, False
-    ticket_id: int = session.execute(
-        _NEW_TICKET,
+    ticket_id = lookups.rows.new_ticket(
         {
             "mailbox": mailbox,
             "subject": parsed.subject,
@@ -205,8 +211,8 @@ def _ticket(
             "status": TicketStatus.OPEN,
             "created_at": now,
             "updated_at": now,
-        },
-    ).scalar_one()
+        }
+    )
     return ticket_id, True
 
 
@@ -244,7 +250,6 @@ def _details(parsed: ParsedMessage, match: ThreadMatch | None) -> dict[str, Any]
 
 
 def _store(
-    session: Session,
     lookups: GroupLookups,
     claim: Claim,
     stored: StoredMessage,
@@ -254,8 +259,7 @@ def _store(
 ) -> int:
     assert stored.id is not None
     now = utcnow()
-    message_id: int = session.execute(
-        _NEW_MESSAGE,
+    message_id = lookups.rows.new_message(
         {
             "ticket_id": ticket_id,
             "stored_message_id": stored.id,
@@ -277,34 +281,29 @@ def _store(
             "authentication_results": stored.authentication_results,
             "details": _details(parsed, match),
             "created_at": now,
-        },
-    ).scalar_one()
-    if parsed.attachments:
-        session.execute(
-            insert(_ATTACHMENTS),
-            [
-                {
-                    "ticket_message_id": message_id,
-                    "filename": part.filename,
-                    "content_type": part.content_type[:255],
-                    "size": part.size,
-                    "sha256": part.sha256,
-                    "inline": part.inline,
-                    "content_id": part.content_id[:998] if part.content_id else None,
-                    "data": part.data,
-                }
-                for part in parsed.attachments
-            ],
-        )
+        }
+    )
+    lookups.rows.attachments.extend(
+        {
+            "ticket_message_id": message_id,
+            "filename": part.filename,
+            "content_type": part.content_type[:255],
+            "size": part.size,
+            "sha256": part.sha256,
+            "inline": part.inline,
+            "content_id": part.content_id[:998] if part.content_id else None,
+            "data": part.data,
+        }
+        for part in parsed.attachments
+    )
     if not lookups.recorded(claim.mailbox, parsed.message_id, ticket_id):
-        session.execute(
-            _NEW_KNOWN,
+        lookups.rows.known.append(
             {
                 "mailbox": claim.mailbox,
                 "message_id": parsed.message_id,
                 "ticket_id": ticket_id,
                 "direction": "in",
                 "created_at": now,
-            },
+            }
         )
     return message_id
