@@ -48,6 +48,8 @@ LIBRARY: dict[str, str] = {
     "aiosmtplib.errors.SMTPAuthenticationError": "aiosmtplib's own, for its login to report; "
     "the relay classifies it into an SmtpFailure",
     "spf.TempError": "pyspf's own: our DNS hook tells pyspf its lookup failed (temperror)",
+    "dkim.KeyFormatError": "dkimpy's own: our key-record parse refuses a key too costly to "
+    "check, and dkimpy treats it as a signature that does not verify",
     "policy.config.section.LocatedError": "a ValueError, as pydantic needs; it never leaves "
     "parse_config, which turns it into a ConfigProblem",
 }
