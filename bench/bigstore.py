@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
@@ -65,7 +66,8 @@ def _series(dialect: str) -> str:
         return (
             "WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n WHERE i < :last)"
         )
-    return "WITH n(i) AS (SELECT generate_series(:first, :last))"
+    # bigint: psycopg sends a small number as a smallint, and generate_series is ambiguous then.
+    return "WITH n(i) AS (SELECT generate_series(CAST(:first AS bigint), CAST(:last AS bigint)))"
 
 
 def _fill_statements(dialect: str) -> list[str]:
@@ -257,14 +259,37 @@ def _captured_batch(tmp: Path, url: str) -> tuple[list[tuple[str, Any]], list[tu
 
 
 def _intake_statements(engine: Engine) -> list[tuple[str, Any]]:
+    """What intake's writer sends. It inserts on the driver's cursor, past
+    SQLAlchemy's statement events, so the driver itself is asked: SQLite's trace
+    (each statement with its values in place, one per table), psycopg's cursor
+    class."""
     seen: dict[str, Any] = {}
+    traced: dict[str, str] = {}
+    engine.dispose()  # the connections made from here on are watched
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def _record(_c: Any, _cur: Any, statement: str, parameters: Any, _x: Any, many: bool) -> None:
-        seen.setdefault(statement, parameters[0] if isinstance(parameters, list) else parameters)
+    class _Recording(psycopg.Cursor[Any]):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            seen.setdefault(str(query), params)
+            return super().execute(query, params, **kwargs)
+
+        def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+            params = list(params_seq)
+            seen.setdefault(str(query), params[0] if params else None)
+            super().executemany(query, params, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _watch(dbapi_connection: Any, _record: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            dbapi_connection.set_trace_callback(
+                lambda sql: traced.setdefault(sql.partition(" VALUES ")[0], sql)
+            )
+        else:
+            dbapi_connection.cursor_factory = _Recording
 
     asyncio.run(_enqueue(engine, [make_message(n) for n in range(3)]))
-    event.remove(engine, "before_cursor_execute", _record)
+    event.remove(engine, "connect", _watch)
+    engine.dispose()
+    seen.update((sql, ()) for sql in traced.values())
     return list(seen.items())
 
 
