@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from policy.message import author
 from policy.message.author import MAX_FROM_CHARS, Author, NoAuthor, read
 
 
@@ -74,3 +77,73 @@ def test_no_trustworthy_author(values: list[str], reason: str) -> None:
     with pytest.raises(NoAuthor) as caught:
         read(values)
     assert caught.value.reason == reason
+
+
+def _outcome(values: list[str]) -> Author | tuple[str, str]:
+    try:
+        return read(values)
+    except NoAuthor as exc:
+        return exc.reason, exc.detail
+
+
+def _both(values: list[str]) -> tuple[Author | tuple[str, str], Author | tuple[str, str]]:
+    """(the reading with the plain shortcut, the two parsers' reading without it)."""
+    shortcut = _outcome(values)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(author, "_plain", lambda value: None)
+        return shortcut, _outcome(values)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Customer 1 <customer1@example.net>",
+        "customer1@example.net",
+        "<customer1@example.net>",
+        "A.B <a@example.net>",  # obsolete phrase: not plain
+        "Alice  Smith <a@example.net>",  # two spaces: not plain
+        "Alice\tSmith <a@example.net>",
+        "a@b",  # one label: no usable domain
+        "a@-b.example",
+        "a@b-.example",
+        "a@b..example",
+        "a..b@example.net",
+        ".a@example.net",
+        "a@example.net.",
+        "a@[192.0.2.1]",
+        "=?utf-8?q?x?= <a@example.net>",
+        "x=?utf-8?q?x?=@example.net",
+        "Alice <a@example.net>, Bob <b@example.net>",
+        "Alice <a@example.net> <b@example.net>",
+        "ceo@victim.example <eve@attacker.example>",
+        "Mailer-Daemon <>",
+        "MAILER-DAEMON",
+        "<>",
+        "postmaster@example.net",
+        "Alice <a@EXAMPLE.NET>",
+        "A" * 300 + "@example.net",
+        "a@" + "b" * 300 + ".example",
+        "x <" + "a" * 64 + "@" + ".".join(["b"] * 150) + ">",
+        "Al'ice O'Neil <o'neil@example.net>",
+        "~ <a+tag@example.net>",
+        "- <a@example.net>",
+    ],
+)
+def test_plain_shortcut_reads_as_both_parsers(value: str) -> None:
+    shortcut, parsers = _both([value])
+    assert shortcut == parsers
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.text(alphabet="ab.-@<> \t=?\"(),;:[]\\'~Ä0", max_size=40).map(str.strip)
+    | st.from_regex(
+        r"\A(?:[A-Za-z~'=.-]{1,6}(?: {1,2}[a-z.]{1,4}){0,2} )?<?[a-z.+=-]{1,5}@[a-zA-Z.-]{1,9}>?\Z"
+    )
+    | st.from_regex(
+        r"\A(?:[A-Za-z'-]{1,5}(?: [a-z]{1,3}){0,2} )?<[a-z.+]{1,4}@[a-z-]{1,4}\.[a-z.]{1,5}>\Z"
+    )
+)
+def test_plain_shortcut_never_reads_differently(value: str) -> None:
+    shortcut, parsers = _both([value])
+    assert shortcut == parsers
