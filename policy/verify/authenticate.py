@@ -24,7 +24,6 @@ verdict rests on the others, and one log line names the reason code.
 from __future__ import annotations
 
 import asyncio
-import email
 import logging
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
@@ -87,7 +86,7 @@ def analyse(raw: bytes, mail_from: str, keys: dkim.Keys, min_key_bits: int) -> A
         problems.append(("arc", type(exc).__name__))
         arc = ArcResult("fail", f"unreadable: {type(exc).__name__}")
     try:
-        evidence = forwarding.inspect(email.message_from_bytes(raw), mail_from)
+        evidence = forwarding.inspect(forwarding.message_of(block), mail_from)
     except Exception as exc:  # e.g. RecursionError on thousands of MIME levels
         problems.append(("forwarding", type(exc).__name__))
         evidence = forwarding.ForwardingEvidence()

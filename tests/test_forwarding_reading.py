@@ -1,0 +1,64 @@
+"""The forwarding scan's message built from the header block already read, against the parse.
+
+:func:`policy.verify.forwarding.message_of` builds the standard library's message
+itself for mail that is neither multipart nor message/*; every message here,
+well-formed or hostile, must come out as ``email.message_from_bytes`` makes it,
+and give the same forwarding evidence.
+"""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+
+from policy.message import headerblock
+from policy.verify.forwarding import inspect, message_of
+from tests.support.corpus.cases import CASES
+from tests.support.forwarding_corpus import forwards, replies
+from tests.support.signing import message
+
+FROM = b"From: a@example.com\r\n"
+HOSTILE = [
+    message(),
+    b"From: a@example.com\r\nSubject: Fwd: x\r\n\r\n---------- Forwarded message ---------\r\n"
+    b"From: Alice <alice@example.org>\r\nDate: today\r\nSubject: y\r\n",
+    # Breaks the parser's line splitting knows besides CR and LF, in a field and in the body.
+    b"From: a@example.com\r\nSubject: one\x0ctwo\r\nX: \x1cthree\r\n\r\nbody\x0b\x0c\x1d\x1e\r\n",
+    b"From: a@example.com\r\n\r\nbody\x0cline\x85\r\n",
+    # Obsolete syntax, 8-bit fields, duplicated and odd Content-Type fields.
+    b"From : a@example.com\r\nSubject \t: Fwd: \xc3\xa9t\xe9\r\n\r\nbody\r\n",
+    FROM + b"Content-Type: text/plain\r\nContent-Type: multipart/mixed\r\n\r\nx\r\n",
+    FROM + b"Content-Type: MultiPart/Mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    FROM + b"Content-Type: multipart/mixed\r\n\r\nno boundary\r\n",
+    FROM + b"Content-Type: Message/RFC822\r\n\r\nFrom: b@example.org\r\n\r\nx\r\n",
+    FROM + b"Content-Type: text\r\n\r\nno slash\r\n",
+    FROM + b"Content-Transfer-Encoding: base64\r\n\r\nLS0tLS0tLS0tLSBGb3J3YXJkZWQ=\r\n",
+    FROM + b"Content-Type: text/html; charset=nonesuch\r\n\r\n<p>hi</p>\r\n",
+    # Folded huge fields, empty values, whitespace-only continuation lines, no body.
+    b"From: a@example.com\r\nSubject:" + b"\r\n x" * 20_000 + b"\r\n\r\nbody\r\n",
+    b"From: a@example.com\r\nSubject:\r\nX-Empty: \r\n \t\r\n\r\n",
+    b"From: a@example.com\r\n\r\n",
+    b"From: a@example.com\nSubject: bare LF\n\nbody\nline\r\nmixed\r",
+    b"\xef\xbb\xbfFrom a@example.com Tue\r\nFrom: a@example.com\r\n\xff: x\r\n\r\nbody\r\n",
+    b"Subject: no separator at all\r\nFrom: a@example.com",
+]
+
+
+def _samples() -> list[bytes]:
+    cases = [c.message.as_bytes() for c in (*forwards(), *replies())]
+    return [*HOSTILE, *(c.raw for c in CASES), *cases]
+
+
+@pytest.mark.parametrize("raw", _samples())
+def test_built_message_is_the_parsed_one(raw: bytes) -> None:
+    block = headerblock.read(raw)
+    built, parsed = message_of(block), email.message_from_bytes(block.raw)
+    assert built._headers == parsed._headers
+    assert built.items() == parsed.items()
+    assert built.is_multipart() == parsed.is_multipart()
+    if not parsed.is_multipart():
+        assert built.get_payload() == parsed.get_payload()
+        assert built.get_payload(decode=True) == parsed.get_payload(decode=True)
+    for sender in ("bob@customer.example", "SRS0=x=y=example.org=a@fwd.example"):
+        assert inspect(built, sender) == inspect(parsed, sender)
