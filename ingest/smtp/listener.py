@@ -177,12 +177,13 @@ class IngestHandler:
         mailboxes = transaction.mailboxes
         peer = self._peer(session)
         try:
-            data, summary = await beside_loop(_read, envelope.original_content or b"")
+            block, summary = await beside_loop(_read, envelope.original_content or b"")
         except headerblock.HeaderTooLarge:
             reply = headerblock.TOO_LARGE_REPLY
             self._reject(session, envelope, "DATA", reply, "header_too_large",
                          rcpt=[m.address for m in mailboxes])  # fmt: skip
             return self._per_recipient(mailboxes, reply)
+        data = block.raw
         smtp_envelope = Envelope(
             client_ip=peer.ip,
             client_name=peer.name,
@@ -199,7 +200,7 @@ class IngestHandler:
             )  # fmt: skip
             return self._per_recipient(mailboxes, breach.reply)
         try:
-            verdict = await self._verify(data, smtp_envelope, mailboxes[0])
+            verdict = await self._verify(block, smtp_envelope, mailboxes[0])
         except Exception:
             log.exception("verification failed")
             return self._per_recipient(mailboxes, INTERNAL_ERROR)
@@ -318,11 +319,13 @@ class IngestHandler:
             return header
         return await beside_loop(check_structure, data, limits)
 
-    async def _verify(self, data: bytes, envelope: Envelope, mailbox: MailboxConfig) -> Verdict:
+    async def _verify(
+        self, block: headerblock.HeaderBlock, envelope: Envelope, mailbox: MailboxConfig
+    ) -> Verdict:
         if self.verifier is None:
             return ACCEPT
         policy = self.config.current.effective_policy(mailbox)
-        return await self.verifier.verify(data, envelope, mailbox, policy)
+        return await self.verifier.verify(block.raw, envelope, mailbox, policy, block=block)
 
     # --- helpers -------------------------------------------------------------
 
@@ -395,12 +398,12 @@ class IngestHandler:
         )  # fmt: skip
 
 
-def _read(content: bytes) -> tuple[bytes, HeaderSummary]:
+def _read(content: bytes) -> tuple[headerblock.HeaderBlock, HeaderSummary]:
     """One reading of the header block for everything after DATA: what is verified
     here is what is stored, scanned and made a ticket of. Linear and bounded, and
     run beside the loop: a 256 KiB header block takes a few tenths of a second."""
     block = headerblock.read(content)
-    return block.raw, summary_of(block)
+    return block, summary_of(block)
 
 
 def new_trace_id() -> str:

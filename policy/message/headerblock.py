@@ -149,6 +149,19 @@ def read(raw: bytes, limit: int = MAX_HEADER_BYTES) -> HeaderBlock:
     return HeaderBlock(canonical, tuple(fields), len(head), tuple(defects))
 
 
+def reread(block: HeaderBlock, limit: int = MAX_HEADER_BYTES) -> HeaderBlock:
+    """:func:`read` of ``block.raw`` (the canonical message), without the work.
+
+    The canonical message reads back as its own fields, body and offset; only
+    its header block may now be over ``limit`` (each bare LF became CRLF), and
+    then this raises as :func:`read` would. A caller handed a reading (the
+    verifier, by the listener) so refuses exactly what reading again refused.
+    """
+    if block.fields and block.body_offset - len(b"\r\n\r\n") > limit:
+        raise HeaderTooLarge(limit)
+    return HeaderBlock(block.raw, block.fields, block.body_offset)
+
+
 def canonical(raw: bytes, limit: int = MAX_HEADER_BYTES) -> bytes:
     """The bytes every parser of ``raw`` must read (see :func:`read`)."""
     return read(raw, limit).raw

@@ -70,7 +70,13 @@ def analyse(raw: bytes, mail_from: str, keys: dkim.Keys, min_key_bits: int) -> A
     keeps what crosses to the worker small. Whatever a hostile message makes
     a library raise is that method's ``permerror``, never a 4xx.
     """
-    block = headerblock.read(raw)
+    return analysed(headerblock.read(raw), mail_from, keys, min_key_bits)
+
+
+def analysed(
+    block: headerblock.HeaderBlock, mail_from: str, keys: dkim.Keys, min_key_bits: int
+) -> Analysis:
+    """:func:`analyse` of a message whose header block is read already (on the loop)."""
     problems: list[tuple[str, str]] = []
     try:
         signatures = dkim.verify_dkim(block, keys, min_key_bits)
@@ -155,15 +161,24 @@ class Authenticator:
             self._executor.shutdown(wait=True)
 
     async def verify(
-        self, raw: bytes, envelope: Envelope, mailbox: MailboxConfig, policy: PolicyConfig
+        self,
+        raw: bytes,
+        envelope: Envelope,
+        mailbox: MailboxConfig,
+        policy: PolicyConfig,
+        *,
+        block: headerblock.HeaderBlock | None = None,
     ) -> Verdict:
         small = self._inline and len(raw) <= INLINE_MAX_BYTES
         try:
             # Linear and bounded (policy.message.headerblock), but not free: beside
             # the loop, unless the message is small enough that the hop costs more.
-            block = (
-                headerblock.read(raw) if small else await asyncio.to_thread(headerblock.read, raw)
-            )
+            if block is not None:
+                block = headerblock.reread(block)
+            elif small:
+                block = headerblock.read(raw)
+            else:
+                block = await asyncio.to_thread(headerblock.read, raw)
         except headerblock.HeaderTooLarge as exc:
             return Verdict(
                 Action.REJECT, "header_too_large", headerblock.TOO_LARGE_REPLY,
@@ -187,7 +202,7 @@ class Authenticator:
         mailfrom = checks.spf[0]
         signed = sum(1 for name, _ in block.fields if name.lower() in dkim.SIGNATURE_HEADERS)
         if small and signed <= INLINE_MAX_SIGNATURES:
-            analysis = analyse(raw, envelope.mail_from, checks.keys, policy.min_dkim_key_bits)
+            analysis = analysed(block, envelope.mail_from, checks.keys, policy.min_dkim_key_bits)
         else:
             analysis = await self._analyse(raw, envelope.mail_from, checks.keys, policy)
         for method, problem in analysis.problems:

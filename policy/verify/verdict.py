@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from policy.config.model import MailboxConfig, PolicyConfig
+from policy.message.headerblock import HeaderBlock
 
 
 class Action(StrEnum):
@@ -78,7 +79,12 @@ class Verifier(Protocol):
         envelope: Envelope,
         mailbox: MailboxConfig,
         policy: PolicyConfig,
-    ) -> Verdict: ...
+        *,
+        block: HeaderBlock | None = None,
+    ) -> Verdict:
+        """``block`` is :func:`policy.message.headerblock.read` of ``raw`` when the
+        caller has read it already (the listener reads each message once)."""
+        ...
 
     def close(self) -> None:
         """Release what the verifier holds (worker processes); may block."""

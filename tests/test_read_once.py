@@ -1,9 +1,11 @@
-"""The forwarding scan's message built from the header block already read, against the parse.
+"""What the verifier takes from the header block already read, against reading again.
 
-:func:`policy.verify.forwarding.message_of` builds the standard library's message
-itself for mail that is neither multipart nor message/*; every message here,
-well-formed or hostile, must come out as ``email.message_from_bytes`` makes it,
-and give the same forwarding evidence.
+The listener hands the verifier its reading of the message
+(:func:`policy.message.headerblock.reread` stands for reading ``block.raw``
+again), and :func:`policy.verify.forwarding.message_of` builds the standard
+library's message itself for mail that is neither multipart nor message/*;
+every message here, well-formed or hostile, must come out as reading and
+parsing again make it, with the same forwarding evidence.
 """
 
 from __future__ import annotations
@@ -48,6 +50,43 @@ HOSTILE = [
 def _samples() -> list[bytes]:
     cases = [c.message.as_bytes() for c in (*forwards(), *replies())]
     return [*HOSTILE, *(c.raw for c in CASES), *cases]
+
+
+def _lf_header(lines: int) -> bytes:
+    """A header block of LF line breaks; its canonical block, less the empty line,
+    is ``24 + 4 * lines`` bytes."""
+    return b"From: a@example.com\nX: " + b"\n z" * lines + b"\n\nbody\n"
+
+
+EDGE = (headerblock.MAX_HEADER_BYTES - 24) // 4
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *_samples(),
+        _lf_header(EDGE),  # at the limit once CRLF
+        _lf_header(EDGE + 1),  # over it once CRLF: reading again refuses it
+        _lf_header(EDGE // 2),
+        b"From: a@example.com\r\nX: " + b"y" * (headerblock.MAX_HEADER_BYTES - 30) + b"\r\n\r\n",
+        b"\r\n" + b"x" * (headerblock.MAX_HEADER_BYTES + 10),
+    ],
+)
+def test_reread_is_reading_again(raw: bytes) -> None:
+    try:
+        block = headerblock.read(raw)
+    except headerblock.HeaderTooLarge:
+        return
+    try:
+        again = headerblock.read(block.raw)
+    except headerblock.HeaderTooLarge:
+        with pytest.raises(headerblock.HeaderTooLarge):
+            headerblock.reread(block)
+        return
+    shortcut = headerblock.reread(block)
+    assert (shortcut.raw, shortcut.fields, shortcut.body_offset) == (
+        again.raw, again.fields, again.body_offset
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("raw", _samples())
