@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.smtp.listener import new_trace_id
 from ingest.smtp.verification import configured_verifier
 from policy.antivirus import EICAR
 from policy.config.model import Config
@@ -106,3 +107,11 @@ def test_trace_of_a_queue_id_is_headed_as_one_with_the_log_s_size(
     shown = run("trace", queue_id, config=path).stdout.splitlines()
     assert shown[0] == f"queue ID {queue_id}, Message-ID {story['message_id']}"
     assert f"size={size}" in next(line for line in shown if " received " in line)
+
+
+def test_the_queue_ids_of_one_process_follow_one_another() -> None:
+    """They count up (so the trace_id index takes each beside the last), and in
+    the format operators paste: 12 hex digits, wrapping round after FFFFFFFFFFFF."""
+    first, second = new_trace_id(), new_trace_id()
+    assert re.fullmatch(r"[0-9A-F]{12}", first) and re.fullmatch(r"[0-9A-F]{12}", second)
+    assert int(second, 16) == (int(first, 16) + 1) % 2**48

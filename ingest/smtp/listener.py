@@ -10,6 +10,7 @@ is not an exact match is refused, and the raw argument is checked for routes.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import re
@@ -406,13 +407,21 @@ def _read(content: bytes) -> tuple[bytes, HeaderSummary]:
 def new_trace_id() -> str:
     """A Postfix-like queue id: unique enough to find a message, not a secret.
 
-    (``secrets`` read the kernel's entropy for every message, which showed in
-    profiles; nothing is protected by this id.)
+    Each process counts up from a random start, so its ids follow one another
+    and the ``trace_id`` index takes each beside the last, in a page already
+    cached: a random id landed on a random leaf, which on a store of millions
+    is mostly not in the cache, and cost a page read and a page written per
+    message. No id repeats within a process (before 2^48 of them); two
+    processes repeat one only if their runs overlap, about 2n / 2^48 for n
+    messages each, less often than random ids collide. The count between two
+    ids tells how much mail the process took in between: nothing is protected
+    by this id. (``secrets`` read the kernel's entropy for every message, which
+    showed in profiles.)
     """
-    return f"{_ids.getrandbits(48):012X}"
+    return f"{next(_ids) & 0xFFFFFFFFFFFF:012X}"
 
 
-_ids = random.Random()
+_ids = itertools.count(random.getrandbits(48))
 
 
 def _transaction(envelope: SmtpEnvelope) -> Transaction:
