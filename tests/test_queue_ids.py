@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.smtp.listener import new_trace_id
+from ingest.smtp.queueid import new_trace_id
 from ingest.smtp.verification import configured_verifier
 from policy.antivirus import EICAR
 from policy.config.model import Config

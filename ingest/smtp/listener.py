@@ -10,9 +10,7 @@ is not an exact match is refused, and the raw argument is checked for routes.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import random
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ingest.ops.metrics import MESSAGES_ACCEPTED, count_verification
 from ingest.smtp.commands import aiosmtpd_names, known_signature
 from ingest.smtp.dataread import beside_loop
+from ingest.smtp.queueid import new_trace_id
 from ingest.smtp.refusals import Peer, RejectionLog
 from ingest.smtp.reverse import confirmed_name
 from policy.config.model import Config, MailboxConfig
@@ -402,26 +401,6 @@ def _read(content: bytes) -> tuple[bytes, HeaderSummary]:
     run beside the loop: a 256 KiB header block takes a few tenths of a second."""
     block = headerblock.read(content)
     return block.raw, summary_of(block)
-
-
-def new_trace_id() -> str:
-    """A Postfix-like queue id: unique enough to find a message, not a secret.
-
-    Each process counts up from a random start, so its ids follow one another
-    and the ``trace_id`` index takes each beside the last, in a page already
-    cached: a random id landed on a random leaf, which on a store of millions
-    is mostly not in the cache, and cost a page read and a page written per
-    message. No id repeats within a process (before 2^48 of them); two
-    processes repeat one only if their runs overlap, about 2n / 2^48 for n
-    messages each, less often than random ids collide. The count between two
-    ids tells how much mail the process took in between: nothing is protected
-    by this id. (``secrets`` read the kernel's entropy for every message, which
-    showed in profiles.)
-    """
-    return f"{next(_ids) & 0xFFFFFFFFFFFF:012X}"
-
-
-_ids = itertools.count(random.getrandbits(48))
 
 
 def _transaction(envelope: SmtpEnvelope) -> Transaction:
