@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.ops.metrics import MESSAGES_ACCEPTED, count_verification
 from ingest.smtp.commands import aiosmtpd_names, known_signature
 from ingest.smtp.dataread import beside_loop
-from ingest.smtp.queueid import new_trace_id
 from ingest.smtp.refusals import Peer, RejectionLog
 from ingest.smtp.reverse import confirmed_name
+from ingest.smtp.stamps import new_trace_id, received_date
 from policy.config.model import Config, MailboxConfig
 from policy.errors import InsufficientStorage
 from policy.message import headerblock
@@ -347,7 +346,7 @@ class IngestHandler:
         received = (
             f"Received: from {helo} ({name} [{_SAFE_TOKEN.sub('?', envelope.client_ip)}])\r\n"
             f"\tby {hostname} (firstline) with {envelope.proto} id {trace_id}{recipient};\r\n"
-            f"\t{format_datetime(datetime.now(UTC))}\r\n"
+            f"\t{received_date(int(time.time()))}\r\n"
         )
         headers = received
         if verdict.authentication_results:
