@@ -96,8 +96,10 @@ class StoredMessage(SQLModel, table=True):
     # The id in our Received header and in "250 … queued as ID", like Postfix's queue id.
     trace_id: str = Field(max_length=16, index=True)
     # sha256 of the bytes as the client sent them, before our headers: the
-    # same mail retried after a lost 250 has the same digest.
-    digest: str = Field(max_length=64, index=True)
+    # same mail retried after a lost 250 has the same digest. Not indexed: no
+    # query looks a message up by it, and a random key's index made every
+    # insert into a large store read and write a leaf page of its own.
+    digest: str = Field(max_length=64)
     size: int
     raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     purged_at: datetime | None = _when(default=None, nullable=True)

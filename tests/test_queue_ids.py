@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 
+from ingest.smtp.stamps import new_trace_id, received_date
 from ingest.smtp.verification import configured_verifier
 from policy.antivirus import EICAR
 from policy.config.model import Config
@@ -106,3 +109,19 @@ def test_trace_of_a_queue_id_is_headed_as_one_with_the_log_s_size(
     shown = run("trace", queue_id, config=path).stdout.splitlines()
     assert shown[0] == f"queue ID {queue_id}, Message-ID {story['message_id']}"
     assert f"size={size}" in next(line for line in shown if " received " in line)
+
+
+def test_the_queue_ids_of_one_process_follow_one_another() -> None:
+    """They count up (so the trace_id index takes each beside the last), and in
+    the format operators paste: 12 hex digits, wrapping round after FFFFFFFFFFFF."""
+    first, second = new_trace_id(), new_trace_id()
+    assert re.fullmatch(r"[0-9A-F]{12}", first) and re.fullmatch(r"[0-9A-F]{12}", second)
+    assert int(second, 16) == (int(first, 16) + 1) % 2**48
+
+
+def test_the_received_date_is_the_one_formatted_for_each_message() -> None:
+    """Formatted once a second, it reads as formatting the message's own time did."""
+    for second in (0, 1_764_629_999, 1_764_630_000, 4_102_444_800):
+        for fraction in (0.0, 0.25, 0.999999):
+            moment = datetime.fromtimestamp(second + fraction, UTC)
+            assert received_date(int(moment.timestamp())) == format_datetime(moment)

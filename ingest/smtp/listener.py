@@ -11,11 +11,9 @@ is not an exact match is refused, and the raw argument is checked for routes.
 from __future__ import annotations
 
 import logging
-import random
 import re
+import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.ops.metrics import MESSAGES_ACCEPTED, count_verification
@@ -23,6 +21,7 @@ from ingest.smtp.commands import aiosmtpd_names, known_signature
 from ingest.smtp.dataread import beside_loop
 from ingest.smtp.refusals import Peer, RejectionLog
 from ingest.smtp.reverse import confirmed_name
+from ingest.smtp.stamps import new_trace_id, received_date
 from policy.config.model import Config, MailboxConfig
 from policy.errors import InsufficientStorage
 from policy.message import headerblock
@@ -350,7 +349,7 @@ class IngestHandler:
         received = (
             f"Received: from {helo} ({name} [{_SAFE_TOKEN.sub('?', envelope.client_ip)}])\r\n"
             f"\tby {hostname} (firstline) with {envelope.proto} id {trace_id}{recipient};\r\n"
-            f"\t{format_datetime(datetime.now(UTC))}\r\n"
+            f"\t{received_date(int(time.time()))}\r\n"
         )
         headers = received
         if verdict.authentication_results:
@@ -404,18 +403,6 @@ def _read(content: bytes) -> tuple[headerblock.HeaderBlock, HeaderSummary]:
     run beside the loop: a 256 KiB header block takes a few tenths of a second."""
     block = headerblock.read(content)
     return block, summary_of(block)
-
-
-def new_trace_id() -> str:
-    """A Postfix-like queue id: unique enough to find a message, not a secret.
-
-    (``secrets`` read the kernel's entropy for every message, which showed in
-    profiles; nothing is protected by this id.)
-    """
-    return f"{_ids.getrandbits(48):012X}"
-
-
-_ids = random.Random()
 
 
 def _transaction(envelope: SmtpEnvelope) -> Transaction:
