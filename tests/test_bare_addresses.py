@@ -22,7 +22,7 @@ ALPHABET = "aZ09.-_+=?#/!'`{}|~@,; \t\"()<>[]:\\\u00e9\r\n"
 def _registry(value: str) -> list[tuple[str, str]] | None:
     header = email.policy.default.header_fetch_parse("To", value)
     assert isinstance(header, AddressHeader)
-    if header.defects:
+    if header.defects:  # type: ignore[attr-defined]  # BaseHeader has them; the stubs do not say
         return None
     return [(a.display_name, a.addr_spec) for a in header.addresses]
 
