@@ -48,6 +48,16 @@ _MAX_COMMENT_DEPTH = 16
 _DAEMONS = frozenset({"mailer-daemon", "postmaster"})
 _LOCAL_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
 _LOCAL_QUOTED = re.compile(r'"(?:[^"\\\r\n]|\\.)*"')
+# ``Display Name <local@domain>`` of plain atoms and dot-atoms, single spaces,
+# nothing quoted, commented, encoded ("=" and "?" left out) or folded: the
+# standard library's parse reads it as written, at some 80 µs a field, so
+# :func:`_strict` reads it with this linear pattern instead (a space, dot,
+# "@" or bracket ends each run).
+_PLAIN_ATOM = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
+_PLAIN_MAILBOX = re.compile(
+    rf"(?:({_PLAIN_ATOM}(?: {_PLAIN_ATOM})*) )?"
+    rf"<({_PLAIN_ATOM}(?:\.{_PLAIN_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
+)
 _LABEL = re.compile(
     r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*[A-Za-z0-9\u0080-\U0010ffff])?"
 )
@@ -111,6 +121,9 @@ def _valid(address: str) -> str | None:
 
 def _strict(value: str) -> list[tuple[str, str]] | None:
     """(display name, addr-spec) of each mailbox, or None when the parse is not clean."""
+    plain = _PLAIN_MAILBOX.fullmatch(value)
+    if plain is not None:
+        return [(plain.group(1) or "", plain.group(2))]
     try:
         parsed, rest = rfc5322.get_address_list(value)
     except (HeaderParseError, IndexError, ValueError, TypeError, RecursionError):
