@@ -70,6 +70,15 @@ _LIMITS = LimitsConfig()
 # a field longer than this goes to the lenient (regular-expression) parser,
 # which is linear and some thirty times faster, instead.
 _STRICT_ADDRESS_FIELD = 8 * 1024
+# A field of bare addr-specs (``a@example.com, b.c@example.net``): dot-atoms
+# only (without "=" and "?", which an encoded word needs), no display name,
+# comment, quote or fold. The header registry reads each such address as
+# itself with an empty display name, at some 60 µs a field; the pattern is
+# unambiguous (a dot, "@" or comma ends each run), so matching it is linear.
+# Anything else goes to the registry.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
+_BARE_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_BARE_ADDRESSES = re.compile(rf"[ \t]*{_BARE_ADDRESS}(?:[ \t]*,[ \t]*{_BARE_ADDRESS})*[ \t]*")
 _LONE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
@@ -300,6 +309,8 @@ class _Parser:
             budget = (self.addresses_left + 1) * 512
             pairs = getaddresses([value[:budget]])
             return pairs[:-1] if len(value) > budget else pairs
+        if _BARE_ADDRESSES.fullmatch(raw):
+            return [("", address.strip(" \t")) for address in raw.split(",")]
         try:
             # Parsed here, field by field: Message.get_all() parses every field of
             # that name again on each call.
