@@ -57,9 +57,11 @@ _LOCAL_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
 _LOCAL_QUOTED = re.compile(r'"(?:[^"\\\r\n]|\\.)*"')
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/?^_`{|}~\-]+"  # RFC 5322 atext, ASCII, without "="
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+# An addr-spec every parser reads as written (also policy.message.mime's To/Cc shortcut).
+PLAIN_ADDRESS = rf"{_DOT_ATOM}@{_DOT_ATOM}"
 _PLAIN = re.compile(
-    rf"(?:(?P<display>{_ATEXT}(?: {_ATEXT})*) )?<(?P<angled>{_DOT_ATOM}@{_DOT_ATOM})>"
-    rf"|(?P<bare>{_DOT_ATOM}@{_DOT_ATOM})"
+    rf"(?:(?P<display>{_ATEXT}(?: {_ATEXT})*) )?<(?P<angled>{PLAIN_ADDRESS})>"
+    rf"|(?P<bare>{PLAIN_ADDRESS})"
 )
 _LABEL = re.compile(
     r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*[A-Za-z0-9\u0080-\U0010ffff])?"

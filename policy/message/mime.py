@@ -43,7 +43,7 @@ from typing import TypeVar
 
 from policy.config.model import LimitsConfig
 from policy.message import headerblock, mimetree
-from policy.message.author import NoAuthor
+from policy.message.author import PLAIN_ADDRESS, NoAuthor
 from policy.message.author import read as read_author
 from policy.message.autoreply import (
     NOT_A_BOUNCE,
@@ -70,15 +70,13 @@ _LIMITS = LimitsConfig()
 # a field longer than this goes to the lenient (regular-expression) parser,
 # which is linear and some thirty times faster, instead.
 _STRICT_ADDRESS_FIELD = 8 * 1024
-# A field of bare addr-specs (``a@example.com, b.c@example.net``): dot-atoms
-# only (without "=" and "?", which an encoded word needs), no display name,
-# comment, quote or fold. The header registry reads each such address as
-# itself with an empty display name, at some 60 µs a field; the pattern is
-# unambiguous (a dot, "@" or comma ends each run), so matching it is linear.
-# Anything else goes to the registry.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
-_BARE_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-_BARE_ADDRESSES = re.compile(rf"[ \t]*{_BARE_ADDRESS}(?:[ \t]*,[ \t]*{_BARE_ADDRESS})*[ \t]*")
+# A field of bare addr-specs (``a@example.com, b.c@example.net``): the
+# author's plain addresses (dot-atoms without "=", so no encoded word), no
+# display name, comment, quote or fold. The header registry reads each such
+# address as itself with an empty display name, at some 60 µs a field; the
+# pattern is unambiguous (a dot, "@" or comma ends each run), so matching it
+# is linear. Anything else goes to the registry.
+_BARE_ADDRESSES = re.compile(rf"[ \t]*{PLAIN_ADDRESS}(?:[ \t]*,[ \t]*{PLAIN_ADDRESS})*[ \t]*")
 _LONE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
