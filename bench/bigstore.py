@@ -70,6 +70,14 @@ def _series(dialect: str) -> str:
     return "WITH n(i) AS (SELECT generate_series(CAST(:first AS bigint), CAST(:last AS bigint)))"
 
 
+_SCATTER = 2654435761  # Knuth's multiplicative hash: i -> a well-spread 32-bit prefix
+
+
+def fill_id(i: int) -> str:
+    """The Message-ID (without brackets) the fill gave message ``i``."""
+    return f"{(i * _SCATTER) % 2**32:08x}.fill-{i}@customer.example"
+
+
 def _fill_statements(dialect: str) -> list[str]:
     """One statement per table; ``i`` is the message's number (its ids are ``i``)."""
     if dialect == "sqlite":
@@ -81,7 +89,13 @@ def _fill_statements(dialect: str) -> list[str]:
         digest = "md5(i::text) || md5((i + 7)::text)"
         trace = "upper(substr(md5(i::text), 1, 12))"
     ticket = f"(i - 1) / {PER_TICKET} + 1"
-    msgid = "'fill-' || i || '@customer.example'"
+    # Scattered over the key space, as real Message-IDs are (a serial prefix
+    # would put every new one in the index's last leaf); fill_id() in Python.
+    scatter = f"(i * {_SCATTER}) % 4294967296"
+    if dialect == "sqlite":
+        msgid = f"printf('%08x', {scatter}) || '.fill-' || i || '@customer.example'"
+    else:
+        msgid = f"lpad(to_hex({scatter}), 8, '0') || '.fill-' || i || '@customer.example'"
     series = _series(dialect)
     verdict = '{"action": "accept", "reason": "accepted"}'
     return [
@@ -207,12 +221,12 @@ def _replies(count: int) -> list[bytes]:
     ]
     for n in range(count // 2):
         original = 1 + (n * 7919) % max(STORED, 1)
+        parent = fill_id(original).encode()
         raws.append(
             b"From: c%d@customer.example\r\nTo: %s\r\nSubject: Re: Printer %d\r\n"
             b"Message-ID: <reply-%d@customer.example>\r\n"
-            b"In-Reply-To: <fill-%d@customer.example>\r\n"
-            b"References: <fill-%d@customer.example>\r\n\r\nStill broken.\r\n"
-            % (original, MAILBOX.encode(), original, n, original, original)
+            b"In-Reply-To: <%s>\r\nReferences: <%s>\r\n\r\nStill broken.\r\n"
+            % (original, MAILBOX.encode(), original, n, parent, parent)
         )
     return raws
 

@@ -8,6 +8,7 @@ the ratio measures the servers.
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ def make_message(index: int, size: int = 4096) -> bytes:
         f"From: Customer {index} <customer{index}@example.net>\r\n"
         f"To: support@example.com\r\n"
         f"Subject: Benchmark message {index}\r\n"
-        f"Message-ID: <bench-{index}-{time.monotonic_ns()}@example.net>\r\n"
+        f"Message-ID: <{random.getrandbits(64):016x}.bench-{index}@example.net>\r\n"
         f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\n"
     ).encode()
     line = b"The quick brown fox jumps over the lazy dog, again and again.\r\n"
