@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -117,6 +120,34 @@ def test_the_queue_ids_of_one_process_follow_one_another() -> None:
     first, second = new_trace_id(), new_trace_id()
     assert re.fullmatch(r"[0-9A-F]{12}", first) and re.fullmatch(r"[0-9A-F]{12}", second)
     assert int(second, 16) == (int(first, 16) + 1) % 2**48
+
+
+_FORKED = """
+import os, sys
+from ingest.smtp.stamps import new_trace_id
+new_trace_id()
+reading, writing = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(writing, new_trace_id().encode())
+    os._exit(0)
+os.close(writing)
+child = os.read(reading, 64).decode()
+assert os.waitpid(pid, 0)[1] == 0
+print(child, *(new_trace_id() for _ in range(1000)))
+"""
+
+
+def test_a_forked_child_counts_from_a_start_of_its_own() -> None:
+    """A child forked from a process that took ids does not take its parent's next
+    ones (forked in an interpreter of its own: a test process has threads)."""
+    shown = subprocess.run(
+        [sys.executable, "-c", _FORKED], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    ).stdout.split()  # fmt: skip
+    child, parent = shown[0], shown[1:]
+    assert re.fullmatch(r"[0-9A-F]{12}", child) and len(parent) == 1000
+    assert child not in parent
 
 
 def test_the_received_date_is_the_one_formatted_for_each_message() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -24,7 +25,16 @@ def new_trace_id() -> str:
     return f"{next(_ids) & 0xFFFFFFFFFFFF:012X}"
 
 
-_ids = itertools.count(random.getrandbits(48))
+def _start() -> None:
+    """A fresh random start: at import, and in a forked child, which would
+    otherwise count the same ids as its parent (replicas are exec'd today)."""
+    global _ids
+    _ids = itertools.count(random.getrandbits(48))
+
+
+_ids: itertools.count[int]
+_start()
+os.register_at_fork(after_in_child=_start)
 
 
 @functools.lru_cache(maxsize=1)
