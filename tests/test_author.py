@@ -147,3 +147,23 @@ def test_plain_shortcut_reads_as_both_parsers(value: str) -> None:
 def test_plain_shortcut_never_reads_differently(value: str) -> None:
     shortcut, parsers = _both([value])
     assert shortcut == parsers
+
+
+@pytest.mark.parametrize(
+    ("value", "taken"),
+    [
+        ("Customer 1 <customer1@example.net>", Author("customer1@example.net", "Customer 1")),
+        ("customer1@example.net", Author("customer1@example.net", "")),
+        ("<customer1@example.net>", Author("customer1@example.net", "")),
+        ("Alice <a@EXAMPLE.NET>", Author("a@example.net", "Alice")),
+        ("A.B <a@example.net>", None),
+        ("Alice  Smith <a@example.net>", None),
+        ("=?utf-8?q?x?= <a@example.net>", None),
+        ("ceo@victim.example <eve@attacker.example>", None),
+        ("a@b", None),
+    ],
+)
+def test_the_plain_shapes_are_read_by_the_shortcut_alone(value: str, taken: Author | None) -> None:
+    """The common shapes take the one pattern (the differential tests above would
+    pass with the shortcut never taken); the rest go on to the two parsers."""
+    assert author._plain(value) == taken

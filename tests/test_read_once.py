@@ -101,3 +101,22 @@ def test_built_message_is_the_parsed_one(raw: bytes) -> None:
         assert built.get_payload(decode=True) == parsed.get_payload(decode=True)
     for sender in ("bob@customer.example", "SRS0=x=y=example.org=a@fwd.example"):
         assert inspect(built, sender) == inspect(parsed, sender)
+
+
+def test_a_single_part_message_is_built_without_the_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built path is taken (the comparison above would pass if every message
+    fell back to the parser); a multipart one still goes to the parser."""
+    plain = headerblock.read(b"From: a@example.com\r\nSubject: s\r\n\r\nForwarded by Bob\r\n")
+    multipart = headerblock.read(
+        b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\n\r\nhi\r\n--b--\r\n"
+    )
+
+    def refused(raw: bytes) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(email, "message_from_bytes", refused)
+    built = message_of(plain)
+    assert built["Subject"] == "s" and built.get_payload() == "Forwarded by Bob\r\n"
+    with pytest.raises(AssertionError, match="parsed"):
+        message_of(multipart)
