@@ -31,6 +31,7 @@ from policy.message.headers import HeaderSummary, one_line
 from policy.verify.verdict import Action, Envelope, Verdict
 from storage.engine import storage_error
 from storage.models import QueueEntry, QueueState, Rejection, StoredMessage
+from storage.writelock import lock_path, turn
 
 log = logging.getLogger("mail.storage")
 
@@ -157,6 +158,7 @@ class GroupCommitWriter:
         max_batch_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._engine = engine
+        self._turns = lock_path(engine)
         self._max_batch_bytes = max_batch_bytes
         self._commit_timeout = commit_timeout
         self._max_batch = max_batch
@@ -265,7 +267,8 @@ class GroupCommitWriter:
         """One transaction for the whole batch, its rows inserted on the driver's cursor."""
         rejections = [item for item in items if isinstance(item, Rejection)]
         incoming = [item for item in items if isinstance(item, Incoming)]
-        with self._engine.connect() as connection, connection.begin():
+        # Every intake process of the host writes here: see storage.writelock.
+        with turn(self._turns), self._engine.connect() as connection, connection.begin():
             inserts = _inserts(connection)
             with _driver_errors(connection) as cursor:
                 ids = inserts[Rejection].run(cursor, [row_of(r) for r in rejections])

@@ -1,0 +1,70 @@
+"""Whose turn it is to write an SQLite database: a lock beside the file.
+
+Every SQLite transaction takes the database's write lock (``BEGIN
+IMMEDIATE``, see :mod:`storage.engine`). A transaction that finds it taken
+waits in SQLite's busy handler, which sleeps 1, 2, 5, 10, … up to 100 ms
+between tries: with two intake processes committing a group each every
+millisecond or so, a third of their transactions slept past the other's
+commit, by 2.5 ms on average and up to 130 ms (BENCHMARKS.md, ingest). A
+``250`` waits for its group, so those sleeps were the sessions' latency.
+
+The intake writers therefore take turns on a lock file of their own
+(``<database>-writers``, ``flock``) before they begin. A writer whose turn
+comes finds SQLite's lock free, so SQLite never sleeps; the wait for the
+turn is short tries, never longer than :data:`LONGEST_NAP` past the
+release. It is bounded as SQLite's is (:data:`WAIT`), so a holder that
+never lets go turns into ``StorageUnavailable``, not a hung writer. The
+kernel drops the lock of a process that dies. PostgreSQL, and an in-memory
+database, need none of this: :func:`turn` is then a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+
+from sqlalchemy import Engine
+
+from policy.errors import StorageUnavailable
+
+#: As long as SQLite's own ``busy_timeout`` in :mod:`storage.engine`.
+WAIT = 30.0
+FIRST_NAP, LONGEST_NAP = 0.00005, 0.001
+
+
+def lock_path(engine: Engine) -> str | None:
+    """The lock file of ``engine``'s database, or None where none is needed."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return f"{url.database}-writers"
+
+
+@contextlib.contextmanager
+def turn(path: str | None, wait: float = WAIT) -> Iterator[None]:
+    """Hold the write turn of the database whose lock file is ``path``."""
+    if path is None:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        _acquire(fd, wait)
+        yield  # closing the descriptor is what lets go
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, wait: float) -> None:
+    nap, deadline = FIRST_NAP, time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise StorageUnavailable(f"no turn to write within {wait:g} seconds") from None
+            time.sleep(nap)
+            nap = min(nap * 2, LONGEST_NAP)
