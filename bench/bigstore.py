@@ -46,8 +46,9 @@ from ingest.work.batch import Batch
 from ingest.work.reading import reading_pool
 from ingest.work.tickets import file_message
 from policy.config.loading import load_config
+from storage.bulkinsert import row_of
 from storage.engine import make_engine
-from storage.intake import GroupCommitWriter, Incoming, row_of
+from storage.intake import GroupCommitWriter, Incoming
 from storage.schema import prepare
 from tests.support.corpus.cases import CASES
 from tests.support.mailflow import stored_message

@@ -15,20 +15,19 @@ cannot make its neighbours answer ``451``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from sqlmodel import SQLModel
 
 from policy.errors import StorageUnavailable
 from policy.message.headers import HeaderSummary, one_line
 from policy.verify.verdict import Action, Envelope, Verdict
+from storage.bulkinsert import compiled_insert, driver_cursor, new_row, row_of
 from storage.engine import storage_error
 from storage.models import QueueEntry, QueueState, Rejection, StoredMessage
 from storage.writelock import lock_path, turn
@@ -103,43 +102,6 @@ class Incoming:
         if not self.prefix:
             return self.message
         return {**self.message, "raw": self.prefix + self.message["raw"]}
-
-
-def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
-    """Column values for a new row of ``model``, with the model's defaults for the rest."""
-    defaults = _DEFAULTS.get(model)
-    if defaults is None:
-        fields = [(key, info) for key, info in model.model_fields.items() if key != "id"]
-        defaults = _DEFAULTS[model] = _Defaults(
-            {key for key, _ in fields},
-            {key: info.default for key, info in fields if info.default_factory is None},
-            [(key, info.default_factory) for key, info in fields if info.default_factory],
-        )
-    unknown = values.keys() - defaults.columns
-    if unknown:
-        raise TypeError(f"not columns of {model.__name__}: {', '.join(sorted(unknown))}")
-    row = {**defaults.constant, **values}
-    for key, factory in defaults.made:
-        if key not in values:
-            row[key] = factory()
-    return row
-
-
-@dataclass(frozen=True)
-class _Defaults:
-    """A model's columns, its constant defaults, and the defaults made per row."""
-
-    columns: set[str]
-    constant: dict[str, Any]
-    made: list[tuple[str, Callable[..., Any]]]
-
-
-_DEFAULTS: dict[type[SQLModel], _Defaults] = {}
-
-
-def row_of(model: SQLModel) -> dict[str, Any]:
-    """The column values of a model instance (for callers that have one)."""
-    return {c.key: getattr(model, c.key) for c in model.__table__.columns if c.key != "id"}  # type: ignore[attr-defined]
 
 
 Item = Incoming | Rejection
@@ -269,13 +231,14 @@ class GroupCommitWriter:
         incoming = [item for item in items if isinstance(item, Incoming)]
         # Every intake process of the host writes here: see storage.writelock.
         with turn(self._turns), self._engine.connect() as connection, connection.begin():
-            inserts = _inserts(connection)
-            with _driver_errors(connection) as cursor:
-                ids = inserts[Rejection].run(cursor, [row_of(r) for r in rejections])
+            with driver_cursor(connection) as cursor:
+                ids = compiled_insert(connection, Rejection).run(
+                    cursor, [row_of(r) for r in rejections]
+                )
                 for rejection, rejection_id in zip(rejections, ids, strict=True):
                     rejection.id = rejection_id
                 rows = [item.row() for item in incoming]
-                ids = inserts[StoredMessage].run(cursor, rows)
+                ids = compiled_insert(connection, StoredMessage).run(cursor, rows)
                 del rows  # the joined copies, before the other table's statement
                 entries: list[tuple[Incoming, dict[str, Any]]] = []
                 for item, message_id in zip(incoming, ids, strict=True):
@@ -286,7 +249,9 @@ class GroupCommitWriter:
                                        digest=item.message["digest"], state=item.state))
                         for mailbox in item.mailboxes
                     ]  # fmt: skip
-                ids = inserts[QueueEntry].run(cursor, [entry for _, entry in entries])
+                ids = compiled_insert(connection, QueueEntry).run(
+                    cursor, [entry for _, entry in entries]
+                )
                 for (item, _), entry_id in zip(entries, ids, strict=True):
                     item.queue_ids.append(entry_id)
             if self._on_write is not None:
@@ -294,92 +259,6 @@ class GroupCommitWriter:
                     for written in items:
                         self._on_write(session, written)
                     session.flush()
-
-
-class _Insert:
-    """One table's ``INSERT``, compiled once for the dialect and run on the driver's
-    cursor: SQLAlchemy's statement execution (cache look-up, parameter processing,
-    result objects) cost more than the database's own work for these rows. Values
-    still go through each column type's bind processor, so they are stored exactly
-    as SQLAlchemy stores them."""
-
-    def __init__(self, model: type[SQLModel], dialect: Dialect) -> None:
-        table = model.__table__  # type: ignore[attr-defined]
-        columns = [column for column in table.columns if column.key != "id"]
-        # PostgreSQL hands back each row's id from executemany; SQLite tells the
-        # last row id after each execute, which needs no RETURNING.
-        self._returning = dialect.name == "postgresql"
-        statement = table.insert()
-        if self._returning:
-            statement = statement.returning(table.c.id)
-        compiled = statement.compile(dialect=dialect, column_keys=[c.key for c in columns])
-        self._sql = str(compiled)
-        self._keys: list[str] = (
-            list(compiled.positiontup or []) if compiled.positional else [c.key for c in columns]
-        )
-        self._positional = compiled.positional
-        types = {column.key: column.type for column in columns}
-        processors = [types[k].dialect_impl(dialect).bind_processor(dialect) for k in self._keys]
-        # Only the values whose type converts them are touched (five or six of a
-        # row's sixteen to twenty): a pass over every value cost more than the
-        # conversions.
-        self._converted = [(n, process) for n, process in enumerate(processors) if process]
-
-    def run(self, cursor: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
-        """Insert ``rows`` and return their new ids, in order."""
-        if not rows:
-            return []
-        values = [self._values(row) for row in rows]
-        if self._returning:
-            cursor.executemany(self._sql, values, returning=True)
-            ids = []
-            while True:
-                ids.append(cursor.fetchone()[0])
-                if not cursor.nextset():
-                    return ids
-        ids = []
-        for value in values:
-            cursor.execute(self._sql, value)
-            ids.append(cursor.lastrowid)
-        return ids
-
-    def _values(self, row: dict[str, Any]) -> list[Any] | dict[str, Any]:
-        values = list(map(row.__getitem__, self._keys))
-        for n, process in self._converted:
-            values[n] = process(values[n])
-        if self._positional:
-            return values
-        return dict(zip(self._keys, values, strict=True))
-
-
-_INSERTS: dict[str, dict[type[SQLModel], _Insert]] = {}
-
-
-def _inserts(connection: Connection) -> dict[type[SQLModel], _Insert]:
-    """The compiled inserts of the tables intake writes, for this connection's dialect."""
-    dialect = connection.dialect
-    found = _INSERTS.get(dialect.name)
-    if found is None:
-        found = _INSERTS[dialect.name] = {
-            model: _Insert(model, dialect) for model in (Rejection, StoredMessage, QueueEntry)
-        }
-    return found
-
-
-@contextlib.contextmanager
-def _driver_errors(connection: Connection) -> Iterator[Any]:
-    """The driver's cursor; a connection the driver says is broken is discarded
-    (what SQLAlchemy does for the statements it runs itself)."""
-    pooled = connection.connection
-    cursor = pooled.cursor()
-    try:
-        yield cursor
-    except connection.dialect.loaded_dbapi.Error as exc:
-        if connection.dialect.is_disconnect(exc, pooled.dbapi_connection, cursor):
-            connection.invalidate(exc)
-        raise
-    finally:
-        cursor.close()
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from policy.config.loading import parse_config
 from policy.config.model import Config
+from storage.bulkinsert import new_row
 from storage.engine import make_engine
-from storage.intake import new_row
 from storage.models import (
     BatchRun,
     QuarantineAction,

@@ -24,18 +24,14 @@ from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
+from sqlmodel import SQLModel
 
 from storage import mailqueue as queue
+from storage.bulkinsert import compiled_insert, driver_cursor, new_row
 from storage.lease import table_of
 from storage.mailqueue import Claim
 from storage.models import Attachment, KnownMessageId, Ticket, TicketMessage
 
-_TICKETS = table_of(Ticket)
-_MESSAGES = table_of(TicketMessage)
-# One multi-row INSERT … RETURNING per table (SQLAlchemy's "insertmanyvalues"),
-# the ids in the order of the rows.
-_NEW_TICKETS = insert(_TICKETS).returning(_TICKETS.c.id, sort_by_parameter_order=True)
-_NEW_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
 _NEW_ATTACHMENTS = insert(table_of(Attachment))
 _NEW_KNOWN = insert(table_of(KnownMessageId))
 
@@ -85,12 +81,12 @@ class GroupRows:
         (:func:`storage.mailqueue.finish_many` raises
         :class:`~storage.lease.LeaseLost` unless every lease is still ours)."""
         if self.tickets:
-            self._given(session, _NEW_TICKETS, self.tickets, self.ticket_ids)
+            self._given(session, Ticket, self.tickets, self.ticket_ids)
             self.tickets = []
         if self.messages:
             for row in self.messages:
                 row["ticket_id"] = self.ticket_ids.get(row["ticket_id"], row["ticket_id"])
-            self._given(session, _NEW_MESSAGES, self.messages, self.message_ids)
+            self._given(session, TicketMessage, self.messages, self.message_ids)
             self.messages = []
         for rows, key, ids, statement in (
             (self.attachments, "ticket_message_id", self.message_ids, _NEW_ATTACHMENTS),
@@ -111,9 +107,15 @@ class GroupRows:
 
     @staticmethod
     def _given(
-        session: Session, statement: Any, rows: list[dict[str, Any]], ids: dict[int, int]
+        session: Session, model: type[SQLModel], rows: list[dict[str, Any]], ids: dict[int, int]
     ) -> None:
-        """Insert ``rows``, mapping their provisional ids to the ids given, in order."""
-        given = session.execute(statement, rows).scalars().all()
+        """Insert ``rows`` (one pipelined statement per table, see
+        :mod:`storage.bulkinsert`), mapping their provisional ids to the ids
+        given, in order."""
+        connection = session.connection()
+        with driver_cursor(connection) as cursor:
+            given = compiled_insert(connection, model).run(
+                cursor, [new_row(model, **row) for row in rows]
+            )
         first = len(ids)
         ids.update((-(first + n + 1), i) for n, i in enumerate(given))
