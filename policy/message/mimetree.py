@@ -156,7 +156,7 @@ def read(raw: bytes) -> Tree:
         return Tree(raw, None, None, exc)
     try:
         policy = email.policy.default.clone(header_factory=_Fields())
-        message = email.message_from_bytes(block.raw, policy=policy)
+        message = headerblock.as_message(block, policy)
     except Exception as exc:  # RecursionError, or what the header parser raises
         return Tree(raw, block, None, exc)
     return Tree(raw, block, Node(message, "1", 0))

@@ -92,7 +92,7 @@ def analysed(
         problems.append(("arc", type(exc).__name__))
         arc = ArcResult("fail", f"unreadable: {type(exc).__name__}")
     try:
-        evidence = forwarding.inspect(forwarding.message_of(block), mail_from)
+        evidence = forwarding.inspect(headerblock.as_message(block), mail_from)
     except Exception as exc:  # e.g. RecursionError on thousands of MIME levels
         problems.append(("forwarding", type(exc).__name__))
         evidence = forwarding.ForwardingEvidence()

@@ -40,15 +40,12 @@ recorded so operators can see whom a refused forward came from.
 
 from __future__ import annotations
 
-import email
 import html
-import re
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses
 
 from policy.message.charsets import decode_words
-from policy.message.headerblock import HeaderBlock
 from policy.verify.forwardmarks import (
     ADDRESS,
     ATTRIBUTION,
@@ -78,32 +75,6 @@ from policy.verify.verdict import ForwardingKind
 
 # Hostile input is normal input: never scan more text than this per message.
 MAX_SCAN_CHARS = 200_000
-
-
-# Line breaks to str.splitlines, and so to the standard library's parser, besides CR and LF.
-_OTHER_BREAKS = re.compile(rb"[\x0b\x0c\x1c-\x1e]")
-
-
-def message_of(block: HeaderBlock) -> Message:
-    """The standard library's (compat32) parse of the canonical message ``block.raw``.
-
-    For a message that is not multipart/* or message/* the parser makes its
-    fields as :func:`policy.message.headerblock.read` split them and keeps the
-    body as it is, so that message is built here from the header block already
-    read (the parse was a quarter of the forwarding scan); the rest, and a
-    header block holding a break the parser's line splitting knows besides CR
-    and LF, is parsed.
-    """
-    message = Message()
-    for name, value in block.fields:
-        text = value.decode("ascii", "surrogateescape")
-        message.set_raw(name.decode("ascii"), text.lstrip(" \t").rstrip("\r\n"))
-    if message.get_content_maintype() in ("multipart", "message") or _OTHER_BREAKS.search(
-        block.raw, 0, block.body_offset
-    ):
-        return email.message_from_bytes(block.raw)
-    message.set_payload(block.body.decode("ascii", "surrogateescape"))
-    return message
 
 
 @dataclass(frozen=True)
