@@ -59,6 +59,22 @@ def process(
             proc.wait()
 
 
+@contextlib.contextmanager
+def serving(
+    tmp: Path, config: Path, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``firstline serve -c config`` once ``READY=1`` says every intake process
+    listens: the first one's port opens about two seconds before the others'."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp / "notify"))
+        notify.settimeout(120)
+        env = {**(env or {}), "NOTIFY_SOCKET": str(tmp / "notify")}
+        with process(firstline_cmd("serve", "-c", str(config)), port, env) as server:
+            while b"READY=1" not in notify.recv(4096):
+                pass
+            yield server
+
+
 def bench_config(
     tmp: Path,
     smtp_port: int,
@@ -132,6 +148,23 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = _stat(pid)
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid: int, timeout: float = 30) -> None:
+    """Wait until the process tree of ``pid`` is idle: a server that has just
+    opened its port is still starting in the background (its other intake
+    processes importing, its pools forking: over a second of CPU), which a
+    measured round must not share the cores with. Idle: under 10 ms of CPU
+    in 0.2 s."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds([pid])
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu_seconds([pid])
+        if now - last < 0.01:
+            return
+        last = now
+    raise TimeoutError(f"process {pid} still busy after {timeout:g} seconds")
 
 
 @dataclass

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import time
@@ -25,11 +24,12 @@ from collections.abc import Iterator
 from bench.harness import (
     Measured,
     bench_config,
-    firstline_cmd,
     free_port,
     load_average,
     measure,
     process,
+    serving,
+    settle,
     sink_cmd,
     workdir,
 )
@@ -75,19 +75,15 @@ def _server(processes: int | None, delay_ms: float, loop: str) -> Iterator[tuple
     if processes is None:
         with process(sink_cmd(port), port) as sink:
             asyncio.run(run_load("127.0.0.1", port, sessions=10, per_session=10))
+            settle(sink.pid)
             yield port, sink.pid
         return
-    with workdir() as tmp, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(str(tmp / "notify"))
-        notify.settimeout(120)
+    with workdir() as tmp:
         config = bench_config(tmp, port, free_port(), processes=processes, event_loop=loop)
-        env = {"NOTIFY_SOCKET": str(tmp / "notify")}
-        if delay_ms:
-            env[BENCH_COMMIT_DELAY_ENV] = str(delay_ms)
-        with process(firstline_cmd("serve", "-c", str(config)), port, env) as server:
-            while b"READY=1" not in notify.recv(4096):
-                pass
+        env = {BENCH_COMMIT_DELAY_ENV: str(delay_ms)} if delay_ms else {}
+        with serving(tmp, config, port, env) as server:
             asyncio.run(run_load("127.0.0.1", port, sessions=10, per_session=10))
+            settle(server.pid)
             yield port, server.pid
 
 

@@ -2,13 +2,15 @@
 
 The same load as :mod:`bench.ingest`, but every message is DKIM-signed by
 the sender's domain, whose SPF (``ip4:127.0.0.1``), DMARC (``p=reject``) and
-key records are served by the loopback DNS server of the tests; the warm-up
-round fills the resolver's cache, so the measured rounds see a warm cache as
-a busy server does. Each verified message costs two SPF evaluations, one
-DKIM verification (2048-bit RSA, in the process pool), ARC, DMARC and the
-forwarding checks; all must pass for the message to count as accepted.
-The server runs with ``server.processes`` 1 and 2 (its default is the core
-count), as the ingest bench does.
+key records are served by the loopback DNS server of the tests. The server
+is measured once it has started (``READY=1``: every intake process listens)
+and has settled (:func:`bench.harness.settle`), after a warm-up round that
+fills the resolver's cache, so the measured rounds see a warm cache as a
+busy server does. Each verified message costs two SPF evaluations, one DKIM
+verification (2048-bit RSA), ARC, DMARC and the forwarding checks; all must
+pass for the message to count as accepted. The server runs with
+``server.processes`` 1 and 2 (its default is the core count), as the ingest
+bench does.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import statistics
 from bench.harness import (
     Measured,
     bench_config,
-    firstline_cmd,
     free_port,
     load_average,
     measure,
     process,
+    serving,
+    settle,
     sink_cmd,
     workdir,
 )
@@ -42,6 +45,7 @@ def _measure(port: int, pid: int, messages: list[bytes]) -> Measured:
         return messages[index % len(messages)]
 
     asyncio.run(run_load("127.0.0.1", port, sessions=10, per_session=10, messages=pick))
+    settle(pid)
     return measure(pid, lambda: asyncio.run(run_load("127.0.0.1", port, messages=pick)))
 
 
@@ -62,7 +66,7 @@ def _verified(dns: DnsServer, messages: list[bytes], processes: int) -> Measured
             dns={"nameservers": [dns.address], "timeout": 2},
             policy={"verify_senders": True},
         )
-        with process(firstline_cmd("serve", "-c", str(config)), smtp) as server:
+        with serving(tmp, config, smtp) as server:
             return _measure(smtp, server.pid, messages)
 
 
