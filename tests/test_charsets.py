@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from policy.message import charsets
 from policy.message.charsets import decode_bytes, normalise_label
 
 GERMAN = "Grüße aus München, die Rechnung über 15 € ist falsch – bitte prüfen."
@@ -103,3 +106,11 @@ def test_labels(label: str | None, codec: str | None) -> None:
 def test_unknown_label_with_valid_utf8_is_repaired_to_utf8() -> None:
     decoded = decode_bytes(GERMAN.encode(), "x-mac-nonsense")
     assert (decoded.text, decoded.charset, decoded.repaired) == (GERMAN, "utf-8", True)
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet=st.sampled_from(list(" \t\r\n\x00=?abcQB:é\udcc3")), max_size=40))
+def test_the_plain_shortcut_of_a_header_value_is_the_full_decoding(value: str) -> None:
+    """ASCII without encoded words, breaks or NUL is only stripped; everything
+    else still goes the whole way (here without the shortcut, for comparison)."""
+    assert charsets.decode_header_value(value) == charsets._decoded(value)

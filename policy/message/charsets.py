@@ -241,6 +241,9 @@ def decode_words(value: object) -> str:
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
+# What :func:`decode_header_value` changes in ASCII text besides encoded words
+# and the ends' whitespace: folds, line breaks, NUL.
+_PLAIN_SPOILERS = re.compile(r"[\r\n\x00]")
 
 
 def decode_header_value(raw: str) -> tuple[str, bool]:
@@ -250,6 +253,12 @@ def decode_header_value(raw: str) -> tuple[str, bool]:
     bytes (RFC 6532 UTF-8, or a legacy charset a client did not declare)
     arrive as surrogate escapes and are decoded like a body part.
     """
+    if raw.isascii() and "=?" not in raw and not _PLAIN_SPOILERS.search(raw):
+        return raw.strip(), False  # what :func:`_decoded` makes of most values
+    return _decoded(raw)
+
+
+def _decoded(raw: str) -> tuple[str, bool]:
     repaired = False
     value = _FOLD.sub("", raw)
     escaped = decode_escaped(value)
