@@ -61,11 +61,9 @@ def row_of(model: SQLModel) -> dict[str, Any]:
 
 
 class CompiledInsert:
-    """One table's ``INSERT``, compiled once for the dialect and run on the driver's
-    cursor: SQLAlchemy's statement execution (cache look-up, parameter processing,
-    result objects) cost more than the database's own work for these rows. Values
-    still go through each column type's bind processor, so they are stored exactly
-    as SQLAlchemy stores them."""
+    """One table's ``INSERT``, compiled once for the dialect. Values still go
+    through each column type's bind processor, so they are stored exactly as
+    SQLAlchemy stores them."""
 
     def __init__(self, model: type[SQLModel], dialect: Dialect) -> None:
         table = model.__table__  # type: ignore[attr-defined]

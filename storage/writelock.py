@@ -14,14 +14,17 @@ comes finds SQLite's lock free, so SQLite never sleeps; the wait for the
 turn is short tries, never longer than :data:`LONGEST_NAP` past the
 release. It is bounded as SQLite's is (:data:`WAIT`), so a holder that
 never lets go turns into ``StorageUnavailable``, not a hung writer. The
-kernel drops the lock of a process that dies. PostgreSQL, and an in-memory
-database, need none of this: :func:`turn` is then a no-op.
+kernel drops the lock of a process that dies; a lock file that cannot be
+opened leaves the writers to SQLite's own waiting, with a warning.
+PostgreSQL, and an in-memory database, need none of this: :func:`turn` is
+then a no-op.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -33,6 +36,8 @@ from policy.errors import StorageUnavailable
 #: As long as SQLite's own ``busy_timeout`` in :mod:`storage.engine`.
 WAIT = 30.0
 FIRST_NAP, LONGEST_NAP = 0.00005, 0.001
+
+log = logging.getLogger("mail.storage")
 
 
 def lock_path(engine: Engine) -> str | None:
@@ -49,12 +54,29 @@ def turn(path: str | None, wait: float = WAIT) -> Iterator[None]:
     if path is None:
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        # The turns only spare SQLite's sleeps; its own lock keeps writes
+        # correct. A lock file we may not open (created by root, a read-only
+        # directory) must not refuse mail: wait as SQLite waits, and say so.
+        _unusable(path, exc)
+        yield
+        return
     try:
         _acquire(fd, wait)
         yield  # closing the descriptor is what lets go
     finally:
         os.close(fd)
+
+
+def _unusable(path: str, exc: OSError) -> None:
+    if path not in _WARNED:
+        _WARNED.add(path)
+        log.warning("cannot open %s (%s): writers wait on SQLite's own lock", path, exc.strerror)
+
+
+_WARNED: set[str] = set()
 
 
 def _acquire(fd: int, wait: float) -> None:

@@ -77,6 +77,19 @@ def test_a_turn_another_process_holds_is_waited_for_then_given(tmp_path: Path) -
             pass
 
 
+def test_a_lock_file_that_cannot_be_opened_leaves_the_waiting_to_sqlite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unopenable = tmp_path / "mail.db-writers"
+    unopenable.mkdir()  # as good as one another user made 0600
+    with turn(str(unopenable)):
+        pass
+    with turn(str(unopenable)):
+        pass
+    warnings = [r for r in caplog.records if r.name == "mail.storage"]
+    assert len(warnings) == 1 and "SQLite's own lock" in warnings[0].getMessage()
+
+
 def test_two_turns_in_one_process_never_overlap(tmp_path: Path) -> None:
     path = str(tmp_path / "mail.db-writers")
     inside: list[int] = []
