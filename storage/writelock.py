@@ -5,19 +5,19 @@ IMMEDIATE``, see :mod:`storage.engine`). A transaction that finds it taken
 waits in SQLite's busy handler, which sleeps 1, 2, 5, 10, … up to 100 ms
 between tries: with two intake processes committing a group each every
 millisecond or so, a third of their transactions slept past the other's
-commit, by 2.5 ms on average and up to 130 ms (BENCHMARKS.md, ingest). A
+commit, by 2.5 ms on average and up to 130 ms (BENCHMARKS.md, issue 17, fifth pass). A
 ``250`` waits for its group, so those sleeps were the sessions' latency.
 
 The intake writers therefore take turns on a lock file of their own
 (``<database>-writers``, ``flock``) before they begin. A writer whose turn
-comes finds SQLite's lock free, so SQLite never sleeps; the wait for the
-turn is short tries, never longer than :data:`LONGEST_NAP` past the
-release. It is bounded as SQLite's is (:data:`WAIT`), so a holder that
-never lets go turns into ``StorageUnavailable``, not a hung writer. The
-kernel drops the lock of a process that dies; a lock file that cannot be
-opened leaves the writers to SQLite's own waiting, with a warning.
-PostgreSQL, and an in-memory database, need none of this: :func:`turn` is
-then a no-op.
+comes finds SQLite's lock free of the other intake writers (the batch and
+the CLI still meet them in SQLite's busy handler); the wait for the turn is
+short tries, never longer than :data:`LONGEST_NAP` past the release. It is
+bounded as SQLite's is (:data:`WAIT`), so a holder that never lets go turns
+into ``StorageUnavailable``, not a hung writer. The kernel drops the lock
+of a process that dies; a lock file that cannot be opened leaves the
+writers to SQLite's own waiting, with a warning. PostgreSQL, and an
+in-memory database, need none of this: :func:`turn` is then a no-op.
 """
 
 from __future__ import annotations
